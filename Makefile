@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine; each sets itself up first.
+#   make demo   evaluate the shipped model on the bundled recordings
+#   make test   lint and run the test suite (what CI runs)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test setup
+
+setup: $(STAMP)
+
+# torch and torchvision go in first, pinned to the pair that imports together here;
+# the package's own range (torch <= 2.14.1) then leaves them in place.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/neuroauth evaluate --json out/evaluation.json --plots out/plots
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest

@@ -1,0 +1,1 @@
+"""neuroauthd: the service between an EEG headset and MQTT."""

@@ -1,0 +1,1 @@
+"""Owners: enrolment, templates, scoring and decisions over time."""

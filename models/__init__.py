@@ -1,0 +1,1 @@
+"""Everything a checkpoint defines: pure computation, no file or network I/O."""

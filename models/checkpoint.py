@@ -1,0 +1,198 @@
+"""Checkpoints: one file that rebuilds its own models, loaded without unpickling objects.
+
+The file is a ``torch.save`` of plain containers only: a JSON string with
+everything needed to rebuild the models (montage, signal spec, denoiser and
+embedder hyper-parameters, training record) and a flat dict of tensors.
+Loading uses ``torch.load(weights_only=True)``, which refuses any pickled
+object other than tensors and primitive containers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from .denoiser import CausalDenoiser, DenoiserConfig
+from .embedders.spectral import SpectralConfig, SpectralEmbedder
+from .preprocess import SignalSpec
+
+FORMAT = "neuroauth-checkpoint"
+FORMAT_VERSION = 1
+
+EMBEDDERS: dict[str, tuple[type, type]] = {"spectral": (SpectralEmbedder, SpectralConfig)}
+
+
+@dataclass
+class NeuroAuthModel:
+    """The models of one checkpoint and what they expect of the signal."""
+
+    montage: tuple[str, ...]
+    spec: SignalSpec
+    denoiser: CausalDenoiser
+    embedder: nn.Module
+    baseline: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def embedder_name(self) -> str:
+        return self.embedder.name
+
+    def config(self) -> dict:
+        return {
+            "montage": list(self.montage),
+            "signal": self.spec.to_dict(),
+            "denoiser": self.denoiser.config.to_dict(),
+            "embedder": {"name": self.embedder.name, "config": self.embedder.config.to_dict()},
+            "meta": self.meta,
+        }
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()}
+        out.update({f"embedder.{k}": v for k, v in self.embedder.state_dict().items()})
+        out.update({f"baseline.{k}": v for k, v in self.baseline.items()})
+        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+
+    def identity(self) -> str:
+        """A digest of configuration and weights: templates name the model they came from."""
+        digest = hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode())
+        for name, tensor in sorted(self.tensors().items()):
+            digest.update(name.encode())
+            digest.update(tensor.numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def eval(self) -> NeuroAuthModel:
+        self.denoiser.eval()
+        self.embedder.eval()
+        return self
+
+
+def save_checkpoint(model: NeuroAuthModel, path: str | os.PathLike) -> str:
+    """Write atomically (temporary file, fsync, rename); returns the model's identity."""
+    path = Path(path)
+    identity = model.identity()
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "identity": identity,
+        "config": json.dumps(model.config(), sort_keys=True),
+        "tensors": model.tensors(),
+    }
+    atomic_torch_save(payload, path)
+    return identity
+
+
+def atomic_torch_save(payload: dict, path: Path) -> None:
+    """``torch.save`` to a sibling temporary file, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> NeuroAuthModel:
+    """Rebuild the models of a checkpoint file; raises :class:`CheckpointError` with the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; train one with `neuroauth train` or omit "
+            "--checkpoint to use the shipped model"
+        )
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} holds pickled objects that are not plain tensors and containers; "
+            "it was not written by `neuroauth train` and was refused without running it "
+            f"({str(exc).splitlines()[0]}). Use a checkpoint written by `neuroauth train`."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged or truncated ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); restore it or train again"
+        ) from None
+    return _rebuild(payload, path)
+
+
+def _rebuild(payload: object, path: Path) -> NeuroAuthModel:
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a NeuroAuth checkpoint; use a file from `neuroauth train`")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version}; this NeuroAuth reads version "
+            f"{FORMAT_VERSION}. Retrain it with this version (`neuroauth train`)."
+        )
+    try:
+        config = json.loads(payload["config"])
+        tensors: dict[str, torch.Tensor] = payload["tensors"]
+        spec = SignalSpec.from_dict(config["signal"])
+        denoiser = CausalDenoiser(DenoiserConfig.from_dict(config["denoiser"]))
+        name = config["embedder"]["name"]
+        if name not in EMBEDDERS:
+            raise CheckpointError(
+                f"checkpoint {path} holds embedder {name!r}, which this NeuroAuth does not know "
+                f"(known: {', '.join(EMBEDDERS)}); upgrade NeuroAuth or retrain"
+            )
+        embedder_cls, config_cls = EMBEDDERS[name]
+        embedder = embedder_cls(config_cls.from_dict(config["embedder"]["config"]))
+        _load_part(denoiser, tensors, "denoiser.", path)
+        _load_part(embedder, tensors, "embedder.", path)
+        baseline = {k.removeprefix("baseline."): v for k, v in tensors.items() if k.startswith("baseline.")}
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete or malformed ({exc.__class__.__name__}: {exc}); "
+            "retrain it with `neuroauth train`"
+        ) from None
+    model = NeuroAuthModel(
+        montage=tuple(config["montage"]),
+        spec=spec,
+        denoiser=denoiser,
+        embedder=embedder,
+        baseline=baseline,
+        meta=config.get("meta", {}),
+    )
+    stored = payload.get("identity")
+    if stored is not None and stored != model.identity():
+        raise CheckpointError(
+            f"checkpoint {path} does not match its recorded identity {stored}: it was altered "
+            "after it was written. Restore the original file or retrain."
+        )
+    return model.eval()
+
+
+def _load_part(module: nn.Module, tensors: dict, prefix: str, path: Path) -> None:
+    part = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(part))
+    unexpected = sorted(set(part) - set(expected))
+    wrong = sorted(k for k in set(part) & set(expected) if part[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        details = "; ".join(
+            f"{label}: {', '.join(prefix + k for k in keys[:5])}{' ...' if len(keys) > 5 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        )
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the models its configuration describes ({details}); "
+            "it is damaged or was edited. Retrain it with `neuroauth train`."
+        )
+    module.load_state_dict(part, strict=True)

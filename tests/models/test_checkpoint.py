@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import pickletools
+import zipfile
+
+import pytest
+import torch
+from neuroauth.models.checkpoint import load_checkpoint, save_checkpoint
+
+from neuroauth.errors import CheckpointError
+
+
+def test_round_trip_rebuilds_identical_models(tiny_checkpoint, tmp_path):
+    model = load_checkpoint(tiny_checkpoint)
+    again = tmp_path / "again.pt"
+    assert save_checkpoint(model, again) == model.identity()
+    reloaded = load_checkpoint(again)
+    x = torch.randn(2, 4, 800)
+    with torch.no_grad():
+        assert torch.equal(model.denoiser(x), reloaded.denoiser(x))
+        assert torch.equal(model.embedder(x), reloaded.embedder(x))
+    assert reloaded.montage == model.montage
+    assert reloaded.spec == model.spec
+    assert reloaded.meta["training_subjects"] == model.meta["training_subjects"]
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("code from a checkpoint ran",))
+
+
+def test_a_pickled_object_is_refused_without_running_it(tiny_checkpoint, tmp_path, capsys):
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["extra"] = Exploit()
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    with pytest.raises(CheckpointError, match=r"bad\.pt.*pickled objects"):
+        load_checkpoint(bad)
+    assert "code from a checkpoint ran" not in capsys.readouterr().out
+
+
+def test_a_plain_pickle_file_is_refused(tmp_path):
+    bad = tmp_path / "plain.pt"
+    bad.write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(CheckpointError, match=r"plain\.pt"):
+        load_checkpoint(bad)
+
+
+def test_a_truncated_checkpoint_is_refused(tiny_checkpoint, tmp_path):
+    data = tiny_checkpoint.read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"cut\.pt.*damaged or truncated"):
+        load_checkpoint(cut)
+
+
+def test_wrong_shapes_and_altered_weights_are_refused(tiny_checkpoint, tmp_path):
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    shaped = dict(payload, tensors=dict(payload["tensors"]))
+    shaped["tensors"]["denoiser.inp.weight"] = torch.zeros(3, 3, 3)
+    path = tmp_path / "shape.pt"
+    torch.save(shaped, path)
+    with pytest.raises(CheckpointError, match=r"wrong shape: denoiser\.inp\.weight"):
+        load_checkpoint(path)
+    altered = dict(payload, tensors=dict(payload["tensors"]))
+    altered["tensors"]["embedder.projection"] = altered["tensors"]["embedder.projection"] * 2
+    path = tmp_path / "altered.pt"
+    torch.save(altered, path)
+    with pytest.raises(CheckpointError, match="altered after it was written"):
+        load_checkpoint(path)
+
+
+def test_another_format_version_is_refused(tiny_checkpoint, tmp_path):
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["format_version"] = 99
+    path = tmp_path / "v99.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_checkpoint(path)
+
+
+def test_missing_file_says_how_to_get_one(tmp_path):
+    with pytest.raises(CheckpointError, match="neuroauth train"):
+        load_checkpoint(tmp_path / "nothing.pt")
+
+
+def test_checkpoint_is_a_zip_of_plain_data(tiny_checkpoint):
+    with zipfile.ZipFile(tiny_checkpoint) as zf:
+        pkl = next(n for n in zf.namelist() if n.endswith("data.pkl"))
+        body = zf.read(pkl)
+    # the only classes the pickle names are torch's tensor rebuilding and OrderedDict
+    globals_named = {arg for op, arg, _ in pickletools.genops(body) if op.name == "GLOBAL"}
+    assert globals_named
+    assert all(g.startswith(("torch ", "torch._utils ", "collections OrderedDict")) for g in globals_named), (
+        globals_named
+    )
+    config = json.loads(torch.load(io.BytesIO(tiny_checkpoint.read_bytes()), weights_only=True)["config"])
+    assert config["embedder"]["name"] == "spectral"
+    assert config["montage"] == ["T7", "F8", "Cz", "P4"]

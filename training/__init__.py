@@ -1,0 +1,1 @@
+"""Data loading, noise synthesis, training and evaluation of NeuroAuth models."""

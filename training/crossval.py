@@ -1,0 +1,93 @@
+"""``neuroauth crossval``: figures on people the model never saw.
+
+Subjects are split into ``folds`` disjoint groups. For each fold the whole
+training (denoiser, cross-validated embedder settings, baseline statistics)
+runs on the other subjects only, and the evaluation protocol runs on the
+fold's subjects. Every figure is reported as mean and spread over folds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .data import SubjectData
+from .evaluate import evaluate
+from .train import TrainOptions, train
+
+log = logging.getLogger(__name__)
+
+
+def subject_folds(subjects: Sequence[str], folds: int, seed: int) -> list[list[str]]:
+    if not 2 <= folds <= len(subjects) // 2:
+        raise ValueError(f"{folds} folds do not fit {len(subjects)} subjects (need 2 <= folds <= subjects/2)")
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    return [sorted(subjects[i] for i in order[f::folds]) for f in range(folds)]
+
+
+def aggregate(reports: Sequence[dict]) -> dict:
+    """Mean and standard deviation over folds of every number in the reports."""
+
+    def walk(items: Sequence):
+        first = items[0]
+        if isinstance(first, dict):
+            return {k: walk([r[k] for r in items]) for k in first if all(k in r for r in items)}
+        if isinstance(first, (int, float)) and not isinstance(first, bool):
+            values = np.array([np.nan if v is None else v for v in items], dtype=float)
+            return {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values))}
+        return None
+
+    skip = {"subjects", "seen_in_training", "checkpoint", "protocol", "n_genuine", "n_impostor"}
+    trimmed = [{k: v for k, v in r.items() if k not in skip} for r in reports]
+    return walk(trimmed)
+
+
+def crossval(
+    data: Sequence[SubjectData],
+    options: TrainOptions,
+    folds: int,
+    mamba: Sequence[bool],
+    progress: bool = True,
+) -> dict:
+    subjects = [d.subject for d in data]
+    groups = subject_folds(subjects, folds, options.seed)
+    by_subject = {d.subject: d for d in data}
+    result = {"folds": groups, "variants": {}}
+    for use_mamba in mamba:
+        variant = dataclasses.replace(
+            options, denoiser=dataclasses.replace(options.denoiser, use_mamba=use_mamba)
+        )
+        reports = []
+        for f, held_out in enumerate(groups):
+            fit = [by_subject[s] for s in subjects if s not in held_out]
+            log.info(
+                "fold %d/%d (mamba=%s): training on %d subjects, evaluating on %d",
+                f + 1,
+                len(groups),
+                use_mamba,
+                len(fit),
+                len(held_out),
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                model = train(fit, variant, Path(tmp) / "fold.pt", resume=False, progress=progress)
+            report, _ = evaluate(model, [by_subject[s] for s in held_out], progress=progress)
+            assert not report["seen_in_training"], "a held-out subject leaked into training"
+            report["embedder_selection"] = model.meta["embedder_selection"]["chosen"]
+            report["train_seconds"] = model.meta["seconds"]["total"]
+            reports.append(report)
+        name = "mamba" if use_mamba else "no_mamba"
+        result["variants"][name] = {"folds": reports, "summary": aggregate(reports)}
+    result["montage"] = list(options.montage)
+    result["train_options"] = {
+        "denoiser": options.denoiser.to_dict(),
+        "stage1": dataclasses.asdict(options.stage1),
+        "search": dataclasses.asdict(options.search),
+        "val_subjects": options.val_subjects,
+        "seed": options.seed,
+    }
+    return result

@@ -1,0 +1,206 @@
+"""Stage 1: train the causal denoiser to recover clean EEG from EEG plus synthetic noise.
+
+Examples are single-channel crops of the training recordings. Noise of a random
+type is added to the raw crop at a random SNR, and both clean and noisy go
+through the causal band-pass and notch the stream will apply. By linearity the
+filtered noisy crop is the filtered clean recording (cut at the crop) plus the
+noise filtered from rest, which is what a stream sees when the noise begins at
+the crop's start. The loss is the negative SI-SNR over the crop after a
+warm-up that gives the convolutions and the filter their context.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import signal
+from tqdm.auto import tqdm
+
+from ..models.checkpoint import atomic_torch_save
+from ..models.denoiser import CausalDenoiser, DenoiserConfig, si_snr
+from ..models.preprocess import SignalSpec, design_filter
+from .data import Recording
+from .noise import NOISE_TYPES, add_noise
+
+log = logging.getLogger(__name__)
+
+TRAINING_KINDS: tuple[str, ...] = (*NOISE_TYPES, "mixed", "none")
+
+
+@dataclass(frozen=True)
+class DenoiserTraining:
+    """Settings of stage 1; recorded in the checkpoint."""
+
+    steps: int = 1200
+    batch: int = 32
+    crop: int = 800
+    warmup: int = 160
+    lr: float = 2e-3
+    snr_db: tuple[float, float] = (-10.0, 10.0)
+    val_every: int = 100
+    val_examples: int = 256
+
+
+class CropSampler:
+    """Draws (noisy, clean) single-channel crops in model units from recordings."""
+
+    def __init__(self, recordings: Sequence[Recording], spec: SignalSpec, settings: DenoiserTraining) -> None:
+        self.spec, self.settings = spec, settings
+        self.sos = design_filter(spec)
+        self.gain = 1.0 / (spec.scale_uv * 1e-6)
+        self.volts = [r.volts for r in recordings if r.volts.shape[1] > settings.crop]
+        self.clean = [r.preprocessed() for r in recordings if r.volts.shape[1] > settings.crop]
+        if not self.volts:
+            raise ValueError(f"no recording is longer than a training crop of {settings.crop} samples")
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        crop = self.settings.crop
+        noisy = np.empty((n, 1, crop), dtype=np.float32)
+        clean = np.empty((n, 1, crop), dtype=np.float32)
+        for b in range(n):
+            r = int(rng.integers(len(self.volts)))
+            ch = int(rng.integers(self.volts[r].shape[0]))
+            start = int(rng.integers(self.volts[r].shape[1] - crop))
+            raw = self.volts[r][ch : ch + 1, start : start + crop]
+            kind = TRAINING_KINDS[int(rng.integers(len(TRAINING_KINDS)))]
+            filtered_noise = np.zeros_like(raw)
+            if kind != "none":
+                snr = rng.uniform(*self.settings.snr_db)
+                _, noise = add_noise(raw, self.spec.sfreq, kind, snr, rng)
+                filtered_noise = signal.sosfilt(self.sos, noise, axis=1)
+            target = self.clean[r][ch : ch + 1, start : start + crop]
+            clean[b] = target
+            noisy[b] = target + filtered_noise * self.gain
+        return noisy, clean
+
+
+def loss_fn(net: CausalDenoiser, noisy: torch.Tensor, clean: torch.Tensor, warmup: int) -> torch.Tensor:
+    out = net(noisy)[..., warmup:]
+    return -si_snr(out, clean[..., warmup:]).mean()
+
+
+@torch.no_grad()
+def validate(net: CausalDenoiser, val: tuple[torch.Tensor, torch.Tensor], warmup: int) -> dict:
+    net.eval()
+    noisy, clean = val
+    out = torch.cat([net(noisy[i : i + 64]) for i in range(0, len(noisy), 64)])
+    net.train()
+    before = si_snr(noisy[..., warmup:], clean[..., warmup:]).mean().item()
+    after = si_snr(out[..., warmup:], clean[..., warmup:]).mean().item()
+    return {"si_snr_in_db": before, "si_snr_out_db": after, "improvement_db": after - before}
+
+
+def train_denoiser(
+    train: Sequence[Recording],
+    val: Sequence[Recording],
+    spec: SignalSpec,
+    config: DenoiserConfig,
+    settings: DenoiserTraining,
+    seed: int,
+    resume_path: Path | None = None,
+    device: torch.device | None = None,
+    progress: bool = True,
+) -> tuple[CausalDenoiser, dict]:
+    """Train and return the denoiser with the best validation SI-SNR, and its history.
+
+    With ``resume_path``, the state is saved there every ``val_every`` steps and
+    training continues from it when it exists and was made with the same settings.
+    """
+    device = device or torch.device("cpu")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = CausalDenoiser(config).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, settings.steps) / settings.steps))
+    )
+    sampler = CropSampler(train, spec, settings)
+    val_rng = np.random.default_rng(seed + 1)
+    val_batch = tuple(
+        torch.from_numpy(a).to(device)
+        for a in CropSampler(val, spec, settings).sample(settings.val_examples, val_rng)
+    )
+    fingerprint = json.dumps(
+        {"config": config.to_dict(), "settings": asdict(settings), "seed": seed, "spec": spec.to_dict()},
+        sort_keys=True,
+    )
+    step, history = 0, []
+    best = {"improvement_db": -math.inf, "state": None, "step": 0}
+    if resume_path is not None and resume_path.exists():
+        saved = torch.load(resume_path, map_location=device, weights_only=True)
+        if saved.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"{resume_path} was written by a training run with other settings; "
+                "delete it or train with the same options"
+            )
+        net.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        rng.bit_generator.state = json.loads(saved["rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        step, history = int(saved["step"]), json.loads(saved["history"])
+        best = {
+            "improvement_db": float(saved["best_improvement"]),
+            "state": saved["best_state"],
+            "step": int(saved["best_step"]),
+        }
+        log.info("resumed denoiser training at step %d from %s", step, resume_path)
+
+    net.train()
+    bar = tqdm(total=settings.steps, initial=step, desc="denoiser", unit="step", disable=not progress)
+    while step < settings.steps:
+        noisy, clean = (torch.from_numpy(a).to(device) for a in sampler.sample(settings.batch, rng))
+        loss = loss_fn(net, noisy, clean, settings.warmup)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(si_snr=f"{-loss.item():.2f}dB")
+        if step % settings.val_every == 0 or step == settings.steps:
+            result = validate(net, val_batch, settings.warmup) | {
+                "step": step,
+                "train_si_snr_db": -loss.item(),
+            }
+            history.append(result)
+            bar.write(
+                f"step {step}: validation SI-SNR {result['si_snr_in_db']:.2f} -> "
+                f"{result['si_snr_out_db']:.2f} dB ({result['improvement_db']:+.2f})"
+            )
+            if result["improvement_db"] > best["improvement_db"]:
+                best = {
+                    "improvement_db": result["improvement_db"],
+                    "step": step,
+                    "state": {k: v.detach().clone() for k, v in net.state_dict().items()},
+                }
+            if resume_path is not None:
+                atomic_torch_save(
+                    {
+                        "fingerprint": fingerprint,
+                        "model": net.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "rng": json.dumps(rng.bit_generator.state),
+                        "torch_rng": torch.get_rng_state(),
+                        "step": step,
+                        "history": json.dumps(history),
+                        "best_improvement": best["improvement_db"],
+                        "best_state": best["state"],
+                        "best_step": best["step"],
+                    },
+                    resume_path,
+                )
+    bar.close()
+    if best["state"] is not None:
+        net.load_state_dict(best["state"])
+    net.eval()
+    return net, {"history": history, "best_step": best["step"], "best_improvement_db": best["improvement_db"]}

@@ -1,0 +1,56 @@
+"""Verification and identification metrics on score matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+
+def eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    """Equal error rate: where the false-accept and false-reject rates cross."""
+    fpr, fnr, _ = det_curve(genuine, impostor)
+    i = int(np.nanargmin(np.abs(fpr - fnr)))
+    # interpolate between the two points that bracket the crossing
+    if i + 1 < len(fpr) and (fpr[i] - fnr[i]) * (fpr[i + 1] - fnr[i + 1]) < 0:
+        d0, d1 = fpr[i] - fnr[i], fpr[i + 1] - fnr[i + 1]
+        t = d0 / (d0 - d1)
+        return float(fpr[i] + t * (fpr[i + 1] - fpr[i]))
+    return float((fpr[i] + fnr[i]) / 2)
+
+
+def det_curve(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False-accept rate, false-reject rate and thresholds, threshold descending."""
+    labels, scores = _labelled(genuine, impostor)
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    return fpr, 1.0 - tpr, thresholds
+
+
+def auroc(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    labels, scores = _labelled(genuine, impostor)
+    return float(roc_auc_score(labels, scores))
+
+
+def _labelled(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    genuine, impostor = np.ravel(genuine), np.ravel(impostor)
+    if len(genuine) == 0 or len(impostor) == 0:
+        raise ValueError("metrics need at least one genuine and one impostor score")
+    labels = np.concatenate([np.ones(len(genuine)), np.zeros(len(impostor))])
+    return labels, np.concatenate([genuine, impostor])
+
+
+def precision_at_k(scores: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """Share of probes whose own template is among the ``k`` best-scoring ones.
+
+    ``scores`` is ``(n_probes, n_templates)``, ``truth`` the template index of each probe.
+    """
+    k = min(k, scores.shape[1])
+    top = np.argsort(-scores, axis=1)[:, :k]
+    return float((top == truth[:, None]).any(axis=1).mean())
+
+
+def moving_average(scores: np.ndarray, k: int) -> np.ndarray:
+    """Means of ``k`` consecutive rows of ``(n_windows, ...)``; empty when too few windows."""
+    if len(scores) < k:
+        return scores[:0]
+    cumulative = np.cumsum(np.concatenate([np.zeros_like(scores[:1]), scores]), axis=0)
+    return (cumulative[k:] - cumulative[:-k]) / k

@@ -1,0 +1,113 @@
+"""The verification protocol: denoise, cut windows, embed, enrol, probe, score.
+
+Per subject: the template is the normalised mean embedding of the windows in
+the first ``enrol_seconds`` of the enrolment recording; the probes are every
+window of the probe recording (a different recording, so no window of one
+recording is ever compared with an overlapping window of itself). Each
+subject is the genuine user for its own probes and an impostor for everyone
+else's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..models.checkpoint import NeuroAuthModel
+from ..models.preprocess import sliding_windows
+from .metrics import auroc, eer, moving_average, precision_at_k
+
+ENROL_SECONDS = 60.0
+HOP_SECONDS = 1.0
+SMOOTHING = (5, 10, 30)
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def denoise(model: NeuroAuthModel, x: np.ndarray, chunk: int = 4000) -> np.ndarray:
+    """Run the causal denoiser over a whole recording ``(C, N)`` in model units.
+
+    The recording goes through in chunks with carried state, which equals one
+    pass over the whole of it and keeps memory bounded.
+    """
+    net = model.denoiser
+    p = next(net.parameters())
+    xt = torch.as_tensor(x, dtype=torch.float32, device=p.device)[None]  # (1, C, N)
+    state = net.allocate_state(1, x.shape[0])
+    out = []
+    for start in range(0, x.shape[1], chunk):
+        y, state = net.step(xt[..., start : start + chunk], state)
+        out.append(y[0].cpu().numpy())
+    return np.concatenate(out, axis=1).astype(np.float64) if out else x.copy()
+
+
+@torch.no_grad()
+def embed(
+    embedder: Callable[[torch.Tensor], torch.Tensor], windows: np.ndarray, batch: int = 256
+) -> np.ndarray:
+    """Embed windows ``(W, C, L)`` -> ``(W, D)`` in batches."""
+    outs = []
+    for i in range(0, len(windows), batch):
+        chunk = torch.as_tensor(np.ascontiguousarray(windows[i : i + batch]), dtype=torch.float32)
+        outs.append(embedder(chunk).cpu().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, 0))
+
+
+def windows_of(x: np.ndarray, sfreq: float, window: int, seconds: float | None = None) -> np.ndarray:
+    """Windows at a 1 s hop from the start; only those ending within ``seconds`` when given."""
+    stop = None if seconds is None else round(seconds * sfreq)
+    return sliding_windows(x, window, round(HOP_SECONDS * sfreq), stop=stop)
+
+
+@dataclass
+class Scores:
+    """Cosine scores of each subject's probe windows against every template."""
+
+    subjects: list[str]
+    per_probe: list[np.ndarray]  # per probe subject: (n_windows, n_subjects), in time order
+
+    def genuine_impostor(self, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Scores averaged over ``k`` consecutive windows, split by genuine/impostor."""
+        genuine, impostor = [], []
+        for i, scores in enumerate(self.per_probe):
+            smoothed = moving_average(scores, k)
+            genuine.append(smoothed[:, i])
+            impostor.append(np.delete(smoothed, i, axis=1).ravel())
+        return np.concatenate(genuine), np.concatenate(impostor)
+
+
+def score(enrolments: Sequence[np.ndarray], probes: Sequence[np.ndarray], subjects: Sequence[str]) -> Scores:
+    """Cosine of every probe vector to every subject's normalised mean enrolment vector."""
+    templates = np.stack([e.mean(axis=0) for e in enrolments])
+    templates /= np.maximum(np.linalg.norm(templates, axis=1, keepdims=True), 1e-12)
+    per_probe = []
+    for p in probes:
+        unit = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
+        per_probe.append(unit @ templates.T)
+    return Scores(list(subjects), per_probe)
+
+
+def verification_metrics(scores: Scores, smoothing: Sequence[int] = SMOOTHING) -> dict:
+    """``window_eer``, ``auroc``, ``p_at_1``, ``p_at_5`` and ``eer_at`` (k -> EER)."""
+    genuine, impostor = scores.genuine_impostor()
+    all_scores = np.concatenate(scores.per_probe)
+    truth = np.concatenate([np.full(len(p), i) for i, p in enumerate(scores.per_probe)])
+    eer_at = {}
+    for k in smoothing:
+        g, i = scores.genuine_impostor(k)
+        eer_at[str(k)] = eer(g, i) if len(g) and len(i) else None
+    return {
+        "window_eer": eer(genuine, impostor),
+        "auroc": auroc(genuine, impostor),
+        "p_at_1": precision_at_k(all_scores, truth, 1),
+        "p_at_5": precision_at_k(all_scores, truth, 5),
+        "eer_at": eer_at,
+        "n_genuine": len(genuine),
+        "n_impostor": len(impostor),
+    }

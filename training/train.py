@@ -1,0 +1,135 @@
+"""``neuroauth train``: both stages on a data directory, one checkpoint out.
+
+1. Split validation subjects off the training subjects (subject-disjoint).
+2. Train the causal denoiser (SI-SNR) on the training subjects, validating on
+   the validation subjects; resumable from ``<out>.partial``.
+3. Denoise every training recording, cut windows, and fit the spectral
+   embedder with settings chosen by cross-validation over all training subjects.
+4. Record the baseline's training statistics and write the checkpoint atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..models.checkpoint import NeuroAuthModel, save_checkpoint
+from ..models.denoiser import DenoiserConfig
+from ..models.embedders.spectral import SpectralConfig, SpectralFeatures
+from ..models.montage import DEFAULT_MONTAGE
+from ..models.preprocess import SignalSpec
+from .baseline import baseline_stats, psd_extractor
+from .data import SubjectData, find_sessions, load_sessions
+from .denoiser_training import DenoiserTraining, train_denoiser
+from .embedder_training import SpectralSearch, fit_spectral, window_features
+from .protocol import denoise, device, embed, windows_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything ``neuroauth train`` can set."""
+
+    montage: tuple[str, ...] = DEFAULT_MONTAGE
+    spec: SignalSpec = field(default_factory=SignalSpec)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    stage1: DenoiserTraining = field(default_factory=DenoiserTraining)
+    search: SpectralSearch = field(default_factory=SpectralSearch)
+    val_subjects: int = 3
+    seed: int = 0
+
+
+def split_validation(subjects: Sequence[str], n_val: int, seed: int) -> tuple[list[str], list[str]]:
+    """Subject-disjoint split of the training subjects into (fit, validation)."""
+    if len(subjects) < n_val + 4:
+        raise ValueError(
+            f"{len(subjects)} subjects are too few to hold out {n_val} for validation and keep 4 "
+            "for cross-validation; add data or lower --val-subjects"
+        )
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    val = sorted(subjects[i] for i in order[:n_val])
+    return sorted(s for s in subjects if s not in val), val
+
+
+def train(
+    data: Sequence[SubjectData], options: TrainOptions, out: Path, resume: bool = True, progress: bool = True
+) -> NeuroAuthModel:
+    """Train both stages on ``data`` and write the checkpoint to ``out``."""
+    started = time.time()
+    dev = device()
+    subjects = [d.subject for d in data]
+    fit_subjects, val_subjects = split_validation(subjects, options.val_subjects, options.seed)
+    by_subject = {d.subject: d for d in data}
+    recordings = lambda names: [r for s in names for r in (by_subject[s].enrol, by_subject[s].probe)]  # noqa: E731
+    partial = out.with_name(out.name + ".partial") if resume else None
+
+    net, stage1 = train_denoiser(
+        recordings(fit_subjects),
+        recordings(val_subjects),
+        options.spec,
+        options.denoiser,
+        options.stage1,
+        options.seed,
+        resume_path=partial,
+        device=dev,
+        progress=progress,
+    )
+    stage1_seconds = time.time() - started
+    net = net.cpu()
+
+    model = NeuroAuthModel(montage=tuple(options.montage), spec=options.spec, denoiser=net, embedder=None)
+    n_channels = len(options.montage)
+    extractor = SpectralFeatures(
+        SpectralConfig(n_channels=n_channels, sfreq=options.spec.sfreq, window=options.spec.window)
+    )
+    baseline = psd_extractor(n_channels, options.spec.sfreq, options.spec.window)
+    windows, baseline_feats = [], []
+    for d in data:
+        enrol, probe = d.enrol.preprocessed(), d.probe.preprocessed()
+        windows.append(
+            window_features(d.subject, denoise(model, enrol), denoise(model, probe), extractor, options.spec)
+        )
+        for x in (enrol, probe):
+            baseline_feats.append(embed(baseline, windows_of(x, options.spec.sfreq, options.spec.window)))
+    embedder, stage2 = fit_spectral(windows, options.spec, n_channels, options.search, options.seed, progress)
+
+    model.embedder = embedder
+    model.baseline = baseline_stats(np.concatenate(baseline_feats))
+    model.meta = {
+        "package_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "training_subjects": subjects,
+        "denoiser_fit_subjects": fit_subjects,
+        "denoiser_validation_subjects": val_subjects,
+        "seed": options.seed,
+        "device": str(dev),
+        "denoiser_training": asdict(options.stage1) | stage1,
+        "embedder_selection": stage2,
+        "seconds": {"denoiser": round(stage1_seconds, 1), "total": round(time.time() - started, 1)},
+    }
+    identity = save_checkpoint(model, out)
+    if partial is not None:
+        partial.unlink(missing_ok=True)
+    log.info("wrote %s (identity %s) in %.0f s", out, identity, time.time() - started)
+    return model.eval()
+
+
+def train_directory(
+    directory: Path,
+    options: TrainOptions,
+    out: Path,
+    enrol_suffix: str = "_1",
+    probe_suffix: str = "_2",
+    resume: bool = True,
+    progress: bool = True,
+) -> NeuroAuthModel:
+    sessions = find_sessions(directory, enrol_suffix, probe_suffix)
+    data = load_sessions(sessions, options.montage, options.spec)
+    return train(data, options, out, resume=resume, progress=progress)

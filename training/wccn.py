@@ -1,0 +1,72 @@
+"""Fitting the spectral embedder's projection: z-score, PCA, shrunk WCCN."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Projection:
+    """``embedding = normalize(((f - mean) / scale) @ matrix)``."""
+
+    mean: np.ndarray  # (F,)
+    scale: np.ndarray  # (F,)
+    matrix: np.ndarray  # (F, D)
+
+
+def zscore_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = features.mean(axis=0)
+    scale = features.std(axis=0)
+    scale[scale < 1e-8] = 1.0
+    return mean, scale
+
+
+def within_class_covariance(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Average over classes of each class's covariance, every class weighted equally."""
+    classes = np.unique(labels)
+    cov = np.zeros((z.shape[1], z.shape[1]))
+    for label in classes:
+        member = z[labels == label]
+        centred = member - member.mean(axis=0)
+        cov += centred.T @ centred / max(len(member) - 1, 1)
+    return cov / len(classes)
+
+
+def fit_projection(features: np.ndarray, labels: np.ndarray, dim: int, shrinkage: float) -> Projection:
+    """Fit the z-score, a ``dim``-component PCA and the shrunk WCCN whitening.
+
+    ``shrinkage`` blends the within-class covariance ``Sw`` with a scaled
+    identity of the same trace: ``(1 - a) Sw + a tr(Sw)/d I``; ``a = 1`` keeps
+    plain PCA, ``a = 0`` is full WCCN.
+    """
+    if len(np.unique(labels)) < 2:
+        raise ValueError("fitting the projection needs windows of at least two subjects")
+    features = np.asarray(features, dtype=np.float64)
+    mean, scale = zscore_stats(features)
+    z = (features - mean) / scale
+    basis = principal_axes(z, dim)
+    return Projection(mean=mean, scale=scale, matrix=basis @ wccn_whitening(z @ basis, labels, shrinkage))
+
+
+def principal_axes(z: np.ndarray, dim: int) -> np.ndarray:
+    """The ``dim`` leading principal axes ``(F, dim)`` of centred rows of ``z``."""
+    dim = min(dim, z.shape[1], z.shape[0] - 1)
+    _, _, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
+    return vt[:dim].T
+
+
+def wccn_whitening(reduced: np.ndarray, labels: np.ndarray, shrinkage: float) -> np.ndarray:
+    """Inverse square root ``(D, D)`` of the shrunk within-class covariance."""
+    dim = reduced.shape[1]
+    sw = within_class_covariance(reduced, labels)
+    sw = (1.0 - shrinkage) * sw + shrinkage * np.trace(sw) / dim * np.eye(dim)
+    evals, evecs = np.linalg.eigh(sw)
+    evals = np.maximum(evals, 1e-12 * evals.max())
+    return evecs @ np.diag(evals**-0.5) @ evecs.T
+
+
+def apply_projection(features: np.ndarray, projection: Projection) -> np.ndarray:
+    out = ((features - projection.mean) / projection.scale) @ projection.matrix
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
