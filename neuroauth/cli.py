@@ -38,7 +38,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
         help="channels: 'default' (T7,F8,Cz,P4), '10-20' (19 channels) or a comma-separated list",
     )
     p.add_argument("--no-mamba", action="store_true", help="build the denoiser without its Mamba block")
-    p.add_argument("--steps", type=int, default=1200, help="denoiser training steps (default 1200)")
+    p.add_argument("--steps", type=int, default=2000, help="denoiser training steps (default 2000)")
     p.add_argument("--batch", type=int, default=32, help="denoiser crops per step (default 32)")
     p.add_argument("--val-subjects", type=int, default=3, help="subjects held out to validate the denoiser")
     p.add_argument(
@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="denoiser variants to compare (default both)",
     )
     p.add_argument("--json", type=Path, required=True, help="write the per-fold and summary figures here")
+
+    p = sub.add_parser("report", help="print Markdown tables of cross-validation results and checkpoints")
+    p.add_argument(
+        "--crossval", type=Path, nargs="*", default=[], help="JSON files from `neuroauth crossval`"
+    )
+    p.add_argument(
+        "--checkpoints", type=Path, nargs="*", default=[], help="checkpoints whose selection to show"
+    )
     return parser
 
 
@@ -211,7 +219,14 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "crossval": cmd_crossval}
+def cmd_report(args) -> int:
+    from .training.report import render
+
+    print(render(args.crossval, args.checkpoints), end="")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "crossval": cmd_crossval, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,8 +30,8 @@ class SpectralSearch:
     """The grid searched by cross-validation; recorded in the checkpoint."""
 
     feature_sets: tuple[tuple[str, ...], ...] = (("psd",), ("psd", "bandpower"), FEATURE_GROUPS)
-    pca_dims: tuple[int, ...] = (16, 32, 64, 128)
-    shrinkages: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+    pca_dims: tuple[int, ...] = (32, 64, 128, 192)
+    shrinkages: tuple[float, ...] = (0.02, 0.05, 0.1, 0.3, 0.6)
     splits: int = 6
 
 

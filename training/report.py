@@ -1,0 +1,133 @@
+"""Markdown tables of cross-validation results and checkpoint selections (for the README)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _ms(stat: dict | None, digits: int = 3) -> str:
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def _montage_name(result: dict) -> str:
+    return f"{len(result['montage'])} ch"
+
+
+def clean_table(results: Sequence[dict]) -> str:
+    rows = [
+        "| montage | model | window EER | AUROC | P@1 | P@5 | EER, 5 windows | EER, 10 | EER, 30 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        name = _montage_name(result)
+        variants = result["variants"]
+        entries = [
+            (f"ours, {'with' if v == 'mamba' else 'without'} Mamba", variants[v]["summary"]) for v in variants
+        ]
+        entries.append(("PSD baseline", next(iter(variants.values()))["summary"]["baseline_psd"]))
+        for label, s in entries:
+            rows.append(
+                f"| {name} | {label} | {_ms(s['window_eer'])} | {_ms(s['auroc'])} | {_ms(s['p_at_1'])} | "
+                f"{_ms(s['p_at_5'])} | {_ms(s['eer_at']['5'])} | {_ms(s['eer_at']['10'])} | "
+                f"{_ms(s['eer_at']['30'])} |"
+            )
+    return "\n".join(rows)
+
+
+def noise_table(results: Sequence[dict]) -> str:
+    rows = [
+        "| montage | noise (0 dB) | SI-SNR in (dB) | SI-SNR out, with / without Mamba (dB) | "
+        "EER with Mamba | EER without Mamba | EER, no denoiser | EER, PSD baseline |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        name = _montage_name(result)
+        v = result["variants"]
+        with_m, without_m = v.get("mamba", {}).get("summary"), v.get("no_mamba", {}).get("summary")
+        any_s = with_m or without_m
+        for kind in any_s["noisy_eer"]:
+
+            def get(s, *keys):
+                for key in keys:
+                    if s is None:
+                        return None
+                    s = s.get(key)
+                return s
+
+            rows.append(
+                f"| {name} | {kind} | {_ms(get(any_s, 'si_snr_input_db', kind), 1)} | "
+                f"{_ms(get(with_m, 'si_snr_db', kind), 1)} / {_ms(get(without_m, 'si_snr_db', kind), 1)} | "
+                f"{_ms(get(with_m, 'noisy_eer', kind, 'denoised'))} | "
+                f"{_ms(get(without_m, 'noisy_eer', kind, 'denoised'))} | "
+                f"{_ms(get(any_s, 'noisy_eer', kind, 'without_denoiser'))} | "
+                f"{_ms(get(any_s, 'baseline_psd', 'noisy_eer', kind))} |"
+            )
+    return "\n".join(rows)
+
+
+def selection_table(results: Sequence[dict]) -> str:
+    """The embedder settings each outer fold's inner cross-validation chose."""
+    rows = [
+        "| montage | denoiser | fold | chosen features | PCA dim | shrinkage | inner-CV EER | held-out EER | "
+        "training time (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        for variant, data in result["variants"].items():
+            for f, report in enumerate(data["folds"]):
+                chosen = report["embedder_selection"]
+                rows.append(
+                    f"| {_montage_name(result)} | {variant.replace('_', ' ')} | {f + 1} | "
+                    f"{' + '.join(chosen['features'])} | {chosen['pca_dim']} | {chosen['shrinkage']} | "
+                    f"{chosen['eer_mean']:.3f} ± {chosen['eer_std']:.3f} | {report['window_eer']:.3f} | "
+                    f"{report['train_seconds']:.0f} |"
+                )
+    return "\n".join(rows)
+
+
+def checkpoint_table(paths: Sequence[Path]) -> str:
+    """For shipped checkpoints: the settings chosen and the best few of the cross-validation grid."""
+    from ..models.checkpoint import load_checkpoint
+
+    rows = [
+        "| checkpoint | setting (features, PCA dim, shrinkage) | CV window EER (mean ± std over splits) |",
+        "|---|---|---|",
+    ]
+    for path in paths:
+        model = load_checkpoint(path)
+        grid = sorted(model.meta["embedder_selection"]["grid"], key=lambda r: r["eer_mean"])
+        by_features: dict[str, dict] = {}
+        for r in grid:  # the best setting of each feature set, then the overall best few
+            by_features.setdefault(" + ".join(r["features"]), r)
+        shown = list(by_features.values())
+        for r in shown:
+            chosen = " (chosen)" if r is grid[0] else ""
+            rows.append(
+                f"| {path.name} | {' + '.join(r['features'])}, {r['pca_dim']}, {r['shrinkage']}{chosen} | "
+                f"{r['eer_mean']:.3f} ± {r['eer_std']:.3f} |"
+            )
+    return "\n".join(rows)
+
+
+def render(crossval_paths: Sequence[Path], checkpoints: Sequence[Path]) -> str:
+    results = [json.loads(Path(p).read_text()) for p in crossval_paths]
+    parts = []
+    if results:
+        folds = results[0]["folds"]
+        parts += [
+            f"Unseen people: {len(folds)} subject-disjoint folds "
+            f"({' / '.join(str(len(f)) for f in folds)} subjects); mean ± std over folds.",
+            "",
+            clean_table(results),
+            "",
+            noise_table(results),
+            "",
+            selection_table(results),
+        ]
+    if checkpoints:
+        parts += ["", checkpoint_table(checkpoints)]
+    return "\n".join(parts) + "\n"
