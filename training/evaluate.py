@@ -145,9 +145,13 @@ def write_plots(scores: dict[str, Scores], directory: Path) -> list[Path]:
         det_ax.plot(norm.ppf(clip(far, 1e-4, 1 - 1e-4)), norm.ppf(clip(frr, 1e-4, 1 - 1e-4)), label=name)
     roc_ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
     roc_ax.set(xlabel="false accept rate", ylabel="true accept rate", title="ROC (windows)")
-    ticks = [0.01, 0.05, 0.1, 0.2, 0.4]
-    det_ax.set_xticks(norm.ppf(ticks), [str(t) for t in ticks])
-    det_ax.set_yticks(norm.ppf(ticks), [str(t) for t in ticks])
+    ticks = [0.001, 0.01, 0.05, 0.2, 0.5]
+    for set_ticks, set_lim in (
+        (det_ax.set_xticks, det_ax.set_xlim),
+        (det_ax.set_yticks, det_ax.set_ylim),
+    ):
+        set_ticks(norm.ppf(ticks), [str(t) for t in ticks])
+        set_lim(norm.ppf(5e-4), norm.ppf(0.6))
     det_ax.set(xlabel="false accept rate", ylabel="false reject rate", title="DET (windows)")
     for ax in (roc_ax, det_ax):
         ax.legend()
