@@ -13,6 +13,15 @@ def _ms(stat: dict | None, digits: int = 3) -> str:
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
+def _dig(data: dict | None, *keys: str):
+    """``data[k1][k2]...``, or None where a level is missing."""
+    for key in keys:
+        if data is None:
+            return None
+        data = data.get(key)
+    return data
+
+
 def _montage_name(result: dict) -> str:
     return f"{len(result['montage'])} ch"
 
@@ -50,21 +59,13 @@ def noise_table(results: Sequence[dict]) -> str:
         with_m, without_m = v.get("mamba", {}).get("summary"), v.get("no_mamba", {}).get("summary")
         any_s = with_m or without_m
         for kind in any_s["noisy_eer"]:
-
-            def get(s, *keys):
-                for key in keys:
-                    if s is None:
-                        return None
-                    s = s.get(key)
-                return s
-
             rows.append(
-                f"| {name} | {kind} | {_ms(get(any_s, 'si_snr_input_db', kind), 1)} | "
-                f"{_ms(get(with_m, 'si_snr_db', kind), 1)} / {_ms(get(without_m, 'si_snr_db', kind), 1)} | "
-                f"{_ms(get(with_m, 'noisy_eer', kind, 'denoised'))} | "
-                f"{_ms(get(without_m, 'noisy_eer', kind, 'denoised'))} | "
-                f"{_ms(get(any_s, 'noisy_eer', kind, 'without_denoiser'))} | "
-                f"{_ms(get(any_s, 'baseline_psd', 'noisy_eer', kind))} |"
+                f"| {name} | {kind} | {_ms(_dig(any_s, 'si_snr_input_db', kind), 1)} | "
+                f"{_ms(_dig(with_m, 'si_snr_db', kind), 1)} / {_ms(_dig(without_m, 'si_snr_db', kind), 1)} | "
+                f"{_ms(_dig(with_m, 'noisy_eer', kind, 'denoised'))} | "
+                f"{_ms(_dig(without_m, 'noisy_eer', kind, 'denoised'))} | "
+                f"{_ms(_dig(any_s, 'noisy_eer', kind, 'without_denoiser'))} | "
+                f"{_ms(_dig(any_s, 'baseline_psd', 'noisy_eer', kind))} |"
             )
     return "\n".join(rows)
 

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+from neuroauth.training.crossval import aggregate, subject_folds
+from neuroauth.training.report import clean_table
+
+
+def test_folds_are_disjoint_and_cover_every_subject():
+    subjects = [f"S{i:02d}" for i in range(22)]
+    folds = subject_folds(subjects, 2, seed=0)
+    assert sorted(folds[0] + folds[1]) == subjects
+    assert not set(folds[0]) & set(folds[1])
+    assert [len(f) for f in folds] == [11, 11]
+    with pytest.raises(ValueError, match="folds"):
+        subject_folds(subjects, 12, seed=0)
+
+
+def test_aggregate_takes_mean_and_spread_of_numbers_only():
+    reports = [
+        {"window_eer": 0.1, "eer_at": {"5": 0.05}, "subjects": ["a"], "n_genuine": 3},
+        {"window_eer": 0.3, "eer_at": {"5": None}, "subjects": ["b"], "n_genuine": 5},
+    ]
+    summary = aggregate(reports)
+    assert summary["window_eer"] == pytest.approx({"mean": 0.2, "std": 0.1})
+    assert summary["eer_at"]["5"] == pytest.approx({"mean": 0.05, "std": 0.0})
+    assert "subjects" not in summary and "n_genuine" not in summary
+
+
+def test_report_table_lists_every_variant_and_the_baseline():
+    stat = {"mean": 0.1, "std": 0.01}
+    metrics = {k: stat for k in ("window_eer", "auroc", "p_at_1", "p_at_5")}
+    metrics["eer_at"] = {"5": stat, "10": stat, "30": stat}
+    summary = dict(metrics, baseline_psd=metrics)
+    result = {
+        "montage": ["T7", "F8", "Cz", "P4"],
+        "variants": {"mamba": {"summary": summary}, "no_mamba": {"summary": summary}},
+    }
+    table = clean_table([result])
+    assert "ours, with Mamba" in table and "ours, without Mamba" in table and "PSD baseline" in table
+    assert "0.100 ± 0.010" in table
