@@ -40,7 +40,8 @@ class NeuroAuthModel:
     spec: SignalSpec
     denoiser: CausalDenoiser
     embedder: nn.Module
-    baseline: dict[str, torch.Tensor] = field(default_factory=dict)
+    baseline: dict[str, torch.Tensor] = field(default_factory=dict)  # PSD baseline statistics
+    baseline_config: dict = field(default_factory=dict)  # its feature settings (SpectralConfig)
     meta: dict = field(default_factory=dict)
 
     @property
@@ -53,6 +54,7 @@ class NeuroAuthModel:
             "signal": self.spec.to_dict(),
             "denoiser": self.denoiser.config.to_dict(),
             "embedder": {"name": self.embedder.name, "config": self.embedder.config.to_dict()},
+            "baseline": self.baseline_config,
             "meta": self.meta,
         }
 
@@ -101,12 +103,22 @@ def atomic_torch_save(payload: dict, path: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> NeuroAuthModel:
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename inside ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike) -> NeuroAuthModel:
     """Rebuild the models of a checkpoint file; raises :class:`CheckpointError` with the fix."""
     path = Path(path)
     if not path.is_file():
@@ -115,7 +127,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "--checkpoint to use the shipped model"
         )
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"checkpoint {path} holds pickled objects that are not plain tensors and containers; "
@@ -133,6 +145,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def _rebuild(payload: object, path: Path) -> NeuroAuthModel:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a NeuroAuth checkpoint; use a file from `neuroauth train`")
+    if not isinstance(payload.get("identity"), str):
+        raise CheckpointError(
+            f"checkpoint {path} carries no identity digest; it was altered or not written by "
+            "`neuroauth train`. Restore the original file or retrain."
+        )
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -142,6 +159,10 @@ def _rebuild(payload: object, path: Path) -> NeuroAuthModel:
     try:
         config = json.loads(payload["config"])
         tensors: dict[str, torch.Tensor] = payload["tensors"]
+        if not isinstance(tensors, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()
+        ):
+            raise TypeError("'tensors' must map names to tensors")
         spec = SignalSpec.from_dict(config["signal"])
         denoiser = CausalDenoiser(DenoiserConfig.from_dict(config["denoiser"]))
         name = config["embedder"]["name"]
@@ -157,7 +178,7 @@ def _rebuild(payload: object, path: Path) -> NeuroAuthModel:
         baseline = {k.removeprefix("baseline."): v for k, v in tensors.items() if k.startswith("baseline.")}
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
         raise CheckpointError(
             f"checkpoint {path} is incomplete or malformed ({exc.__class__.__name__}: {exc}); "
             "retrain it with `neuroauth train`"
@@ -168,10 +189,11 @@ def _rebuild(payload: object, path: Path) -> NeuroAuthModel:
         denoiser=denoiser,
         embedder=embedder,
         baseline=baseline,
+        baseline_config=config.get("baseline", {}),
         meta=config.get("meta", {}),
     )
-    stored = payload.get("identity")
-    if stored is not None and stored != model.identity():
+    stored = payload["identity"]
+    if stored != model.identity():
         raise CheckpointError(
             f"checkpoint {path} does not match its recorded identity {stored}: it was altered "
             "after it was written. Restore the original file or retrain."

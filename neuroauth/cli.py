@@ -200,7 +200,10 @@ def format_report(report: dict) -> str:
     base = report["baseline_psd"]
     lines.append(f"{'':22}{'ours':>8}{'PSD baseline':>14}")
     for key in ("window_eer", "auroc", "p_at_1", "p_at_5"):
-        lines.append(f"{key:22}{report[key]:8.3f}{base[key]:14.3f}")
+        if report[key] is None:
+            lines.append(f"{key:22}     n/a (no more subjects than k)")
+        else:
+            lines.append(f"{key:22}{report[key]:8.3f}{base[key]:14.3f}")
     for k, v in report["eer_at"].items():
         b = base["eer_at"][k]
         lines.append(

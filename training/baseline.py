@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..models.embedders.spectral import SpectralConfig, SpectralFeatures
+from .wccn import zscore_stats
 
 
 def psd_extractor(n_channels: int, sfreq: float, window: int) -> SpectralFeatures:
@@ -34,6 +35,5 @@ class BaselinePSD(torch.nn.Module):
 
 def baseline_stats(features: np.ndarray) -> dict[str, torch.Tensor]:
     """Training statistics stored in the checkpoint under ``baseline.``."""
-    scale = features.std(axis=0)
-    scale[scale < 1e-8] = 1.0
-    return {"mean": torch.as_tensor(features.mean(axis=0)), "scale": torch.as_tensor(scale)}
+    mean, scale = zscore_stats(features)
+    return {"mean": torch.as_tensor(mean), "scale": torch.as_tensor(scale)}

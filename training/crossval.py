@@ -76,7 +76,10 @@ def crossval(
             with tempfile.TemporaryDirectory() as tmp:
                 model = train(fit, variant, Path(tmp) / "fold.pt", resume=False, progress=progress)
             report, _ = evaluate(model, [by_subject[s] for s in held_out], progress=progress)
-            assert not report["seen_in_training"], "a held-out subject leaked into training"
+            if report["seen_in_training"]:
+                raise RuntimeError(
+                    f"held-out subjects {report['seen_in_training']} were in the training data"
+                )
             report["embedder_selection"] = model.meta["embedder_selection"]["chosen"]
             report["train_seconds"] = model.meta["seconds"]["total"]
             reports.append(report)

@@ -23,7 +23,6 @@ from ..models.preprocess import SignalSpec, filter_and_scale, resample
 log = logging.getLogger(__name__)
 
 EXTENSIONS: tuple[str, ...] = (".edf", ".bdf", ".gdf", ".vhdr", ".fif", ".set", ".cnt")
-BUNDLED_DATA = Path(__file__).resolve().parent.parent / "neuroauth" / "assets" / "eegmat"
 
 
 @dataclass

@@ -1,11 +1,11 @@
 """Stage 1: train the causal denoiser to recover clean EEG from EEG plus synthetic noise.
 
 Examples are single-channel crops of the training recordings. Noise of a random
-type is added to the raw crop at a random SNR, and both clean and noisy go
-through the causal band-pass and notch the stream will apply. By linearity the
-filtered noisy crop is the filtered clean recording (cut at the crop) plus the
-noise filtered from rest, which is what a stream sees when the noise begins at
-the crop's start. The loss is the negative SI-SNR over the crop after a
+type is added to the raw crop and goes through the causal band-pass and notch
+the stream applies; by linearity the filtered noisy crop is the filtered clean
+recording (cut at the crop) plus the noise filtered from rest, which is what a
+stream sees when the noise begins at the crop's start. The noise is scaled to a
+random SNR measured there, at the denoiser's input. The loss is the negative SI-SNR over the crop after a
 warm-up that gives the convolutions and the filter their context, capped at
 ``SI_SNR_CAP_DB`` per example: an example that is already nearly clean (a crop
 without noise, or mains hum the notch has removed) would otherwise reward the
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from ..models.checkpoint import atomic_torch_save
 from ..models.denoiser import CausalDenoiser, DenoiserConfig, si_snr
 from ..models.preprocess import SignalSpec, design_filter
 from .data import Recording
-from .noise import NOISE_TYPES, add_noise
+from .noise import NOISE_TYPES, make_noise
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,8 @@ class CropSampler:
     def __init__(self, recordings: Sequence[Recording], spec: SignalSpec, settings: DenoiserTraining) -> None:
         self.spec, self.settings = spec, settings
         self.sos = design_filter(spec)
-        self.gain = 1.0 / (spec.scale_uv * 1e-6)
-        self.volts = [r.volts for r in recordings if r.volts.shape[1] > settings.crop]
         self.clean = [r.preprocessed() for r in recordings if r.volts.shape[1] > settings.crop]
-        if not self.volts:
+        if not self.clean:
             raise ValueError(f"no recording is longer than a training crop of {settings.crop} samples")
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -69,19 +68,18 @@ class CropSampler:
         noisy = np.empty((n, 1, crop), dtype=np.float32)
         clean = np.empty((n, 1, crop), dtype=np.float32)
         for b in range(n):
-            r = int(rng.integers(len(self.volts)))
-            ch = int(rng.integers(self.volts[r].shape[0]))
-            start = int(rng.integers(self.volts[r].shape[1] - crop))
-            raw = self.volts[r][ch : ch + 1, start : start + crop]
+            r = int(rng.integers(len(self.clean)))
+            ch = int(rng.integers(self.clean[r].shape[0]))
+            start = int(rng.integers(self.clean[r].shape[1] - crop))
             kind = TRAINING_KINDS[int(rng.integers(len(TRAINING_KINDS)))]
-            filtered_noise = np.zeros_like(raw)
-            if kind != "none":
-                snr = rng.uniform(*self.settings.snr_db)
-                _, noise = add_noise(raw, self.spec.sfreq, kind, snr, rng)
-                filtered_noise = signal.sosfilt(self.sos, noise, axis=1)
             target = self.clean[r][ch : ch + 1, start : start + crop]
             clean[b] = target
-            noisy[b] = target + filtered_noise * self.gain
+            noisy[b] = target
+            if kind != "none":
+                noise = signal.sosfilt(self.sos, make_noise(kind, 1, crop, self.spec.sfreq, rng), axis=1)
+                snr = rng.uniform(*self.settings.snr_db)
+                gain = np.sqrt(np.mean(target**2) / (np.mean(noise**2) * 10 ** (snr / 10)))
+                noisy[b] = target + gain * noise
         return noisy, clean
 
 
@@ -132,16 +130,29 @@ def train_denoiser(
         for a in CropSampler(val, spec, settings).sample(settings.val_examples, val_rng)
     )
     fingerprint = json.dumps(
-        {"config": config.to_dict(), "settings": asdict(settings), "seed": seed, "spec": spec.to_dict()},
+        {
+            "config": config.to_dict(),
+            "settings": asdict(settings),
+            "seed": seed,
+            "spec": spec.to_dict(),
+            "train": sorted(str(r.path) for r in train),
+            "val": sorted(str(r.path) for r in val),
+        },
         sort_keys=True,
     )
     step, history = 0, []
     best = {"improvement_db": -math.inf, "state": None, "step": 0}
     if resume_path is not None and resume_path.exists():
-        saved = torch.load(resume_path, map_location=device, weights_only=True)
-        if saved.get("fingerprint") != fingerprint:
+        try:
+            saved = torch.load(resume_path, map_location=device, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
             raise ValueError(
-                f"{resume_path} was written by a training run with other settings; "
+                f"the saved training state {resume_path} cannot be read ({exc.__class__.__name__}); "
+                "delete it to start afresh, or pass --no-resume"
+            ) from None
+        if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"{resume_path} was written by a training run with other data or settings; "
                 "delete it or train with the same options"
             )
         net.load_state_dict(saved["model"])

@@ -57,15 +57,8 @@ def window_features(
 
 def group_columns(extractor: SpectralFeatures, groups: Sequence[str]) -> np.ndarray:
     """Column indices of ``groups`` in the output of an extractor computing every group."""
-    cfg = extractor.config
-    c, k, p = cfg.n_channels, len(cfg.bands), extractor.pairs.shape[1]
-    sizes = {"psd": c * len(extractor.psd_bins), "bandpower": 2 * c * k, "coherence": 2 * k * p}
-    columns, start = [], 0
-    for group in cfg.features:
-        if group in groups:
-            columns.append(np.arange(start, start + sizes[group]))
-        start += sizes[group]
-    return np.concatenate(columns)
+    slices = extractor.group_slices()
+    return np.concatenate([np.arange(s.start, s.stop) for g, s in slices.items() if g in groups])
 
 
 def _fit_matrix(data: Sequence[SubjectWindows], columns: np.ndarray):

@@ -3,7 +3,10 @@
 For every subject: enrol from the first 60 s of its enrolment recording, probe
 with every window (1 s hop) of its probe recording. Reported for our pipeline
 (denoiser + embedder) and beside it for the PSD baseline; then again with each
-noise type added to the probes at 0 dB SNR, with and without the denoiser.
+noise type added to the probes, with and without the denoiser. Noise is added
+to the raw signal, as a headset adds it, and scaled so that its SNR is 0 dB at
+the denoiser's input (after the band-pass and notch filter, which alone would
+remove most mains hum and drift).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from tqdm.auto import tqdm
 
 from ..models.checkpoint import NeuroAuthModel
 from ..models.denoiser import si_snr
-from .baseline import BaselinePSD, psd_extractor
+from ..models.embedders.spectral import SpectralConfig, SpectralFeatures
+from ..models.preprocess import filter_and_scale
+from .baseline import BaselinePSD
 from .data import SubjectData
 from .noise import NOISE_TYPES, add_noise
 from .protocol import (
@@ -54,8 +59,10 @@ def evaluate(
     if len(data) < 2:
         raise ValueError("evaluation needs at least two subjects: one genuine, the others impostors")
     spec = model.spec
+    if not model.baseline_config:
+        raise ValueError("the checkpoint holds no PSD baseline statistics; retrain it with `neuroauth train`")
     baseline = BaselinePSD(
-        psd_extractor(len(model.montage), spec.sfreq, spec.window),
+        SpectralFeatures(SpectralConfig.from_dict(model.baseline_config)),
         model.baseline["mean"],
         model.baseline["scale"],
     )
@@ -68,6 +75,10 @@ def evaluate(
         kind: {"denoised": [], "raw": [], "baseline": [], "si_in": [], "si_out": []} for kind in noise_types
     }
     skip = int(SI_SNR_SKIP_SECONDS * spec.sfreq)
+
+    def at_input(volts):  # the SNR is set where the denoiser sees the signal: after the filter
+        return filter_and_scale(volts, spec)
+
     for d in tqdm(data, desc="evaluate", unit="subject", disable=not progress):
         enrol = d.enrol.preprocessed()
         ours_enrol.append(embed(model.embedder, windows(denoise(model, enrol), ENROL_SECONDS)))
@@ -77,7 +88,7 @@ def evaluate(
         base_probe.append(embed(baseline, windows(clean)))
         for kind in noise_types:
             rng = np.random.default_rng(_seed(d.subject, kind, seed))
-            volts, _ = add_noise(d.probe.volts, spec.sfreq, kind, NOISY_SNR_DB, rng)
+            volts, _ = add_noise(d.probe.volts, spec.sfreq, kind, NOISY_SNR_DB, rng, measure=at_input)
             x = d.probe.preprocessed(volts)
             y = denoise(model, x)
             store = noisy[kind]

@@ -9,13 +9,14 @@ from sklearn.metrics import roc_auc_score, roc_curve
 def eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
     """Equal error rate: where the false-accept and false-reject rates cross."""
     fpr, fnr, _ = det_curve(genuine, impostor)
-    i = int(np.nanargmin(np.abs(fpr - fnr)))
-    # interpolate between the two points that bracket the crossing
-    if i + 1 < len(fpr) and (fpr[i] - fnr[i]) * (fpr[i + 1] - fnr[i + 1]) < 0:
-        d0, d1 = fpr[i] - fnr[i], fpr[i + 1] - fnr[i + 1]
-        t = d0 / (d0 - d1)
-        return float(fpr[i] + t * (fpr[i + 1] - fpr[i]))
-    return float((fpr[i] + fnr[i]) / 2)
+    # thresholds descend: fpr - fnr rises from -1 to +1; find where it stops being negative
+    diff = fpr - fnr
+    k = int(np.argmax(diff >= 0))
+    if diff[k] == 0 or k == 0:
+        return float((fpr[k] + fnr[k]) / 2)
+    # the crossing lies between points k-1 and k: interpolate both rates linearly there
+    t = -diff[k - 1] / (diff[k] - diff[k - 1])
+    return float(fpr[k - 1] + t * (fpr[k] - fpr[k - 1]))
 
 
 def det_curve(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -38,12 +39,14 @@ def _labelled(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np
     return labels, np.concatenate([genuine, impostor])
 
 
-def precision_at_k(scores: np.ndarray, truth: np.ndarray, k: int) -> float:
+def precision_at_k(scores: np.ndarray, truth: np.ndarray, k: int) -> float | None:
     """Share of probes whose own template is among the ``k`` best-scoring ones.
 
     ``scores`` is ``(n_probes, n_templates)``, ``truth`` the template index of each probe.
+    None when there are no more than ``k`` templates (every probe would count).
     """
-    k = min(k, scores.shape[1])
+    if k >= scores.shape[1]:
+        return None
     top = np.argsort(-scores, axis=1)[:, :k]
     return float((top == truth[:, None]).any(axis=1).mean())
 

@@ -416,8 +416,14 @@ def add_noise(
     kind: str,
     snr_db: float,
     rng: np.random.Generator,
+    measure: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Add noise of type ``kind`` to ``clean`` at ``snr_db`` dB on every channel.
+
+    ``measure``, when given, is a linear map (such as the causal band-pass the
+    stream applies) through which both powers are measured, so the SNR holds
+    where that map's output goes (e.g. at the denoiser's input) rather than on
+    the raw signal.
 
     The noise is scaled per channel so that
     ``10 * log10(power(clean_ch) / power(noise_ch)) == snr_db`` (power is the
@@ -448,8 +454,8 @@ def add_noise(
     n_channels, n_samples = x.shape
     raw = make_noise(kind, n_channels, n_samples, sfreq, rng)
 
-    p_clean = channel_power(x)
-    p_noise = channel_power(raw)
+    p_clean = channel_power(x if measure is None else measure(x))
+    p_noise = channel_power(raw if measure is None else measure(raw))
     has_signal = p_clean > 0
     silent = has_signal & ~(p_noise > 0)
     if np.any(silent):  # the generators guarantee noise on every channel

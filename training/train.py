@@ -102,6 +102,7 @@ def train(
 
     model.embedder = embedder
     model.baseline = baseline_stats(np.concatenate(baseline_feats))
+    model.baseline_config = baseline.config.to_dict()
     model.meta = {
         "package_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -83,15 +83,23 @@ class SpectralFeatures(nn.Module):
         pairs = torch.triu_indices(config.n_channels, config.n_channels, offset=1)
         self.register_buffer("pairs", pairs, persistent=False)  # (2, P)
 
-    @property
-    def n_features(self) -> int:
+    def group_slices(self) -> dict[str, slice]:
+        """Where each feature group of ``config.features`` sits in the output vector."""
         c, k = self.config.n_channels, len(self.config.bands)
         sizes = {
             "psd": c * len(self.psd_bins),
             "bandpower": 2 * c * k,
             "coherence": 2 * k * self.pairs.shape[1],
         }
-        return sum(sizes[g] for g in self.config.features)
+        slices, start = {}, 0
+        for group in self.config.features:
+            slices[group] = slice(start, start + sizes[group])
+            start += sizes[group]
+        return slices
+
+    @property
+    def n_features(self) -> int:
+        return max(s.stop for s in self.group_slices().values())
 
     def spectra(self, x: torch.Tensor) -> torch.Tensor:
         """Short-time Fourier coefficients ``(B, C, Fq, T)`` of Hann segments, half overlap."""

@@ -15,6 +15,38 @@ def test_folds_are_disjoint_and_cover_every_subject():
         subject_folds(subjects, 12, seed=0)
 
 
+def test_crossval_never_trains_on_the_subjects_it_evaluates(monkeypatch):
+    import neuroauth.training.crossval as cv
+
+    class Subject:
+        def __init__(self, name):
+            self.subject = name
+
+    seen = []
+
+    class FakeModel:
+        def __init__(self):
+            self.meta = {"embedder_selection": {"chosen": {}}, "seconds": {"total": 1.0}}
+
+    def fake_train(data, options, out, resume, progress):
+        seen.append(("train", {d.subject for d in data}))
+        return FakeModel()
+
+    def fake_evaluate(model, data, progress):
+        seen.append(("eval", {d.subject for d in data}))
+        return {"window_eer": 0.1, "seen_in_training": []}, None
+
+    monkeypatch.setattr(cv, "train", fake_train)
+    monkeypatch.setattr(cv, "evaluate", fake_evaluate)
+    data = [Subject(f"S{i}") for i in range(10)]
+    cv.crossval(data, cv.TrainOptions(), folds=2, mamba=[True], progress=False)
+    pairs = list(zip(seen[::2], seen[1::2], strict=True))
+    assert len(pairs) == 2
+    for (_, trained), (_, evaluated) in pairs:
+        assert not trained & evaluated
+        assert trained | evaluated == {d.subject for d in data}
+
+
 def test_aggregate_takes_mean_and_spread_of_numbers_only():
     reports = [
         {"window_eer": 0.1, "eer_at": {"5": 0.05}, "subjects": ["a"], "n_genuine": 3},

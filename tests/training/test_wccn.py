@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 from neuroauth.training.wccn import apply_projection, fit_projection, within_class_covariance
 
+CENTRES = np.random.default_rng(42).standard_normal((8, 12)) * 3
 
-def _people(rng, n_people=8, per=60, dim=12):
-    centres = rng.standard_normal((n_people, dim)) * 3
-    noise_shape = np.diag(np.linspace(0.2, 5, dim))  # anisotropic within-person variability
-    feats = np.concatenate([c + rng.standard_normal((per, dim)) @ noise_shape for c in centres])
-    return feats, np.repeat(np.arange(n_people), per)
+
+def _people(rng, per=60):
+    """Windows of 8 people: a centre each plus anisotropic within-person variability."""
+    noise_shape = np.diag(np.linspace(0.2, 5, CENTRES.shape[1]))
+    feats = np.concatenate([c + rng.standard_normal((per, CENTRES.shape[1])) @ noise_shape for c in CENTRES])
+    return feats, np.repeat(np.arange(len(CENTRES)), per)
 
 
 def test_full_wccn_whitens_within_person_variability():
@@ -24,7 +26,7 @@ def test_wccn_separates_people_better_than_raw_cosine():
     rng = np.random.default_rng(1)
     feats, labels = _people(rng)
     proj = fit_projection(feats, labels, dim=12, shrinkage=0.1)
-    test_feats, test_labels = _people(np.random.default_rng(1))  # same people, fresh windows
+    test_feats, test_labels = _people(np.random.default_rng(2))  # same people, fresh windows
 
     def nn_accuracy(x):
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
