@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .errors import NeuroAuthError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -156,8 +157,7 @@ def cmd_evaluate(args) -> int:
     report, scores = evaluate(model, data, noise, args.seed)
     print(format_report(report))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
         print(f"metrics written to {args.json}")
     if args.plots:
         for path in write_plots(scores, args.plots):
@@ -172,8 +172,7 @@ def cmd_crossval(args) -> int:
     data = _load_data(args, options.montage, options.spec)
     mamba = {"on": [True], "off": [False], "both": [True, False]}[args.mamba]
     result = crossval(data, options, args.folds, mamba)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     for name, variant in result["variants"].items():
         ours, base = variant["summary"]["window_eer"], variant["summary"]["baseline_psd"]["window_eer"]
         print(

@@ -24,12 +24,12 @@ _cfg = Path(tempfile.gettempdir()) / f"neuroauth-tests-lsl-{os.getpid()}.cfg"
 _cfg.write_text(_LSL_CONFIG)
 os.environ["LSLAPICFG"] = str(_cfg)
 
-BUNDLED = Path(__file__).resolve().parent.parent / "neuroauth" / "assets" / "eegmat"
-
 
 @pytest.fixture(scope="session")
 def bundled_dir() -> Path:
-    return BUNDLED
+    from neuroauth.cli import BUNDLED_DATA
+
+    return BUNDLED_DATA
 
 
 @pytest.fixture(scope="session")

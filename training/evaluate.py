@@ -152,8 +152,9 @@ def write_plots(scores: dict[str, Scores], directory: Path) -> list[Path]:
         genuine, impostor = s.genuine_impostor()
         far, frr, _ = det_curve(genuine, impostor)
         roc_ax.plot(far, 1 - frr, label=name)
-        clip = np.clip
-        det_ax.plot(norm.ppf(clip(far, 1e-4, 1 - 1e-4)), norm.ppf(clip(frr, 1e-4, 1 - 1e-4)), label=name)
+        det_ax.plot(
+            norm.ppf(np.clip(far, 1e-4, 1 - 1e-4)), norm.ppf(np.clip(frr, 1e-4, 1 - 1e-4)), label=name
+        )
     roc_ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
     roc_ax.set(xlabel="false accept rate", ylabel="true accept rate", title="ROC (windows)")
     ticks = [0.001, 0.01, 0.05, 0.2, 0.5]

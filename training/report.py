@@ -100,13 +100,13 @@ def checkpoint_table(paths: Sequence[Path]) -> str:
     ]
     for path in paths:
         model = load_checkpoint(path)
-        grid = sorted(model.meta["embedder_selection"]["grid"], key=lambda r: r["eer_mean"])
+        selection = model.meta["embedder_selection"]
+        grid = sorted(selection["grid"], key=lambda r: (r["eer_mean"], r["eer_std"]))
         by_features: dict[str, dict] = {}
-        for r in grid:  # the best setting of each feature set, then the overall best few
+        for r in grid:  # the best setting of each feature set
             by_features.setdefault(" + ".join(r["features"]), r)
-        shown = list(by_features.values())
-        for r in shown:
-            chosen = " (chosen)" if r is grid[0] else ""
+        for r in by_features.values():
+            chosen = " (chosen)" if r == selection["chosen"] else ""
             rows.append(
                 f"| {path.name} | {' + '.join(r['features'])}, {r['pca_dim']}, {r['shrinkage']}{chosen} | "
                 f"{r['eer_mean']:.3f} ± {r['eer_std']:.3f} |"

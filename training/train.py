@@ -67,7 +67,10 @@ def train(
     subjects = [d.subject for d in data]
     fit_subjects, val_subjects = split_validation(subjects, options.val_subjects, options.seed)
     by_subject = {d.subject: d for d in data}
-    recordings = lambda names: [r for s in names for r in (by_subject[s].enrol, by_subject[s].probe)]  # noqa: E731
+
+    def recordings(names):
+        return [r for s in names for r in (by_subject[s].enrol, by_subject[s].probe)]
+
     partial = out.with_name(out.name + ".partial") if resume else None
 
     net, stage1 = train_denoiser(
