@@ -13,6 +13,10 @@ def _ms(stat: dict | None, digits: int = 3) -> str:
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
+def _row(*cells: str) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def _dig(data: dict | None, *keys: str):
     """``data[k1][k2]...``, or None where a level is missing."""
     for key in keys:
@@ -39,11 +43,14 @@ def clean_table(results: Sequence[dict]) -> str:
         ]
         entries.append(("PSD baseline", next(iter(variants.values()))["summary"]["baseline_psd"]))
         for label, s in entries:
-            rows.append(
-                f"| {name} | {label} | {_ms(s['window_eer'])} | {_ms(s['auroc'])} | {_ms(s['p_at_1'])} | "
-                f"{_ms(s['p_at_5'])} | {_ms(s['eer_at']['5'])} | {_ms(s['eer_at']['10'])} | "
-                f"{_ms(s['eer_at']['30'])} |"
-            )
+            metrics = [
+                s["window_eer"],
+                s["auroc"],
+                s["p_at_1"],
+                s["p_at_5"],
+                *(s["eer_at"][k] for k in ("5", "10", "30")),
+            ]
+            rows.append(_row(name, label, *map(_ms, metrics)))
     return "\n".join(rows)
 
 
@@ -59,13 +66,20 @@ def noise_table(results: Sequence[dict]) -> str:
         with_m, without_m = v.get("mamba", {}).get("summary"), v.get("no_mamba", {}).get("summary")
         any_s = with_m or without_m
         for kind in any_s["noisy_eer"]:
+            si_out = (
+                f"{_ms(_dig(with_m, 'si_snr_db', kind), 1)} / {_ms(_dig(without_m, 'si_snr_db', kind), 1)}"
+            )
             rows.append(
-                f"| {name} | {kind} | {_ms(_dig(any_s, 'si_snr_input_db', kind), 1)} | "
-                f"{_ms(_dig(with_m, 'si_snr_db', kind), 1)} / {_ms(_dig(without_m, 'si_snr_db', kind), 1)} | "
-                f"{_ms(_dig(with_m, 'noisy_eer', kind, 'denoised'))} | "
-                f"{_ms(_dig(without_m, 'noisy_eer', kind, 'denoised'))} | "
-                f"{_ms(_dig(any_s, 'noisy_eer', kind, 'without_denoiser'))} | "
-                f"{_ms(_dig(any_s, 'baseline_psd', 'noisy_eer', kind))} |"
+                _row(
+                    name,
+                    kind,
+                    _ms(_dig(any_s, "si_snr_input_db", kind), 1),
+                    si_out,
+                    _ms(_dig(with_m, "noisy_eer", kind, "denoised")),
+                    _ms(_dig(without_m, "noisy_eer", kind, "denoised")),
+                    _ms(_dig(any_s, "noisy_eer", kind, "without_denoiser")),
+                    _ms(_dig(any_s, "baseline_psd", "noisy_eer", kind)),
+                )
             )
     return "\n".join(rows)
 
