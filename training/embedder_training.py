@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ..models.embedders.spectral import FEATURE_GROUPS, SpectralConfig, SpectralEmbedder, SpectralFeatures
 from ..models.preprocess import SignalSpec
 from .protocol import ENROL_SECONDS, embed, score, verification_metrics, windows_of
-from .wccn import fit_projection, principal_axes, wccn_whitening, zscore_stats
+from .wccn import fit_projection, principal_axes, shrunk_scales, within_class_eigen, zscore_stats
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,13 @@ log = logging.getLogger(__name__)
 class SpectralSearch:
     """The grid searched by cross-validation; recorded in the checkpoint."""
 
-    feature_sets: tuple[tuple[str, ...], ...] = (("psd",), ("psd", "bandpower"), FEATURE_GROUPS)
-    pca_dims: tuple[int, ...] = (32, 64, 128, 192)
-    shrinkages: tuple[float, ...] = (0.02, 0.05, 0.1, 0.3, 0.6)
+    feature_sets: tuple[tuple[str, ...], ...] = (
+        ("psd", "bandpower"),
+        ("bandpower", "coherence"),
+        FEATURE_GROUPS,
+    )
+    pca_dims: tuple[int, ...] = (64, 128, 256, 0)  # 0: no PCA, whiten every feature
+    shrinkages: tuple[float, ...] = (0.02, 0.05, 0.2, 0.5)
     splits: int = 6
 
 
@@ -100,14 +104,15 @@ def cross_validate(
             feats, labels = _fit_matrix(fit, columns)
             mean, scale = zscore_stats(feats)
             z = (feats - mean) / scale
-            axes = principal_axes(z, max(search.pca_dims))
+            axes = principal_axes(z, max(search.pca_dims))  # identity if no PCA is searched
             for dim in search.pca_dims:
-                basis = axes[:, :dim]
-                reduced = z @ basis
+                basis = principal_axes(z, 0) if dim <= 0 else axes[:, :dim]
+                evals, evecs = within_class_eigen(z @ basis, labels)
+                rotated = basis @ evecs  # cosine ignores the final rotation back
                 for shrinkage in search.shrinkages:
-                    matrix = basis @ wccn_whitening(reduced, labels, shrinkage)
+                    matrix = rotated * shrunk_scales(evals, shrinkage)
                     value = _protocol_eer(held, columns, mean, scale, matrix)
-                    results.setdefault((groups, basis.shape[1], shrinkage), []).append(value)
+                    results.setdefault((groups, dim, shrinkage), []).append(value)
     return [
         {
             "features": list(groups),

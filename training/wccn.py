@@ -51,20 +51,37 @@ def fit_projection(features: np.ndarray, labels: np.ndarray, dim: int, shrinkage
 
 
 def principal_axes(z: np.ndarray, dim: int) -> np.ndarray:
-    """The ``dim`` leading principal axes ``(F, dim)`` of centred rows of ``z``."""
-    dim = min(dim, z.shape[1], z.shape[0] - 1)
+    """The ``dim`` leading principal axes ``(F, dim)`` of centred rows of ``z``.
+
+    ``dim`` 0 (or at least the feature count) keeps every feature: the identity.
+    """
+    if dim <= 0 or dim >= z.shape[1]:
+        return np.eye(z.shape[1])
+    dim = min(dim, z.shape[0] - 1)
     _, _, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
     return vt[:dim].T
 
 
+def within_class_eigen(reduced: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues and eigenvectors of the within-class covariance.
+
+    Shrinking toward a scaled identity keeps the eigenvectors and maps each
+    eigenvalue ``l`` to ``(1 - a) l + a tr/d``, so one decomposition serves
+    every shrinkage (see :func:`shrunk_inverse_sqrt`).
+    """
+    return np.linalg.eigh(within_class_covariance(reduced, labels))
+
+
+def shrunk_scales(evals: np.ndarray, shrinkage: float) -> np.ndarray:
+    """``((1 - a) l + a mean(l)) ** -1/2`` per eigenvalue ``l``."""
+    shrunk = (1.0 - shrinkage) * evals + shrinkage * evals.mean()
+    return np.maximum(shrunk, 1e-12 * shrunk.max()) ** -0.5
+
+
 def wccn_whitening(reduced: np.ndarray, labels: np.ndarray, shrinkage: float) -> np.ndarray:
     """Inverse square root ``(D, D)`` of the shrunk within-class covariance."""
-    dim = reduced.shape[1]
-    sw = within_class_covariance(reduced, labels)
-    sw = (1.0 - shrinkage) * sw + shrinkage * np.trace(sw) / dim * np.eye(dim)
-    evals, evecs = np.linalg.eigh(sw)
-    evals = np.maximum(evals, 1e-12 * evals.max())
-    return evecs @ np.diag(evals**-0.5) @ evecs.T
+    evals, evecs = within_class_eigen(reduced, labels)
+    return (evecs * shrunk_scales(evals, shrinkage)) @ evecs.T
 
 
 def apply_projection(features: np.ndarray, projection: Projection) -> np.ndarray:
