@@ -97,7 +97,7 @@ def selection_table(results: Sequence[dict]) -> str:
                 chosen = report["embedder_selection"]
                 rows.append(
                     f"| {_montage_name(result)} | {variant.replace('_', ' ')} | {f + 1} | "
-                    f"{' + '.join(chosen['features'])} | {chosen['pca_dim']} | {chosen['shrinkage']} | "
+                    f"{' + '.join(chosen['features'])} | {chosen['pca_dim'] or 'none'} | {chosen['shrinkage']} | "
                     f"{chosen['eer_mean']:.3f} ± {chosen['eer_std']:.3f} | {report['window_eer']:.3f} | "
                     f"{report['train_seconds']:.0f} |"
                 )
@@ -109,20 +109,20 @@ def checkpoint_table(paths: Sequence[Path]) -> str:
     from ..models.checkpoint import load_checkpoint
 
     rows = [
-        "| checkpoint | setting (features, PCA dim, shrinkage) | CV window EER (mean ± std over splits) |",
+        "| checkpoint | features, PCA dimension, best shrinkage | CV window EER (mean ± std over splits) |",
         "|---|---|---|",
     ]
     for path in paths:
         model = load_checkpoint(path)
         selection = model.meta["embedder_selection"]
         grid = sorted(selection["grid"], key=lambda r: (r["eer_mean"], r["eer_std"]))
-        by_features: dict[str, dict] = {}
-        for r in grid:  # the best setting of each feature set
-            by_features.setdefault(" + ".join(r["features"]), r)
-        for r in by_features.values():
+        best: dict[tuple, dict] = {}
+        for r in grid:  # the best shrinkage of each feature set and PCA dimension
+            best.setdefault((" + ".join(r["features"]), r["pca_dim"]), r)
+        for (features, dim), r in sorted(best.items(), key=lambda item: (item[0][0], item[0][1] or 10**9)):
             chosen = " (chosen)" if r == selection["chosen"] else ""
             rows.append(
-                f"| {path.name} | {' + '.join(r['features'])}, {r['pca_dim']}, {r['shrinkage']}{chosen} | "
+                f"| {path.name} | {features}, {dim or 'none (all features)'}, {r['shrinkage']}{chosen} | "
                 f"{r['eer_mean']:.3f} ± {r['eer_std']:.3f} |"
             )
     return "\n".join(rows)
