@@ -95,9 +95,10 @@ def selection_table(results: Sequence[dict]) -> str:
         for variant, data in result["variants"].items():
             for f, report in enumerate(data["folds"]):
                 chosen = report["embedder_selection"]
+                dim = chosen["pca_dim"] or "none"
                 rows.append(
                     f"| {_montage_name(result)} | {variant.replace('_', ' ')} | {f + 1} | "
-                    f"{' + '.join(chosen['features'])} | {chosen['pca_dim'] or 'none'} | {chosen['shrinkage']} | "
+                    f"{' + '.join(chosen['features'])} | {dim} | {chosen['shrinkage']} | "
                     f"{chosen['eer_mean']:.3f} ± {chosen['eer_std']:.3f} | {report['window_eer']:.3f} | "
                     f"{report['train_seconds']:.0f} |"
                 )
