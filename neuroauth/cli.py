@@ -130,7 +130,8 @@ def cmd_train(args) -> int:
     chosen = model.meta["embedder_selection"]["chosen"]
     print(f"wrote {args.out} (identity {model.identity()}, {model.meta['seconds']['total']:.0f} s)")
     print(
-        f"embedder settings by cross-validation: {chosen['features']}, pca_dim {chosen['pca_dim']}, "
+        f"embedder settings by cross-validation: {' + '.join(chosen['features'])}, "
+        f"PCA {chosen['pca_dim'] or 'none'}, "
         f"shrinkage {chosen['shrinkage']} (window EER {chosen['eer_mean']:.3f} +- {chosen['eer_std']:.3f})"
     )
     return 0
