@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from neuroauth.cli import ASSETS, SHIPPED_CHECKPOINT
 from neuroauth.models.checkpoint import load_checkpoint
 from neuroauth.models.montage import DEFAULT_MONTAGE, MONTAGE_10_20
+
+from neuroauth.cli import ASSETS, SHIPPED_CHECKPOINT
 
 
 @pytest.mark.parametrize(
