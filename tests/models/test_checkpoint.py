@@ -100,3 +100,17 @@ def test_checkpoint_is_a_zip_of_plain_data(tiny_checkpoint):
     config = json.loads(torch.load(io.BytesIO(tiny_checkpoint.read_bytes()), weights_only=True)["config"])
     assert config["embedder"]["name"] == "spectral"
     assert config["montage"] == ["T7", "F8", "Cz", "P4"]
+
+
+def test_a_checkpoint_without_its_identity_or_with_non_tensor_entries_is_refused(tiny_checkpoint, tmp_path):
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    stripped = {k: v for k, v in payload.items() if k != "identity"}
+    path = tmp_path / "no-identity.pt"
+    torch.save(stripped, path)
+    with pytest.raises(CheckpointError, match="no identity digest"):
+        load_checkpoint(path)
+    listed = dict(payload, tensors=[1, 2])
+    path = tmp_path / "listed.pt"
+    torch.save(listed, path)
+    with pytest.raises(CheckpointError, match=r"listed\.pt.*malformed"):
+        load_checkpoint(path)
