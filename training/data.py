@@ -34,10 +34,6 @@ class Recording:
     volts: np.ndarray  # (C, N) float64 at spec.sfreq
     spec: SignalSpec
 
-    @property
-    def duration(self) -> float:
-        return self.volts.shape[1] / self.spec.sfreq
-
     def preprocessed(self, volts: np.ndarray | None = None) -> np.ndarray:
         """Filtered and scaled signal in model units (of ``volts`` when given, e.g. with noise)."""
         return filter_and_scale(self.volts if volts is None else volts, self.spec)

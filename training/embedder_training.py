@@ -20,7 +20,15 @@ from tqdm.auto import tqdm
 from ..models.embedders.spectral import FEATURE_GROUPS, SpectralConfig, SpectralEmbedder, SpectralFeatures
 from ..models.preprocess import SignalSpec
 from .protocol import ENROL_SECONDS, embed, score, verification_metrics, windows_of
-from .wccn import fit_projection, principal_axes, shrunk_scales, within_class_eigen, zscore_stats
+from .wccn import (
+    Projection,
+    apply_projection,
+    fit_projection,
+    principal_axes,
+    shrunk_scales,
+    within_class_eigen,
+    zscore_stats,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +80,9 @@ def _fit_matrix(data: Sequence[SubjectWindows], columns: np.ndarray):
 
 
 def _protocol_eer(data: Sequence[SubjectWindows], columns, mean, scale, matrix) -> float:
-    def project(f):
-        return ((f[:, columns] - mean) / scale) @ matrix
-
-    enrolments = [project(d.enrol[: d.n_enrol]) for d in data]
-    probes = [project(d.probe) for d in data]
+    projection = Projection(mean=mean, scale=scale, matrix=matrix)
+    enrolments = [apply_projection(d.enrol[: d.n_enrol, columns], projection) for d in data]
+    probes = [apply_projection(d.probe[:, columns], projection) for d in data]
     return verification_metrics(score(enrolments, probes, [d.subject for d in data]), smoothing=())[
         "window_eer"
     ]

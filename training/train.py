@@ -25,7 +25,7 @@ from ..models.embedders.spectral import SpectralConfig, SpectralFeatures
 from ..models.montage import DEFAULT_MONTAGE
 from ..models.preprocess import SignalSpec
 from .baseline import baseline_stats, psd_extractor
-from .data import SubjectData, find_sessions, load_sessions
+from .data import SubjectData
 from .denoiser_training import DenoiserTraining, train_denoiser
 from .embedder_training import SpectralSearch, fit_spectral, window_features
 from .protocol import denoise, device, embed, windows_of
@@ -123,17 +123,3 @@ def train(
         partial.unlink(missing_ok=True)
     log.info("wrote %s (identity %s) in %.0f s", out, identity, time.time() - started)
     return model.eval()
-
-
-def train_directory(
-    directory: Path,
-    options: TrainOptions,
-    out: Path,
-    enrol_suffix: str = "_1",
-    probe_suffix: str = "_2",
-    resume: bool = True,
-    progress: bool = True,
-) -> NeuroAuthModel:
-    sessions = find_sessions(directory, enrol_suffix, probe_suffix)
-    data = load_sessions(sessions, options.montage, options.spec)
-    return train(data, options, out, resume=resume, progress=progress)
