@@ -57,37 +57,39 @@ class DenoiserConfig:
         return cls(**data)
 
 
-class CausalConv1d(nn.Conv1d):
-    """A dilated Conv1d that pads ``(kernel_size - 1) * dilation`` on the left only.
-
-    In streaming, ``cache`` holds the last ``left_pad`` inputs in place of the padding.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1):
-        super().__init__(in_channels, out_channels, kernel_size, dilation=dilation)
-        self.left_pad = (kernel_size - 1) * dilation
-
-    def forward(self, x: torch.Tensor, cache: torch.Tensor | None = None) -> torch.Tensor:
-        if cache is None:
-            return super().forward(F.pad(x, (self.left_pad, 0)))  # (B, C_out, L)
-        return super().forward(torch.cat([cache, x], dim=-1))  # (B, C_out, L)
+def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 ``Conv1d`` applied to channels-last ``x (N, L, C_in)`` as one matrix product."""
+    return F.linear(x, conv.weight[..., 0], conv.bias)  # (N, L, C_out)
 
 
 class GatedLayer(nn.Module):
-    """One WaveNet layer: dilated causal conv, tanh x sigmoid gate, residual and skip."""
+    """One WaveNet layer: dilated causal conv, tanh x sigmoid gate, residual and skip.
+
+    The layers work channels-last, ``(N, L, R)``: the dilated convolution is one
+    matrix product over the ``kernel_size`` delayed copies of the input stacked
+    side by side, and each 1x1 convolution is one matrix product too. On short
+    chunks this costs a fraction of a ``Conv1d`` call. The parameters keep the
+    shapes and names of ``Conv1d`` modules.
+    """
 
     def __init__(self, residual: int, skip: int, kernel_size: int, dilation: int) -> None:
         super().__init__()
-        self.conv = CausalConv1d(residual, 2 * residual, kernel_size, dilation)
+        self.conv = nn.Conv1d(residual, 2 * residual, kernel_size, dilation=dilation)
         self.res = nn.Conv1d(residual, residual, 1)
         self.skip = nn.Conv1d(residual, skip, 1)
+        self.dilation = dilation
+        self.left_pad = (kernel_size - 1) * dilation  # past samples each output needs
 
-    def forward(
-        self, h: torch.Tensor, cache: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        filt, gate = self.conv(h, cache).chunk(2, dim=1)  # (N, R, L) each
+    def forward(self, padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``padded (N, left_pad + L, R)``: the input with its ``left_pad`` past samples in front."""
+        length = padded.shape[1] - self.left_pad
+        starts = range(0, self.left_pad + 1, self.dilation)  # oldest tap first, as the kernel is ordered
+        taps = torch.cat([padded[:, k : k + length] for k in starts], dim=-1)  # (N, L, K*R)
+        weight = self.conv.weight.permute(0, 2, 1).flatten(1)  # (2R, K*R)
+        filt, gate = F.linear(taps, weight, self.conv.bias).chunk(2, dim=-1)  # (N, L, R) each
         g = torch.tanh(filt) * torch.sigmoid(gate)
-        return (h + self.res(g)) * math.sqrt(0.5), self.skip(g)
+        h = padded[:, self.left_pad :]  # (N, L, R)
+        return (h + _pointwise(self.res, g)) * math.sqrt(0.5), _pointwise(self.skip, g)
 
 
 class MambaResidual(nn.Module):
@@ -99,19 +101,49 @@ class MambaResidual(nn.Module):
         self.mamba = Mamba(channels, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand)
 
     def forward(self, h: torch.Tensor, state: MambaState | None = None):
-        seq = self.norm(h.transpose(1, 2))  # (N, L, R)
+        """``h (N, L, R)``; with ``state``, returns the new state too."""
         if state is None:
-            return h + self.mamba(seq).transpose(1, 2)
-        out, state = self.mamba.step(seq, state)
-        return h + out.transpose(1, 2), state
+            return h + self.mamba(self.norm(h))
+        out, state = self.mamba.step(self.norm(h), state)
+        return h + out, state
 
 
 @dataclass
 class DenoiserState:
-    """Streaming state: per layer the last conv inputs, and the Mamba block's state."""
+    """Streaming state: per layer the last conv inputs, and the Mamba block's state.
 
-    caches: list[torch.Tensor]  # per layer (N, R, left_pad)
+    Row ``n`` of every tensor is one sequence (one channel of one stream); a
+    state for ``B`` streams of ``C`` channels has ``B * C`` rows, stream by stream.
+    """
+
+    caches: list[torch.Tensor]  # per layer (N, left_pad, R)
     mamba: MambaState | None
+
+    @classmethod
+    def cat(cls, states: list[DenoiserState]) -> DenoiserState:
+        """One state for several streams, in the given order (the batch of a joint step)."""
+        caches = [torch.cat(layer, dim=0) for layer in zip(*(s.caches for s in states), strict=True)]
+        mamba = None
+        if states[0].mamba is not None:
+            mamba = MambaState(
+                torch.cat([s.mamba.conv_state for s in states], dim=0),
+                torch.cat([s.mamba.ssm_state for s in states], dim=0),
+            )
+        return cls(caches, mamba)
+
+    def split(self, rows: int) -> list[DenoiserState]:
+        """The inverse of :meth:`cat` for streams of ``rows`` sequences each."""
+        caches = [c.split(rows, dim=0) for c in self.caches]
+        n = len(caches[0]) if caches else 0
+        if self.mamba is not None:
+            conv, ssm = self.mamba.conv_state.split(rows, dim=0), self.mamba.ssm_state.split(rows, dim=0)
+            n = len(conv)
+        return [
+            DenoiserState(
+                [c[i] for c in caches], MambaState(conv[i], ssm[i]) if self.mamba is not None else None
+            )
+            for i in range(n)
+        ]
 
 
 class CausalDenoiser(nn.Module):
@@ -147,7 +179,7 @@ class CausalDenoiser(nn.Module):
         device, dtype = device or p.device, dtype or p.dtype
         n = batch * n_channels
         caches = [
-            torch.zeros(n, self.config.residual_channels, layer.conv.left_pad, device=device, dtype=dtype)
+            torch.zeros(n, layer.left_pad, self.config.residual_channels, device=device, dtype=dtype)
             for layer in self.layers
         ]
         mamba = self.mamba.mamba.allocate_state(n, device=device, dtype=dtype) if self.mamba else None
@@ -164,25 +196,27 @@ class CausalDenoiser(nn.Module):
         if x.ndim != 3:
             raise ValueError(f"denoiser input must be (batch, channels, time), got {tuple(x.shape)}")
         b, c, length = x.shape
-        flat = x.reshape(b * c, 1, length)  # (N, 1, L) with N = B*C
-        h = self.inp(flat)  # (N, R, L)
+        flat = x.reshape(b * c, length, 1)  # (N, L, 1) with N = B*C, channels-last
+        h = _pointwise(self.inp, flat)  # (N, L, R)
         new_caches: list[torch.Tensor] = []
         new_mamba = None
         skips = 0
         for i, layer in enumerate(self.layers):
-            cache = None
-            if state is not None:
-                cache = state.caches[i]
-                keep = cache.shape[-1]
-                new_caches.append(torch.cat([cache, h], dim=-1)[..., -keep:] if keep else cache)
-            h, skip = layer(h, cache)
-            skips = skips + skip  # (N, S, L)
+            if state is None:
+                padded = F.pad(h, (0, 0, layer.left_pad, 0))  # (N, pad + L, R), zeros in the past
+            else:
+                padded = torch.cat([state.caches[i], h], dim=1)  # (N, pad + L, R)
+                new_caches.append(padded[:, padded.shape[1] - layer.left_pad :])
+            h, skip = layer(padded)
+            skips = skips + skip  # (N, L, S)
             if self.mamba is not None and i == self.mamba_after:
                 if state is None:
                     h = self.mamba(h)
                 else:
                     h, new_mamba = self.mamba(h, state.mamba)
-        out = flat + self.head(skips)  # (N, 1, L)
+        head = F.relu(skips)
+        head = F.relu(_pointwise(self.head[1], head))
+        out = flat + _pointwise(self.head[3], head)  # (N, L, 1)
         new_state = DenoiserState(new_caches, new_mamba) if state is not None else None
         return out.reshape(b, c, length), new_state
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from neuroauth.models.denoiser import CausalDenoiser, DenoiserConfig, si_snr
+from neuroauth.models.denoiser import CausalDenoiser, DenoiserConfig, DenoiserState, si_snr
 
 
 def _trained_looking(config: DenoiserConfig) -> CausalDenoiser:
@@ -47,7 +47,10 @@ def test_streaming_step_equals_forward(use_mamba):
     x = torch.randn(2, 4, 900)
     with torch.no_grad():
         whole = net(x)
-        for sizes in ([1] * 30 + [870], [7] * 128 + [4], [100] * 9, [800, 100]):
+        drawn = torch.randint(1, 60, (200,), generator=torch.Generator().manual_seed(1)).tolist()
+        random_sizes = _partition(900, drawn)
+        for sizes in ([1] * 30 + [870], [7] * 128 + [4], [100] * 9, [800, 100], random_sizes):
+            assert sum(sizes) == 900
             state = net.allocate_state(2, 4)
             parts, i = [], 0
             for n in sizes:
@@ -55,6 +58,40 @@ def test_streaming_step_equals_forward(use_mamba):
                 parts.append(y)
                 i += n
             assert (torch.cat(parts, -1) - whole).abs().max().item() <= 1e-5
+
+
+def _partition(total: int, sizes: list[int]) -> list[int]:
+    """``sizes`` cut short or topped up so that they sum to ``total``."""
+    out, left = [], total
+    for n in sizes:
+        if left <= 0:
+            break
+        out.append(min(n, left))
+        left -= out[-1]
+    return out + ([left] if left > 0 else [])
+
+
+@pytest.mark.parametrize("use_mamba", [True, False])
+def test_batched_step_of_joined_states_equals_separate_steps(use_mamba):
+    """Streams stepped together (states joined with ``cat``) give what each gives alone."""
+    net = _trained_looking(DenoiserConfig(use_mamba=use_mamba))
+    torch.manual_seed(2)
+    streams = [torch.randn(1, 3, 250) for _ in range(3)]
+    offsets = (10, 50, 90)  # each stream is first advanced on its own by a different amount
+    with torch.no_grad():
+        alone = [net(s) for s in streams]
+        states = [
+            net.step(s[..., :n], net.allocate_state(1, 3))[1] for s, n in zip(streams, offsets, strict=True)
+        ]
+        tails = torch.cat([s[..., n : n + 100] for s, n in zip(streams, offsets, strict=True)])
+        joint, state = net.step(tails, DenoiserState.cat(states))
+        parts = state.split(3)
+    assert len(parts) == 3
+    for i, n in enumerate(offsets):
+        assert (joint[i : i + 1] - alone[i][..., n : n + 100]).abs().max().item() <= 1e-5
+        with torch.no_grad():
+            rest, _ = net.step(streams[i][..., n + 100 :], parts[i])
+        assert (rest - alone[i][..., n + 100 :]).abs().max().item() <= 1e-5
 
 
 def test_channels_are_denoised_independently():
