@@ -162,7 +162,12 @@ class Preprocessor:
 
     def process(self, volts: np.ndarray) -> np.ndarray:
         """``(C, N)`` volts at the input rate -> ``(C, M)`` float64 in model units."""
-        return self.filter.process(self.resampler.process(volts)) * self._gain
+        return self.stages(volts)[1]
+
+    def stages(self, volts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(C, N)`` volts -> the resampled raw signal (volts) and the filtered one (model units)."""
+        raw = self.resampler.process(volts)  # (C, M)
+        return raw, self.filter.process(raw) * self._gain
 
 
 def resample(volts: np.ndarray, in_rate: float, out_rate: float) -> np.ndarray:

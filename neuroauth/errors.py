@@ -30,5 +30,9 @@ class MontageError(DataError):
         )
 
 
+class StreamError(NeuroAuthError):
+    """A live stream cannot be served: unknown, wrong shape, unusable rate."""
+
+
 class CheckpointError(NeuroAuthError):
     """A checkpoint file cannot be loaded safely or does not fit."""

@@ -1,0 +1,368 @@
+"""The streaming engine: live EEG streams in, one embedding per stream and hop out.
+
+Each stream is advanced incrementally; nothing is recomputed over the window::
+
+    push(volts, timestamps)   pick the model's channels by name; refuse bad samples
+                              and broken timestamps (the stream restarts); queue
+    advance()                 for every stream with new samples:
+        resample + band-pass + notch      (Preprocessor, filter state carried)
+        denoiser.step(new samples)        one batched call for all streams, state carried
+        ring buffer of the last samples   raw, filtered and denoised
+        every hop: the last ``window`` samples -> quality gate -> embedder
+                                          (one batched call for every window due)
+
+The denoiser runs in whole *units* of ``gcd(window, hop)`` samples (with the default
+800-sample window and 1 s hop at 200 Hz, one hop). Every window boundary is a
+multiple of the unit, so a window is produced in the same ``advance`` as its
+last sample arrives, and streams at one rate step together in one batch.
+
+Restart policy. A stream restarts (its filters, denoiser state and buffers are
+cleared, samples not yet processed are discarded, and no window follows until a
+full window of new samples has been processed) when:
+
+- a sample is NaN, infinite or beyond the gate's range: the stream restarts after it;
+- the timestamps step back by more than 10 ms or skip more than ``max_gap_seconds``;
+- the queue of samples not yet processed exceeds ``max_backlog_seconds`` (the
+  caller fell behind, or a burst arrived after a long silence): the oldest
+  samples are dropped so that the newest ``max_backlog_seconds`` are kept.
+
+Every restart is logged at WARNING and reported by the next :meth:`advance` as a
+:class:`Restart`, so the decision over time can go to NO_SIGNAL.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import MontageError, StreamError
+from .checkpoint import NeuroAuthModel
+from .denoiser import DenoiserState
+from .montage import resolve_montage
+from .preprocess import Preprocessor
+from .quality import QualityConfig, QualityGate, bad_samples
+
+log = logging.getLogger(__name__)
+
+BACKWARD_TOLERANCE_S = 0.010  # LSL clock corrections move timestamps by a few ms
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How windows are cut and when a stream restarts."""
+
+    hop_seconds: float = 1.0
+    max_backlog_seconds: float = 8.0
+    max_gap_seconds: float = 0.25
+    quality: QualityConfig = field(default_factory=QualityConfig)
+
+    def __post_init__(self) -> None:
+        if self.hop_seconds <= 0:
+            raise ValueError(f"hop_seconds must be positive, got {self.hop_seconds}")
+        if self.max_backlog_seconds <= 0 or self.max_gap_seconds <= 0:
+            raise ValueError("max_backlog_seconds and max_gap_seconds must be positive")
+
+
+@dataclass
+class Window:
+    """One window of one stream: its embedding, or the reasons it was refused."""
+
+    stream: str
+    timestamp: float  # LSL time of the window's last input sample
+    end: int  # model-rate samples of the stream up to the window's end, since its last (re)start
+    embedding: np.ndarray | None  # (D,) unit vector; None when refused by the quality gate
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.embedding is not None
+
+
+@dataclass
+class Restart:
+    """A stream was restarted; no window follows until a full window of new samples."""
+
+    stream: str
+    timestamp: float  # LSL time of the sample at which the stream broke off
+    reason: str
+
+
+@dataclass
+class Advance:
+    """What one :meth:`StreamingEngine.advance` produced, windows in time order per stream."""
+
+    windows: list[Window]
+    restarts: list[Restart]
+
+
+class _Ring:
+    """The last ``capacity`` columns of a ``(rows, n)`` signal written chunk by chunk."""
+
+    def __init__(self, rows: int, capacity: int) -> None:
+        self.buf = np.zeros((rows, capacity), dtype=np.float32)
+        self.count = 0  # columns written in all
+
+    def write(self, x: np.ndarray) -> None:
+        n, cap = x.shape[1], self.buf.shape[1]
+        if n > cap:
+            raise ValueError(f"chunk of {n} samples exceeds the ring's {cap}")
+        idx = (self.count + np.arange(n)) % cap
+        self.buf[:, idx] = x
+        self.count += n
+
+    def read(self, end: int, n: int) -> np.ndarray:
+        """Columns ``[end - n, end)`` of the signal (all must still be held)."""
+        if end > self.count or end - n < self.count - self.buf.shape[1] or end - n < 0:
+            raise IndexError(f"samples [{end - n}, {end}) are not held (written {self.count})")
+        return self.buf[:, np.arange(end - n, end) % self.buf.shape[1]]
+
+
+class _Stream:
+    """Per-stream state; the engine's lock guards every access."""
+
+    def __init__(
+        self, key: str, picks: list[int], n_inputs: int, sfreq: float, engine: StreamingEngine
+    ) -> None:
+        self.key = key
+        self.picks = picks  # index of each model channel among the stream's channels
+        self.n_inputs = n_inputs
+        self.sfreq = sfreq
+        self.engine = engine
+        self.gate = QualityGate(engine.config.quality, tuple(engine.model.montage))
+        self.last_timestamp: float | None = None
+        self.restarts = 0
+        self.reset()
+
+    def reset(self) -> None:
+        engine = self.engine
+        c = len(self.picks)
+        self.pre = Preprocessor(engine.model.spec, self.sfreq, c)  # raises if the rate cannot be resampled
+        self.up, self.down = self.pre.resampler.up, self.pre.resampler.down
+        self.state: DenoiserState = engine.model.denoiser.allocate_state(1, c)
+        self.ring = _Ring(3 * c, engine.ring_capacity)  # raw volts, filtered and denoised model units
+        self.carry = np.zeros((2 * c, 0))  # resampled raw + filtered, fewer than a unit
+        self.pending: deque[np.ndarray] = deque()  # (C, n) input chunks not yet preprocessed
+        self.n_pending = 0
+        self.n_pushed = 0  # input samples queued since the restart
+        self.anchors: deque[tuple[int, np.ndarray]] = deque()  # (first input index, timestamps)
+
+    def timestamp_of(self, out_index: int) -> float:
+        """LSL time of model-rate sample ``out_index`` (input position ``index * down / up``)."""
+        pos = out_index * self.down / self.up
+        i = math.floor(pos)
+        for first, ts in reversed(self.anchors):
+            if first <= i:
+                k = min(i - first, len(ts) - 1)
+                return float(ts[k] + (pos - first - k) / self.sfreq)
+        first, ts = self.anchors[0]
+        return float(ts[0] - (first - pos) / self.sfreq)
+
+    def prune_anchors(self) -> None:
+        """Drop timestamps older than any window still to come can end on."""
+        oldest_needed = math.floor(self.ring.count * self.down / self.up) - 1
+        while len(self.anchors) > 1 and self.anchors[1][0] <= oldest_needed:
+            self.anchors.popleft()
+
+
+class StreamingEngine:
+    """Many streams, one model: batched incremental denoising and embedding.
+
+    Thread-safe: :meth:`push` may run on an event loop while :meth:`advance`
+    runs in a worker thread.
+    """
+
+    def __init__(self, model: NeuroAuthModel, config: EngineConfig | None = None) -> None:
+        self.model = model.eval()
+        self.config = config = config or EngineConfig()
+        spec = model.spec
+        hop = config.hop_seconds * spec.sfreq
+        if abs(hop - round(hop)) > 1e-9:
+            raise ValueError(
+                f"hop of {config.hop_seconds} s is not a whole number of samples at {spec.sfreq} Hz"
+            )
+        self.hop = round(hop)
+        self.window = spec.window
+        self.unit = math.gcd(self.window, self.hop)
+        self.max_backlog_out = math.ceil(config.max_backlog_seconds * spec.sfreq)
+        self.ring_capacity = self.window + self.max_backlog_out + 2 * self.unit
+        self.n_channels = len(model.montage)
+        self.device = next(model.denoiser.parameters()).device
+        self._streams: dict[str, _Stream] = {}
+        self._restarts: list[Restart] = []
+        self._lock = threading.Lock()
+
+    # -- streams joining and leaving
+
+    def add_stream(self, key: str, channel_names: Sequence[str], sfreq: float) -> None:
+        """Register a stream by its channel labels and rate; raises with the stream named."""
+        picks = resolve_montage(self.model.montage, channel_names)
+        if picks and isinstance(picks[0], str):
+            raise MontageError(f"stream {key!r}", list(picks), list(channel_names))
+        if not sfreq > 0:
+            raise StreamError(
+                f"stream {key!r} announces a rate of {sfreq} Hz; the engine needs the nominal rate "
+                "of a regularly sampled stream"
+            )
+        try:
+            stream = _Stream(key, list(picks), len(channel_names), float(sfreq), self)
+        except ValueError as exc:
+            raise StreamError(
+                f"stream {key!r}: {exc}; the headset's rate needs a simple ratio to "
+                f"{self.model.spec.sfreq:g} Hz (e.g. 250, 256, 500 Hz)"
+            ) from None
+        with self._lock:
+            if key in self._streams:
+                raise StreamError(f"stream {key!r} is already being served; remove it first")
+            self._streams[key] = stream
+
+    def remove_stream(self, key: str) -> None:
+        with self._lock:
+            self._streams.pop(key, None)
+
+    @property
+    def streams(self) -> list[str]:
+        with self._lock:
+            return list(self._streams)
+
+    # -- samples in
+
+    def push(self, key: str, volts: np.ndarray, timestamps: np.ndarray) -> None:
+        """Queue a chunk ``(C_in, N)`` in volts with its LSL timestamps ``(N,)``."""
+        volts = np.asarray(volts, dtype=np.float64)
+        timestamps = np.asarray(timestamps, dtype=np.float64)
+        with self._lock:
+            s = self._streams.get(key)
+            if s is None:
+                raise StreamError(f"stream {key!r} is not registered; call add_stream first")
+            if volts.ndim != 2 or volts.shape[0] != s.n_inputs or timestamps.shape != volts.shape[1:]:
+                raise StreamError(
+                    f"stream {key!r} sent a chunk of shape {volts.shape} with {timestamps.shape} "
+                    f"timestamps; expected ({s.n_inputs}, N) and (N,)"
+                )
+            if volts.shape[1] == 0:
+                return
+            volts = volts[s.picks]
+            start, reasons = self._breaks(s, volts, timestamps)
+            if reasons:
+                self._restart(s, float(timestamps[max(start - 1, 0)]), "; ".join(reasons))
+            if start < volts.shape[1]:
+                s.pending.append(volts[:, start:])
+                s.anchors.append((s.n_pushed, timestamps[start:]))
+                s.n_pushed += volts.shape[1] - start
+                s.n_pending += volts.shape[1] - start
+                s.last_timestamp = float(timestamps[-1])
+            self._limit_backlog(s)
+
+    def _breaks(self, s: _Stream, volts: np.ndarray, ts: np.ndarray) -> tuple[int, list[str]]:
+        """Index after the chunk's last break (0 if none) and the reasons of its breaks."""
+        reasons, start = [], 0
+        bad = np.flatnonzero(bad_samples(volts, self.config.quality))
+        if len(bad):
+            reasons.append(
+                f"{len(bad)} sample(s) NaN, infinite or beyond +-{self.config.quality.max_abs_volts:g} V"
+            )
+            start = int(bad[-1]) + 1
+        previous = s.last_timestamp if s.last_timestamp is not None else ts[0] - 1.0 / s.sfreq
+        steps = np.diff(np.concatenate([[previous], ts]))  # steps[i]: from the sample before i to i
+        back = np.flatnonzero(steps < -BACKWARD_TOLERANCE_S)
+        gaps = np.flatnonzero(steps > 1.0 / s.sfreq + self.config.max_gap_seconds)
+        if len(back):
+            reasons.append(f"timestamps stepped back by {-steps[back].min():.3f} s")
+        if len(gaps):
+            reasons.append(f"a gap of {steps[gaps].max():.3f} s in the timestamps")
+        if len(back) or len(gaps):
+            start = max(start, int(max(np.concatenate([back, gaps]))))
+        return start, reasons
+
+    def _limit_backlog(self, s: _Stream) -> None:
+        limit = math.ceil(self.config.max_backlog_seconds * s.sfreq)
+        if s.n_pending <= limit:
+            return
+        volts = np.concatenate(list(s.pending), axis=1)[:, -limit:]
+        ts = np.concatenate([t for _, t in s.anchors])[-s.n_pending :][-limit:]
+        dropped = s.n_pending - limit
+        self._restart(
+            s,
+            float(ts[0]),
+            f"{s.n_pending / s.sfreq:.1f} s of samples waiting exceed the backlog of "
+            f"{self.config.max_backlog_seconds:g} s; the oldest {dropped / s.sfreq:.1f} s were dropped",
+        )
+        s.pending.append(volts)
+        s.anchors.append((0, ts))
+        s.n_pushed = s.n_pending = limit
+        s.last_timestamp = float(ts[-1])
+
+    def _restart(self, s: _Stream, timestamp: float, reason: str) -> None:
+        log.warning("stream %s restarts: %s", s.key, reason)
+        s.restarts += 1
+        s.reset()
+        self._restarts.append(Restart(s.key, timestamp, reason))
+
+    # -- the batched step
+
+    @torch.inference_mode()
+    def advance(self) -> Advance:
+        """Process every stream's queued samples; return the windows that came due."""
+        with self._lock:
+            restarts, self._restarts = self._restarts, []
+            groups: dict[int, list[_Stream]] = {}
+            for s in self._streams.values():
+                self._preprocess(s)
+                n = s.carry.shape[1] - s.carry.shape[1] % self.unit
+                if n:
+                    groups.setdefault(n, []).append(s)
+            due: list[tuple[_Stream, int, np.ndarray]] = []  # (stream, end, window (3C, L))
+            for n, members in groups.items():
+                due.extend(self._step(n, members))
+            windows = self._embed(due)
+            for s in self._streams.values():
+                s.prune_anchors()
+        return Advance(windows, restarts)
+
+    def _preprocess(self, s: _Stream) -> None:
+        if not s.pending:
+            return
+        volts = np.concatenate(list(s.pending), axis=1)
+        s.pending.clear()
+        s.n_pending = 0
+        raw, filtered = s.pre.stages(volts)  # (C, M) each: volts, model units
+        s.carry = np.concatenate([s.carry, np.concatenate([raw, filtered])], axis=1)
+
+    def _step(self, n: int, members: list[_Stream]) -> list[tuple[_Stream, int, np.ndarray]]:
+        c = self.n_channels
+        x = torch.from_numpy(np.stack([s.carry[c:, :n] for s in members])).float()  # (B, C, n)
+        y, state = self.model.denoiser.step(x.to(self.device), DenoiserState.cat([s.state for s in members]))
+        y = y.cpu().numpy()  # (B, C, n)
+        due = []
+        for s, st, out in zip(members, state.split(c), y, strict=True):
+            s.state = st
+            start = s.ring.count
+            s.ring.write(np.concatenate([s.carry[:, :n], out]))
+            s.carry = s.carry[:, n:]
+            first = max(self.window, start + 1)
+            first += (-(first - self.window)) % self.hop  # the next end on the hop grid
+            for end in range(first, s.ring.count + 1, self.hop):
+                due.append((s, end, s.ring.read(end, self.window)))
+        return due
+
+    def _embed(self, due: list[tuple[_Stream, int, np.ndarray]]) -> list[Window]:
+        c, scale = self.n_channels, self.model.spec.scale_uv
+        windows, good = [], []
+        for s, end, w in due:
+            problems = s.gate.check(w[:c], w[c : 2 * c] * scale)
+            windows.append(Window(s.key, s.timestamp_of(end - 1), end, None, problems))
+            if not problems:
+                good.append((len(windows) - 1, w[2 * c :]))
+        if good:
+            batch = torch.from_numpy(np.stack([w for _, w in good])).to(self.device)  # (K, C, L)
+            embeddings = self.model.embedder(batch).cpu().numpy()  # (K, D)
+            for (i, _), e in zip(good, embeddings, strict=True):
+                windows[i].embedding = e
+        return windows

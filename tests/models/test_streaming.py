@@ -1,0 +1,218 @@
+"""The streaming engine equals the offline pipeline, batched or alone, and restarts by its policy."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from neuroauth.models.checkpoint import load_checkpoint
+from neuroauth.models.montage import resolve_montage
+from neuroauth.models.preprocess import preprocess
+from neuroauth.models.streaming import EngineConfig, StreamingEngine
+from neuroauth.training.data import read_raw
+from neuroauth.training.protocol import denoise, embed, windows_of
+from scipy import signal
+
+from neuroauth.errors import MontageError, StreamError
+
+T0 = 5000.0  # LSL time of each test recording's first sample
+
+
+@pytest.fixture(scope="module")
+def model():
+    from neuroauth.cli import SHIPPED_CHECKPOINT
+
+    return load_checkpoint(SHIPPED_CHECKPOINT)
+
+
+@pytest.fixture(scope="module")
+def recording(bundled_dir):
+    """20 s of a bundled recording at its own 500 Hz, every channel (volts), and the names."""
+    raw = read_raw(sorted(bundled_dir.glob("*_2.edf"))[0])
+    return raw.get_data()[:, : 500 * 20].astype(np.float64), list(raw.ch_names)
+
+
+def offline(model, volts, names, rate):
+    """Embeddings of the windows of the whole-recording pipeline (evaluate's code path)."""
+    picks = resolve_montage(model.montage, names)
+    y = denoise(model, preprocess(volts[picks], rate, model.spec))
+    return embed(model.embedder, windows_of(y, model.spec.sfreq, model.spec.window))
+
+
+def feed(engine, key, volts, rate, sizes, t0=T0):
+    """Push ``volts`` in chunks of ``sizes`` (cycled), advancing after each; all windows of ``key``."""
+    out, i, k = [], 0, 0
+    while i < volts.shape[1]:
+        n = sizes[k % len(sizes)]
+        stop = min(i + n, volts.shape[1])
+        engine.push(key, volts[:, i:stop], t0 + np.arange(i, stop) / rate)
+        out += [w for w in engine.advance().windows if w.stream == key]
+        i, k = stop, k + 1
+    return out
+
+
+@pytest.mark.parametrize("rate", [500, 250, 256, 200])
+def test_chunked_stream_equals_offline_pipeline(model, recording, rate):
+    volts, names = recording
+    if rate != 500:
+        volts = signal.resample_poly(volts, rate, 500, axis=1)
+    engine = StreamingEngine(model)
+    engine.add_stream("s", names, rate)
+    sizes = np.random.default_rng(rate).integers(1, 300, size=500).tolist()
+    windows = feed(engine, "s", volts, rate, sizes)
+    expected = offline(model, volts, names, rate)
+    assert len(windows) == len(expected) > 10
+    assert all(w.ok for w in windows)
+    got = np.stack([w.embedding for w in windows])
+    assert np.abs(got - expected).max() <= 1e-4
+    # every hop a window; its timestamp is that of its last sample
+    ends = np.array([w.end for w in windows])
+    assert (np.diff(ends) == 200).all() and ends[0] == 800
+    stamps = np.array([w.timestamp for w in windows])
+    assert np.allclose(stamps - T0, (ends - 1) / 200.0, atol=0.5 / rate)
+
+
+def test_streams_batched_together_equal_each_alone(model, recording):
+    """Streams joining and leaving at any time get what they would get alone."""
+    volts, names = recording
+    n = volts.shape[1]
+    parts = {"a": volts[:, : n // 2], "b": volts[:, n // 4 :], "c": volts[::-1].copy()[:, : n // 3]}
+    c_names = names[::-1]
+    alone = {}
+    for key, v in parts.items():
+        engine = StreamingEngine(model)
+        engine.add_stream(key, c_names if key == "c" else names, 500)
+        alone[key] = feed(engine, key, v, 500, [250])
+    engine = StreamingEngine(model)
+    got = {key: [] for key in parts}
+    pos = dict.fromkeys(parts, 0)
+    for tick in range(2 * n // 250):
+        if tick == 0:
+            engine.add_stream("a", names, 500)
+        if tick == 3:
+            engine.add_stream("b", names, 500)
+        if tick == 5:
+            engine.add_stream("c", c_names, 500)
+        for key in engine.streams:
+            v = parts[key]
+            if pos[key] >= v.shape[1]:
+                engine.remove_stream(key)
+                continue
+            stop = min(pos[key] + 250, v.shape[1])
+            engine.push(key, v[:, pos[key] : stop], T0 + np.arange(pos[key], stop) / 500)
+            pos[key] = stop
+        for w in engine.advance().windows:
+            got[w.stream].append(w)
+    for key in parts:
+        assert len(got[key]) == len(alone[key]) > 0
+        diff = np.stack([w.embedding for w in got[key]]) - np.stack([w.embedding for w in alone[key]])
+        assert np.abs(diff).max() <= 1e-4
+        assert [w.timestamp for w in got[key]] == pytest.approx([w.timestamp for w in alone[key]])
+
+
+def test_nan_samples_restart_the_stream(model, recording, caplog):
+    volts, names = recording
+    bad = volts.copy()
+    cut = 500 * 8 + 123
+    bad[resolve_montage(model.montage, names)[1], cut] = np.nan
+    engine = StreamingEngine(model)
+    engine.add_stream("s", names, 500)
+    restarts, windows = [], []
+    for i in range(0, bad.shape[1], 100):
+        engine.push("s", bad[:, i : i + 100], T0 + np.arange(i, min(i + 100, bad.shape[1])) / 500)
+        result = engine.advance()
+        restarts += result.restarts
+        windows += result.windows
+    assert len(restarts) == 1 and "NaN" in restarts[0].reason
+    assert restarts[0].timestamp == pytest.approx(T0 + (cut - 1) / 500)
+    assert "restarts" in caplog.text
+    # the stream starts afresh at the sample after the NaN
+    restart_at = cut + 1
+    before = [w for w in windows if w.timestamp < T0 + cut / 500]
+    after = [w for w in windows if w.timestamp > T0 + cut / 500]
+    assert len(before) == 5  # windows ending at 4 .. 8 s
+    expected = offline(model, volts[:, restart_at:], names, 500)
+    assert len(after) == len(expected)
+    assert np.abs(np.stack([w.embedding for w in after]) - expected).max() <= 1e-4
+    assert after[0].timestamp == pytest.approx(T0 + restart_at / 500 + 4 - 1 / 200, abs=2e-3)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"), [(np.inf, "infinite"), (1e12, "beyond"), (-3.0, "beyond")]
+)
+def test_impossible_values_restart_the_stream(model, recording, value, reason):
+    volts, names = recording
+    engine = StreamingEngine(model)
+    engine.add_stream("s", names, 500)
+    chunk = volts[:, :500].copy()
+    chunk[resolve_montage(model.montage, names)[0], 10] = value
+    chunk[0, 20] = np.nan  # a channel the model does not use is no reason to restart
+    engine.push("s", chunk, T0 + np.arange(500) / 500)
+    (restart,) = engine.advance().restarts
+    assert reason in restart.reason
+
+
+@pytest.mark.parametrize(("jump", "reason"), [(2.0, "gap"), (-1.0, "stepped back")])
+def test_broken_timestamps_restart_the_stream(model, recording, jump, reason):
+    volts, names = recording
+    engine = StreamingEngine(model)
+    engine.add_stream("s", names, 500)
+    ts = T0 + np.arange(3000) / 500
+    ts[1500:] += jump
+    engine.push("s", volts[:, :1500], ts[:1500])
+    engine.push("s", volts[:, 1500:3000], ts[1500:3000])
+    (restart,) = engine.advance().restarts
+    assert reason in restart.reason
+    # small jitter in the timestamps is no break
+    engine.push("s", volts[:, 3000:3500], ts[2999] + 1 / 500 + np.arange(500) / 500 + 0.003)
+    assert engine.advance().restarts == []
+
+
+def test_backlog_overflow_drops_the_oldest_and_restarts(model, recording, caplog):
+    volts, names = recording
+    engine = StreamingEngine(model, EngineConfig(max_backlog_seconds=5.0))
+    engine.add_stream("s", names, 500)
+    with caplog.at_level(logging.WARNING):
+        engine.push("s", volts[:, : 500 * 12], T0 + np.arange(500 * 12) / 500)
+    result = engine.advance()
+    (restart,) = result.restarts
+    assert "backlog" in restart.reason and "7.0 s were dropped" in restart.reason
+    assert "backlog" in caplog.text
+    # the newest 5 s are kept and served as a fresh stream: windows at 4 s and 5 s of it
+    expected = offline(model, volts[:, 500 * 7 : 500 * 12], names, 500)
+    assert len(result.windows) == len(expected) == 2
+    assert np.abs(np.stack([w.embedding for w in result.windows]) - expected).max() <= 1e-4
+    assert result.windows[-1].timestamp == pytest.approx(T0 + 12 - 1 / 200, abs=2e-3)
+
+
+def test_flat_channel_windows_are_refused_not_embedded(model, recording):
+    volts, names = recording
+    flat = volts[:, : 500 * 8].copy()
+    picks = resolve_montage(model.montage, names)
+    flat[picks[2], 500 * 3 :] = 12e-6  # Cz stuck at a constant from 3 s on
+    engine = StreamingEngine(model)
+    engine.add_stream("s", names, 500)
+    windows = feed(engine, "s", flat, 500, [200])
+    assert len(windows) == 5
+    assert windows[0].ok
+    assert not windows[-1].ok  # the window from 4 s to 8 s
+    assert any("Cz flat" in p for p in windows[-1].problems)
+
+
+def test_bad_streams_are_refused_with_their_name(model, recording):
+    volts, names = recording
+    engine = StreamingEngine(model)
+    with pytest.raises(MontageError, match=r"stream 'x'.*T7"):
+        engine.add_stream("x", [n for n in names if "T3" not in n], 500)
+    with pytest.raises(StreamError, match=r"stream 'y'.*333"):
+        engine.add_stream("y", names, 333.3)
+    engine.add_stream("z", names, 500)
+    with pytest.raises(StreamError, match="already"):
+        engine.add_stream("z", names, 500)
+    with pytest.raises(StreamError, match=r"stream 'z'.*expected \(21, N\)"):
+        engine.push("z", volts[:4, :10], T0 + np.arange(10) / 500)
+    with pytest.raises(StreamError, match="not registered"):
+        engine.push("nobody", volts[:, :10], T0 + np.arange(10) / 500)
+    with pytest.raises(ValueError, match="whole number of samples"):
+        StreamingEngine(model, EngineConfig(hop_seconds=0.0033))
