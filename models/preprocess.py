@@ -89,6 +89,10 @@ class Resampler:
         self._phases = padded.reshape(self.n_phase_taps, self.up).T  # (up, Q)
 
     @property
+    def state_bytes(self) -> int:
+        return 0 if self._history is None else self._history.nbytes
+
+    @property
     def delay_seconds(self) -> float:
         """Group delay of the anti-alias filter."""
         return (self.n_taps - 1) / 2 / (self.in_rate * self.up)
@@ -140,6 +144,10 @@ class CausalFilter:
         self.n_channels = n_channels
         self._zi_unit = signal.sosfilt_zi(sos)  # (S, 2)
         self._state: np.ndarray | None = None  # (S, C, 2)
+
+    @property
+    def state_bytes(self) -> int:
+        return 0 if self._state is None else self._state.nbytes
 
     def process(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)

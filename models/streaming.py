@@ -11,6 +11,9 @@ Each stream is advanced incrementally; nothing is recomputed over the window::
         every hop: the last ``window`` samples -> quality gate -> embedder
                                           (one batched call for every window due)
 
+Streams whose new samples have the same length are denoised in one call, at most
+``max_batch_streams`` at a time, which bounds the step's working memory.
+
 The denoiser runs in whole *units* of ``gcd(window, hop)`` samples (with the default
 800-sample window and 1 s hop at 200 Hz, one hop). Every window boundary is a
 multiple of the unit, so a window is produced in the same ``advance`` as its
@@ -61,11 +64,14 @@ class EngineConfig:
     hop_seconds: float = 1.0
     max_backlog_seconds: float = 8.0
     max_gap_seconds: float = 0.25
+    max_batch_streams: int = 32  # streams per denoiser call: bounds the working memory of a step
     quality: QualityConfig = field(default_factory=QualityConfig)
 
     def __post_init__(self) -> None:
         if self.hop_seconds <= 0:
             raise ValueError(f"hop_seconds must be positive, got {self.hop_seconds}")
+        if self.max_batch_streams < 1:
+            raise ValueError(f"max_batch_streams must be at least 1, got {self.max_batch_streams}")
         if self.max_backlog_seconds <= 0 or self.max_gap_seconds <= 0:
             raise ValueError("max_backlog_seconds and max_gap_seconds must be positive")
 
@@ -153,6 +159,18 @@ class _Stream:
         self.n_pushed = 0  # input samples queued since the restart
         self.anchors: deque[tuple[int, np.ndarray]] = deque()  # (first input index, timestamps)
 
+    def state_bytes(self) -> int:
+        arrays = [self.ring.buf, self.carry, *self.pending, *(ts for _, ts in self.anchors)]
+        tensors = list(self.state.caches)
+        if self.state.mamba is not None:
+            tensors += [self.state.mamba.conv_state, self.state.mamba.ssm_state]
+        return (
+            sum(a.nbytes for a in arrays)
+            + sum(t.numel() * t.element_size() for t in tensors)
+            + self.pre.resampler.state_bytes
+            + self.pre.filter.state_bytes
+        )
+
     def timestamp_of(self, out_index: int) -> float:
         """LSL time of model-rate sample ``out_index`` (input position ``index * down / up``)."""
         pos = out_index * self.down / self.up
@@ -230,6 +248,11 @@ class StreamingEngine:
     def streams(self) -> list[str]:
         with self._lock:
             return list(self._streams)
+
+    def state_bytes(self) -> int:
+        """Bytes held by the streams' own state: buffers, filter and denoiser state."""
+        with self._lock:
+            return sum(s.state_bytes() for s in self._streams.values())
 
     # -- samples in
 
@@ -319,8 +342,10 @@ class StreamingEngine:
                 if n:
                     groups.setdefault(n, []).append(s)
             due: list[tuple[_Stream, int, np.ndarray]] = []  # (stream, end, window (3C, L))
+            size = self.config.max_batch_streams
             for n, members in groups.items():
-                due.extend(self._step(n, members))
+                for i in range(0, len(members), size):
+                    due.extend(self._step(n, members[i : i + size]))
             windows = self._embed(due)
             for s in self._streams.values():
                 s.prune_anchors()

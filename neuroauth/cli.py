@@ -1,4 +1,4 @@
-"""``neuroauth``: train, evaluate and cross-validate models."""
+"""``neuroauth``: train, evaluate, cross-validate and benchmark models."""
 
 from __future__ import annotations
 
@@ -85,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="denoiser variants to compare (default both)",
     )
     p.add_argument("--json", type=Path, required=True, help="write the per-fold and summary figures here")
+
+    p = sub.add_parser("bench", help="measure the streaming engine here (latency, streams, memory)")
+    p.add_argument(
+        "--checkpoint", type=Path, default=SHIPPED_CHECKPOINT, help="model to measure (default: shipped 4-ch)"
+    )
+    p.add_argument(
+        "--data", type=Path, default=BUNDLED_DATA, help="recordings for the equivalence check"
+    )
+    p.add_argument("--json", type=Path, help="write the figures as JSON here")
 
     p = sub.add_parser("report", help="print Markdown tables of cross-validation results and checkpoints")
     p.add_argument(
@@ -222,6 +231,18 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_bench(args) -> int:
+    from .bench import run
+
+    result = run(args.checkpoint, args.data, progress=lambda text: print(text, file=sys.stderr))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        atomic_write_text(args.json, text + "\n")
+        print(f"figures written to {args.json}", file=sys.stderr)
+    return 0
+
+
 def cmd_report(args) -> int:
     from .training.report import render
 
@@ -229,7 +250,13 @@ def cmd_report(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "crossval": cmd_crossval, "report": cmd_report}
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "crossval": cmd_crossval,
+    "bench": cmd_bench,
+    "report": cmd_report,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
