@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup
+.PHONY: demo test setup mosquitto
 
 setup: $(STAMP)
 
@@ -23,6 +23,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/neuroauth evaluate --json out/evaluation.json --plots out/plots
 
-test: $(STAMP)
+test: $(STAMP) mosquitto
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The MQTT tests run a real broker. Debian puts it in /usr/sbin, which is not on every
+# user's PATH; install it (as root, or through sudo) only when it is missing.
+mosquitto:
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then :; \
+	elif [ "$$(id -u)" -eq 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto; \
+	else \
+		sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto; \
+	fi
