@@ -22,6 +22,7 @@ from torch import nn
 
 from ..atomic import atomic_write
 from ..errors import CheckpointError
+from .cohort import Cohort
 from .denoiser import CausalDenoiser, DenoiserConfig
 from .embedders.spectral import SpectralConfig, SpectralEmbedder
 from .preprocess import SignalSpec
@@ -43,13 +44,14 @@ class NeuroAuthModel:
     baseline: dict[str, torch.Tensor] = field(default_factory=dict)  # PSD baseline statistics
     baseline_config: dict = field(default_factory=dict)  # its feature settings (SpectralConfig)
     meta: dict = field(default_factory=dict)
+    cohort: Cohort | None = None  # background impostors for enrolment (training subjects' windows)
 
     @property
     def embedder_name(self) -> str:
         return self.embedder.name
 
     def config(self) -> dict:
-        return {
+        config = {
             "montage": list(self.montage),
             "signal": self.spec.to_dict(),
             "denoiser": self.denoiser.config.to_dict(),
@@ -57,11 +59,16 @@ class NeuroAuthModel:
             "baseline": self.baseline_config,
             "meta": self.meta,
         }
+        if self.cohort is not None:  # absent, not null, so that older checkpoints keep their identity
+            config["cohort"] = self.cohort.config()
+        return config
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()}
         out.update({f"embedder.{k}": v for k, v in self.embedder.state_dict().items()})
         out.update({f"baseline.{k}": v for k, v in self.baseline.items()})
+        if self.cohort is not None:
+            out.update({f"cohort.{k}": v for k, v in self.cohort.tensors().items()})
         return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
     def identity(self) -> str:
@@ -156,6 +163,12 @@ def _rebuild(payload: object, path: Path) -> NeuroAuthModel:
         _load_part(denoiser, tensors, "denoiser.", path)
         _load_part(embedder, tensors, "embedder.", path)
         baseline = {k.removeprefix("baseline."): v for k, v in tensors.items() if k.startswith("baseline.")}
+        cohort = None
+        if config.get("cohort") is not None:
+            parts = {k.removeprefix("cohort."): v for k, v in tensors.items() if k.startswith("cohort.")}
+            cohort = Cohort.from_parts(parts, config["cohort"])
+            if cohort.dim != embedder.dim:
+                raise ValueError(f"cohort of dimension {cohort.dim} for an embedder of {embedder.dim}")
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
@@ -171,6 +184,7 @@ def _rebuild(payload: object, path: Path) -> NeuroAuthModel:
         baseline=baseline,
         baseline_config=config.get("baseline", {}),
         meta=config.get("meta", {}),
+        cohort=cohort,
     )
     stored = payload["identity"]
     if stored != model.identity():

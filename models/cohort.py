@@ -57,11 +57,11 @@ class Cohort:
             self.embeddings[keep], self.subject[keep], self.recording[keep], self.subjects, self.hop_seconds
         )
 
-    # -- checkpoint storage: plain tensors and a JSON-ready dict
+    # -- checkpoint storage: plain tensors (embeddings in float16, half the size) and a JSON-ready dict
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {
-            "embeddings": torch.from_numpy(np.ascontiguousarray(self.embeddings, dtype=np.float32)),
+            "embeddings": torch.from_numpy(np.ascontiguousarray(self.embeddings, dtype=np.float16)),
             "subject": torch.from_numpy(self.subject.astype(np.int64)),
             "recording": torch.from_numpy(self.recording.astype(np.int64)),
         }
@@ -72,7 +72,7 @@ class Cohort:
     @classmethod
     def from_parts(cls, tensors: dict[str, torch.Tensor], config: dict) -> Cohort:
         return cls(
-            embeddings=tensors["embeddings"].numpy().astype(np.float32),
+            embeddings=tensors["embeddings"].float().numpy(),
             subject=tensors["subject"].numpy().astype(np.int64),
             recording=tensors["recording"].numpy().astype(np.int64),
             subjects=tuple(str(s) for s in config["subjects"]),

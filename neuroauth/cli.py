@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", type=Path, required=True, help="write the per-fold and summary figures here")
 
+    p = sub.add_parser(
+        "cohort", help="(re)compute a checkpoint's background cohort from a data directory; write a copy"
+    )
+    _data_options(p, None)
+    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint whose models embed the cohort")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint file to write (may be --checkpoint)")
+
     p = sub.add_parser("bench", help="measure the streaming engine here (latency, streams, memory)")
     p.add_argument(
         "--checkpoint", type=Path, default=SHIPPED_CHECKPOINT, help="model to measure (default: shipped 4-ch)"
@@ -231,6 +238,21 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_cohort(args) -> int:
+    from .models.checkpoint import load_checkpoint, save_checkpoint
+    from .training.cohort import build_cohort
+
+    model = load_checkpoint(args.checkpoint)
+    model.cohort = build_cohort(model, _load_data(args, model.montage, model.spec))
+    identity = save_checkpoint(model, args.out)
+    n, dim = model.cohort.embeddings.shape
+    print(
+        f"wrote {args.out} (identity {identity}): a cohort of {len(model.cohort.subjects)} subjects, "
+        f"{n} windows of dimension {dim}"
+    )
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench import run
 
@@ -254,6 +276,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "crossval": cmd_crossval,
+    "cohort": cmd_cohort,
     "bench": cmd_bench,
     "report": cmd_report,
 }

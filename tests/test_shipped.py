@@ -17,6 +17,9 @@ def test_shipped_checkpoints_load_and_embed(name, montage):
     assert model.embedder_name == "spectral"
     assert model.denoiser.config.use_mamba
     assert len(model.meta["training_subjects"]) == 22
+    # the background cohort for enrolment: every window of the 22 training subjects
+    assert model.cohort is not None and list(model.cohort.subjects) == model.meta["training_subjects"]
+    assert model.cohort.dim == model.embedder.dim and len(model.cohort.embeddings) == 5122
     with torch.no_grad():
         out = model.embedder(model.denoiser(torch.randn(2, len(montage), model.spec.window)))
     assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-4)

@@ -5,7 +5,9 @@
    the validation subjects; resumable from ``<out>.partial``.
 3. Denoise every training recording, cut windows, and fit the spectral
    embedder with settings chosen by cross-validation over all training subjects.
-4. Record the baseline's training statistics and write the checkpoint atomically.
+4. Embed every window of the training subjects: the background cohort that
+   enrolment calibrates against.
+5. Record the baseline's training statistics and write the checkpoint atomically.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..models.embedders.spectral import SpectralConfig, SpectralFeatures
 from ..models.montage import DEFAULT_MONTAGE
 from ..models.preprocess import SignalSpec
 from .baseline import baseline_stats, psd_extractor
+from .cohort import build_cohort
 from .data import SubjectData
 from .denoiser_training import DenoiserTraining, train_denoiser
 from .embedder_training import SpectralSearch, fit_spectral, window_features
@@ -104,6 +107,7 @@ def train(
     embedder, stage2 = fit_spectral(windows, options.spec, n_channels, options.search, options.seed, progress)
 
     model.embedder = embedder
+    model.cohort = build_cohort(model, data, progress)
     model.baseline = baseline_stats(np.concatenate(baseline_feats))
     model.baseline_config = baseline.config.to_dict()
     model.meta = {

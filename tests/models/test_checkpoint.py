@@ -6,6 +6,7 @@ import pickle
 import pickletools
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 from neuroauth.models.checkpoint import load_checkpoint, save_checkpoint
@@ -25,6 +26,31 @@ def test_round_trip_rebuilds_identical_models(tiny_checkpoint, tmp_path):
     assert reloaded.montage == model.montage
     assert reloaded.spec == model.spec
     assert reloaded.meta["training_subjects"] == model.meta["training_subjects"]
+
+
+def test_the_cohort_travels_with_the_checkpoint(tiny_checkpoint, tmp_path, bundled_4ch):
+    """`neuroauth train` embeds every window of its subjects; the file keeps them (float16)."""
+    model = load_checkpoint(tiny_checkpoint)
+    cohort = model.cohort
+    assert cohort is not None and cohort.subjects == tuple(d.subject for d in bundled_4ch)
+    assert cohort.dim == model.embedder.dim
+    n_windows = sum(len(seq) for _, _, seq in cohort.sequences())
+    assert n_windows == len(cohort.embeddings) > 5 * 200
+    assert np.allclose(np.linalg.norm(cohort.embeddings, axis=1), 1.0, atol=2e-3)
+    reloaded = load_checkpoint(tmp_path / "c.pt") if save_checkpoint(model, tmp_path / "c.pt") else None
+    assert np.array_equal(reloaded.cohort.embeddings, cohort.embeddings)
+    assert (reloaded.cohort.recording == cohort.recording).all()
+    assert reloaded.cohort.without({cohort.subjects[0]}).subjects == cohort.subjects
+    assert len(reloaded.cohort.without({cohort.subjects[0]}).embeddings) < len(cohort.embeddings)
+
+
+def test_a_cohort_of_another_dimension_is_refused(tiny_checkpoint, tmp_path):
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["tensors"]["cohort.embeddings"] = payload["tensors"]["cohort.embeddings"][:, :3]
+    bad = tmp_path / "cohort.pt"
+    torch.save(payload, bad)
+    with pytest.raises(CheckpointError, match=r"cohort\.pt.*cohort of dimension 3"):
+        load_checkpoint(bad)
 
 
 class Exploit:
