@@ -36,3 +36,7 @@ class StreamError(NeuroAuthError):
 
 class CheckpointError(NeuroAuthError):
     """A checkpoint file cannot be loaded safely or does not fit."""
+
+
+class TemplateError(NeuroAuthError):
+    """An owner template cannot be stored, read or used: missing, damaged, altered or mismatched."""

@@ -1,0 +1,107 @@
+"""``neuroauth templates list | show NAME | remove NAME``: the enrolled owners on this machine.
+
+``show`` prints a template's metadata and calibration figures, never its
+biometric arrays (centroid, support vectors).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .store import TemplateStore, default_templates_dir
+from .template import Template
+
+
+def add_templates_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``templates`` command to the ``neuroauth`` sub-command parsers."""
+    p = subparsers.add_parser("templates", help="list, show or remove enrolled owners' templates")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="template directory (default: $NEUROAUTH_TEMPLATES_DIR, else $STATE_DIRECTORY/templates, "
+        "else ~/.local/share/neuroauth/templates)",
+    )
+    actions = p.add_subparsers(dest="templates_command", required=True)
+    actions.add_parser("list", help="every template, with its checkpoint and date; damaged ones flagged")
+    show = actions.add_parser("show", help="a template's metadata and calibration figures")
+    show.add_argument("name", help="the enrolled user")
+    remove = actions.add_parser("remove", help="delete a user's template")
+    remove.add_argument("name", help="the enrolled user")
+    return p
+
+
+def cmd_templates(args: argparse.Namespace) -> int:
+    store = TemplateStore(args.dir if args.dir is not None else default_templates_dir())
+    if args.templates_command == "list":
+        return _list(store)
+    if args.templates_command == "show":
+        print(format_template(store.load(args.name), store.path(args.name)))
+        return 0
+    if args.templates_command == "remove":
+        path = store.remove(args.name)
+        print(f"removed the template of {args.name} ({path})")
+        return 0
+    raise ValueError(f"unknown templates action {args.templates_command!r}")
+
+
+def _list(store: TemplateStore) -> int:
+    entries = store.list()
+    if not entries:
+        print(f"no templates in {store.directory}")
+        return 0
+    print(f"templates in {store.directory}:")
+    print(f"  {'user':20} {'created (UTC)':26} {'checkpoint':18} {'embedder':10} {'dim':>5} {'windows':>8}")
+    for e in entries:
+        if e.damaged:
+            print(f"  {e.user:20} DAMAGED: {e.problem}")
+        else:
+            print(
+                f"  {e.user:20} {e.created:26} {e.checkpoint_identity:18} {e.embedder:10} {e.dim:5d} "
+                f"{e.n_windows:8d}"
+            )
+    return 0
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f} s"
+
+
+def format_template(template: Template, path: Path) -> str:
+    """A human-readable account of a template, without its biometric arrays."""
+    t, svm, th, d = template, template.svm, template.threshold, template.decision
+    cal = t.calibration
+    lines = [
+        f"user                 {t.user}",
+        f"file                 {path}",
+        f"created              {t.created}",
+        f"checkpoint           {t.checkpoint_identity} (embedder {t.embedder}, {t.dim}-d)",
+        f"enrolment windows    {t.n_windows}",
+        f"one-class SVM        nu {svm.nu:g}, gamma {svm.gamma:.4g}, {len(svm.dual_coef)} support vectors",
+        f"threshold            {th.value:.3f} on the fused score (policy {th.policy}"
+        + (f", target FAR {th.target_far:g})" if th.target_far is not None else ")"),
+        f"  on calibration     FAR {th.far:.4f}, FRR {th.frr:.4f}",
+        f"decision             unlock at {d.unlock_level:g}, lock at {d.lock_level:g}, bound {d.bound:g}, "
+        f"LLR clip {d.llr_clip:g}, no signal after {d.gap_seconds:g} s",
+    ]
+    window_eer = cal.get("window_eer")
+    if window_eer:
+        lines.append(
+            f"window EER           fused {window_eer['fused']:.3f}, cosine {window_eer['cosine']:.3f}, "
+            f"svm {window_eer['svm']:.3f} ({window_eer['held_out_owner_windows']} held-out owner windows, "
+            f"{window_eer['cohort_windows']} cohort windows)"
+        )
+    decision = cal.get("decision")
+    if decision:
+        chosen, targets = decision["chosen"], decision["targets"]
+        lines += [
+            f"simulated            {chosen['false_lockouts_per_hour']:.2f} false lock-outs/h "
+            f"(target {targets['false_lockouts_per_hour']:g}), time to lock median "
+            f"{_seconds(chosen['median_time_to_lock_s'])} (target {targets['time_to_lock_s']:g} s), "
+            f"p95 {_seconds(chosen['p95_time_to_lock_s'])}",
+            f"  targets met        {'yes' if decision['meets_targets'] else 'NO'} "
+            f"({decision['owner_windows']} owner windows, "
+            f"{decision['impostor_sequences']} impostor recordings)",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,430 @@
+"""The decision over time: evidence from successive windows, a state machine with hysteresis.
+
+One 4-second window is a weak witness, so each window's fused score becomes a
+log-likelihood ratio (LLR) between two Gaussians measured at enrolment (the
+owner's held-out fused scores and the cohort's fused scores), clipped to
+``+-llr_clip`` so no single window decides, and added to a bounded accumulator::
+
+    A <- clip(A + clip(LLR(score), -llr_clip, llr_clip), -bound, +bound)
+
+The bound keeps the evidence current: however long the owner has worn the
+headset, an impostor needs at most ``(bound - lock_level) / llr_clip`` windows to
+lock. Consecutive windows overlap (4 s windows every 1 s), so their LLRs are
+correlated and ``A`` is not a calibrated probability; the levels are therefore
+tuned by simulating the machine on real score sequences (:func:`calibrate_decision`).
+
+States::
+
+    UNKNOWN  --A >= unlock_level-->  OWNER
+    IMPOSTOR --A >= unlock_level-->  OWNER
+    OWNER    --A <= lock_level---->  IMPOSTOR
+    UNKNOWN  --A <= lock_level---->  IMPOSTOR
+    any      --window failed the quality gate, or no window for gap_seconds-->  NO_SIGNAL (A = 0)
+    NO_SIGNAL --next good window-->  UNKNOWN, then that window's evidence applies
+
+``lock_level < 0 < unlock_level``; between them the state stays (hysteresis).
+Every state but OWNER counts as locked (fail-secure).
+
+With unequal owner and impostor deviations the Gaussian LLR is quadratic and, far
+in the tail of the wider Gaussian, would turn back towards it: a window scoring
+far *below* every impostor would count as owner evidence. The score is therefore
+clamped at the LLR's turning point, which makes the LLR non-decreasing in the score.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class State(StrEnum):
+    NO_SIGNAL = "NO_SIGNAL"
+    UNKNOWN = "UNKNOWN"
+    OWNER = "OWNER"
+    IMPOSTOR = "IMPOSTOR"
+
+
+@dataclass(frozen=True)
+class DecisionTargets:
+    """What the decision over time should achieve on the calibration data."""
+
+    false_lockouts_per_hour: float = 1.0  # the owner wrongly locked out, per hour worn
+    time_to_lock_s: float = 10.0  # median time to lock once someone else wears the headset
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DecisionParams:
+    """Levels of the accumulator and the two Gaussians that turn a fused score into an LLR."""
+
+    unlock_level: float
+    lock_level: float
+    bound: float
+    llr_clip: float
+    gap_seconds: float
+    owner_mean: float
+    owner_std: float
+    impostor_mean: float
+    impostor_std: float
+
+    def __post_init__(self) -> None:
+        values = [getattr(self, f.name) for f in fields(self)]
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"decision parameters must be finite: {self}")
+        if not self.lock_level < 0 < self.unlock_level:
+            raise ValueError(
+                f"decision levels need lock_level < 0 < unlock_level (got {self.lock_level}, "
+                f"{self.unlock_level})"
+            )
+        if self.bound < max(self.unlock_level, -self.lock_level):
+            raise ValueError(f"bound {self.bound} is below a level; that state could never be reached")
+        if min(self.llr_clip, self.gap_seconds, self.owner_std, self.impostor_std) <= 0:
+            raise ValueError("llr_clip, gap_seconds and both deviations must be positive")
+        if self.owner_mean <= self.impostor_mean:
+            raise ValueError(
+                f"owner scores (mean {self.owner_mean:.3f}) must lie above impostor scores "
+                f"(mean {self.impostor_mean:.3f})"
+            )
+
+    def llr(self, score: np.ndarray | float) -> np.ndarray:
+        """Clipped log-likelihood ratio owner : impostor of fused score(s), non-decreasing in the score."""
+        s = np.asarray(score, dtype=np.float64)
+        so2, si2 = self.owner_std**2, self.impostor_std**2
+        if so2 != si2:
+            # the quadratic's turning point; beyond it the wider Gaussian would win again
+            turn = (self.owner_mean * si2 - self.impostor_mean * so2) / (si2 - so2)
+            s = np.maximum(s, turn) if so2 > si2 else np.minimum(s, turn)
+        log_owner = -0.5 * ((s - self.owner_mean) / self.owner_std) ** 2 - math.log(self.owner_std)
+        log_impostor = -0.5 * ((s - self.impostor_mean) / self.impostor_std) ** 2 - math.log(
+            self.impostor_std
+        )
+        return np.clip(log_owner - log_impostor, -self.llr_clip, self.llr_clip)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DecisionParams:
+        names = {f.name for f in fields(cls)}
+        if set(data) != names:
+            raise ValueError(f"decision parameters need exactly the keys {sorted(names)}, got {sorted(data)}")
+        return cls(**{k: float(v) for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The machine's answer after one event (a window, a quality failure or a clock tick)."""
+
+    timestamp: float
+    state: State
+    previous: State
+    changed: bool
+    since: float | None  # timestamp of the last state change (None: none since start)
+    evidence: float  # the accumulator A
+    score: float | None = None  # the window's fused score, when the event was a window
+    llr: float | None = None  # its clipped LLR
+    reason: str | None = None  # why there is no signal, for NO_SIGNAL events
+
+    @property
+    def is_locked(self) -> bool:
+        return self.state is not State.OWNER
+
+
+class DecisionMachine:
+    """The state machine for one headset; the caller feeds it windows and clock ticks in time order."""
+
+    def __init__(self, params: DecisionParams, start_time: float | None = None) -> None:
+        self.params = params
+        self._state = State.UNKNOWN
+        self._evidence = 0.0
+        self._since = start_time
+        self._last_seen = start_time  # last window, good or refused (or the start)
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def evidence(self) -> float:
+        return self._evidence
+
+    @property
+    def since(self) -> float | None:
+        return self._since
+
+    @property
+    def is_locked(self) -> bool:
+        """True in every state but OWNER: no signal and doubt lock (fail-secure)."""
+        return self._state is not State.OWNER
+
+    def update(self, timestamp: float, fused_score: float) -> Decision:
+        """Take one scored window (that passed the quality gate)."""
+        score = float(fused_score)
+        if not math.isfinite(score):
+            return self.no_signal(timestamp, f"the window's score is {score}")
+        self._last_seen = timestamp
+        p = self.params
+        llr = float(p.llr(score))
+        current = State.UNKNOWN if self._state is State.NO_SIGNAL else self._state
+        self._evidence = min(max(self._evidence + llr, -p.bound), p.bound)
+        if self._evidence >= p.unlock_level and current is not State.OWNER:
+            current = State.OWNER
+        elif self._evidence <= p.lock_level and current is not State.IMPOSTOR:
+            current = State.IMPOSTOR
+        return self._move(timestamp, current, score=score, llr=llr)
+
+    def no_signal(self, timestamp: float, reason: str) -> Decision:
+        """A window refused by the quality gate (or otherwise unusable): NO_SIGNAL, evidence reset."""
+        self._last_seen = timestamp
+        self._evidence = 0.0
+        return self._move(timestamp, State.NO_SIGNAL, reason=reason)
+
+    def tick(self, now: float) -> Decision:
+        """Check the clock: no window for ``gap_seconds`` means NO_SIGNAL (``changed``: it just did)."""
+        if (
+            self._state is not State.NO_SIGNAL
+            and self._last_seen is not None
+            and now - self._last_seen >= self.params.gap_seconds
+        ):
+            self._evidence = 0.0
+            return self._move(now, State.NO_SIGNAL, reason=f"no window for {now - self._last_seen:.1f} s")
+        return Decision(now, self._state, self._state, False, self._since, self._evidence)
+
+    def _move(
+        self,
+        timestamp: float,
+        state: State,
+        score: float | None = None,
+        llr: float | None = None,
+        reason: str | None = None,
+    ) -> Decision:
+        previous = self._state
+        changed = state is not previous
+        if changed:
+            self._state = state
+            self._since = timestamp
+            log.info(
+                "decision %s -> %s at %.3f (evidence %.2f)",
+                previous.value,
+                state.value,
+                timestamp,
+                self._evidence,
+            )
+        return Decision(timestamp, state, previous, changed, self._since, self._evidence, score, llr, reason)
+
+
+# -- calibration to targets by simulation on real score sequences ---------------------------------
+
+
+@dataclass(frozen=True)
+class DecisionGrid:
+    """Candidate levels, as multiples of ``llr_clip`` (the most evidence one window can add)."""
+
+    unlock: tuple[float, ...] = (2.0, 4.0, 8.0)
+    lock: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)  # lock_level = -multiple * llr_clip
+    bound: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0)
+
+    def settings(self, llr_clip: float) -> list[tuple[float, float, float]]:
+        """``(unlock_level, lock_level, bound)`` for every combination where both levels are reachable."""
+        return [
+            (u * llr_clip, -k * llr_clip, b * llr_clip)
+            for u in self.unlock
+            for k in self.lock
+            for b in self.bound
+            if b >= u and b >= k
+        ]
+
+
+@dataclass(frozen=True)
+class DecisionCalibration:
+    """The chosen parameters and the figures the simulation measured (``record`` is JSON-ready)."""
+
+    params: DecisionParams
+    meets_targets: bool
+    record: dict = field(default_factory=dict)
+
+
+_OWNER, _IMPOSTOR, _OTHER = 2, 3, 1
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What ``G`` simulated machines did over one sequence; every field ``(G,)``."""
+
+    locks: np.ndarray  # entries into IMPOSTOR
+    unlocks: np.ndarray  # entries into OWNER
+    first_lock: np.ndarray  # index of the window that first gave IMPOSTOR, -1 if none
+    first_unlock: np.ndarray  # index of the window that first gave OWNER, -1 if none
+    in_owner: np.ndarray  # windows after which the state was OWNER
+
+
+def _simulate(
+    llr: np.ndarray, unlock: np.ndarray, lock: np.ndarray, bound: np.ndarray, start_owner: bool
+) -> _Run:
+    """Run ``G`` machines (one per setting) over one sequence of clipped LLRs ``(T,)``.
+
+    Starts in UNKNOWN with A = 0, or (``start_owner``) in OWNER with A = +bound. The
+    same transitions as :meth:`DecisionMachine.update`, vectorised over settings.
+    """
+    g = len(unlock)
+    state = np.full(g, _OWNER if start_owner else _OTHER)
+    evidence = bound.copy() if start_owner else np.zeros(g)
+    locks = np.zeros(g, dtype=np.int64)
+    unlocks = np.zeros(g, dtype=np.int64)
+    in_owner = np.zeros(g, dtype=np.int64)
+    first_lock = np.full(g, -1)
+    first_unlock = np.full(g, -1)
+    for t, value in enumerate(llr):
+        evidence = np.clip(evidence + value, -bound, bound)
+        to_owner = (evidence >= unlock) & (state != _OWNER)
+        to_impostor = (evidence <= lock) & (state != _IMPOSTOR)
+        state = np.where(to_owner, _OWNER, np.where(to_impostor, _IMPOSTOR, state))
+        locks += to_impostor
+        unlocks += to_owner
+        in_owner += state == _OWNER
+        first_lock = np.where(to_impostor & (first_lock < 0), t, first_lock)
+        first_unlock = np.where(to_owner & (first_unlock < 0), t, first_unlock)
+    return _Run(locks, unlocks, first_lock, first_unlock, in_owner)
+
+
+def _seconds_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def calibrate_decision(
+    owner_sequences: list[np.ndarray],
+    impostor_sequences: list[np.ndarray],
+    hop_seconds: float,
+    targets: DecisionTargets,
+    *,
+    llr_clip: float = 3.0,
+    gap_seconds: float = 3.0,
+    grid: DecisionGrid | None = None,
+) -> DecisionCalibration:
+    """Choose the levels by simulating the machine on fused-score sequences in time order.
+
+    ``owner_sequences``: the owner's held-out fused scores, one array per contiguous
+    stretch; each starts like a session, in UNKNOWN with A = 0. A false lock-out is an
+    entry into IMPOSTOR. ``impostor_sequences``: fused scores of other people's
+    recordings, each started in OWNER with A = +bound (someone else puts the headset
+    on after the owner wore it long enough to saturate the evidence, the slowest case).
+    Time to lock counts windows from the first impostor window, times the hop.
+
+    The Gaussians are the mean and deviation of the pooled owner and impostor scores.
+    Among the settings whose false lock-outs per hour of owner data are within target,
+    the one with the shortest median time to lock wins; when none is within target,
+    the one with the fewest false lock-outs, and ``meets_targets`` is False.
+    """
+    owner_sequences = [np.asarray(s, dtype=np.float64) for s in owner_sequences if len(s)]
+    impostor_sequences = [np.asarray(s, dtype=np.float64) for s in impostor_sequences if len(s)]
+    if not owner_sequences or not impostor_sequences:
+        raise ValueError("calibrating the decision needs owner and impostor score sequences")
+    owner_all = np.concatenate(owner_sequences)
+    impostor_all = np.concatenate(impostor_sequences)
+    gaussians = {
+        "owner_mean": float(owner_all.mean()),
+        "owner_std": max(float(owner_all.std()), 1e-3),
+        "impostor_mean": float(impostor_all.mean()),
+        "impostor_std": max(float(impostor_all.std()), 1e-3),
+    }
+    settings = (grid or DecisionGrid()).settings(llr_clip)
+    unlock, lock, bound = (np.array(col, dtype=np.float64) for col in zip(*settings, strict=True))
+    # any valid setting serves to evaluate the LLR: it does not depend on the levels
+    probe = DecisionParams(
+        float(unlock[0]), float(lock[0]), float(bound[0]), llr_clip, gap_seconds, **gaussians
+    )
+
+    g = len(settings)
+    false_lockouts = np.zeros(g, dtype=np.int64)
+    owner_unlocked = np.zeros(g, dtype=np.int64)
+    unlock_times: list[np.ndarray] = []
+    for scores in owner_sequences:
+        run = _simulate(probe.llr(scores), unlock, lock, bound, start_owner=False)
+        false_lockouts += run.locks
+        owner_unlocked += run.in_owner
+        unlock_times.append(np.where(run.first_unlock >= 0, (run.first_unlock + 1) * hop_seconds, np.inf))
+    lock_times: list[np.ndarray] = []
+    impostor_unlocks = np.zeros(g, dtype=np.int64)
+    impostor_unlocked = np.zeros(g, dtype=np.int64)
+    for scores in impostor_sequences:
+        run = _simulate(probe.llr(scores), unlock, lock, bound, start_owner=True)
+        impostor_unlocks += run.unlocks
+        impostor_unlocked += run.in_owner
+        lock_times.append(np.where(run.first_lock >= 0, (run.first_lock + 1) * hop_seconds, np.inf))
+
+    owner_hours = len(owner_all) * hop_seconds / 3600.0
+    impostor_hours = len(impostor_all) * hop_seconds / 3600.0
+    per_hour = false_lockouts / owner_hours
+    lock_matrix = np.stack(lock_times)  # (sequences, G)
+    unlock_matrix = np.stack(unlock_times)  # (owner sequences, G)
+    median_lock = np.median(lock_matrix, axis=0)
+    p95_lock = np.percentile(lock_matrix, 95, axis=0, method="higher")
+    median_unlock = np.median(unlock_matrix, axis=0)
+    never_locked = (~np.isfinite(lock_matrix)).sum(axis=0)
+
+    owner_share = owner_unlocked / len(owner_all)
+    feasible = per_hour <= targets.false_lockouts_per_hour
+    # ties: fewer impostor re-unlocks, then the owner unlocked for longer, then the higher unlock level
+    order = [
+        (median_lock[i], impostor_unlocks[i], per_hour[i], p95_lock[i], -owner_share[i], -unlock[i])
+        if feasible.any()
+        else (per_hour[i], median_lock[i], impostor_unlocks[i], p95_lock[i], -owner_share[i], -unlock[i])
+        for i in range(g)
+    ]
+    candidates = np.flatnonzero(feasible) if feasible.any() else np.arange(g)
+    best = int(min(candidates, key=lambda i: order[i]))
+    meets = bool(
+        per_hour[best] <= targets.false_lockouts_per_hour and median_lock[best] <= targets.time_to_lock_s
+    )
+    params = DecisionParams(
+        float(unlock[best]), float(lock[best]), float(bound[best]), llr_clip, gap_seconds, **gaussians
+    )
+
+    def figures(i: int) -> dict:
+        return {
+            "unlock_level": float(unlock[i]),
+            "lock_level": float(lock[i]),
+            "bound": float(bound[i]),
+            "false_lockouts": int(false_lockouts[i]),
+            "false_lockouts_per_hour": float(per_hour[i]),
+            "median_time_to_lock_s": _seconds_or_none(median_lock[i]),
+            "p95_time_to_lock_s": _seconds_or_none(p95_lock[i]),
+            "never_locked": int(never_locked[i]),
+            "median_time_to_unlock_s": _seconds_or_none(median_unlock[i]),
+            "owner_unlocked_share": float(owner_share[i]),
+            "impostor_unlocks_per_hour": float(impostor_unlocks[i] / impostor_hours),
+            # impostor windows spent in OWNER, counting those before the first lock
+            "impostor_unlocked_share": float(impostor_unlocked[i] / len(impostor_all)),
+        }
+
+    record = {
+        "targets": targets.to_dict(),
+        "meets_targets": meets,
+        "chosen": figures(best),
+        "owner_sequences": len(owner_sequences),
+        "owner_windows": len(owner_all),
+        "owner_hours": owner_hours,
+        "impostor_sequences": len(impostor_sequences),
+        "impostor_windows": len(impostor_all),
+        "hop_seconds": hop_seconds,
+        "start": "owner sequences from UNKNOWN with A = 0; impostor sequences from OWNER with A = +bound",
+        "grid": [figures(i) for i in range(g)],
+    }
+    if not meets:
+        log.warning(
+            "decision targets not met: %.2f false lock-outs/h (target %.2f), median time to lock %s s "
+            "(target %.1f)",
+            per_hour[best],
+            targets.false_lockouts_per_hour,
+            record["chosen"]["median_time_to_lock_s"],
+            targets.time_to_lock_s,
+        )
+    return DecisionCalibration(params=params, meets_targets=meets, record=record)

@@ -1,0 +1,156 @@
+"""The directory of owner templates: one file per user, private to the service's account.
+
+Files are ``<user>.template.json`` (format in :mod:`neuroauth.enroll.template`),
+written atomically with mode 0600 in a directory of mode 0700: a reader sees the
+previous template or the new one, never a half, and no other account can read
+anyone's biometric data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..atomic import atomic_write
+from ..errors import TemplateError
+from .template import Template, validate_user
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".template.json"
+
+
+def default_templates_dir() -> Path:
+    """``$NEUROAUTH_TEMPLATES_DIR``, else ``$STATE_DIRECTORY/templates`` (systemd), else user data."""
+    explicit = os.environ.get("NEUROAUTH_TEMPLATES_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]  # colon-separated when a unit lists several
+    if state:
+        return Path(state) / "templates"
+    return Path("~/.local/share/neuroauth/templates").expanduser()
+
+
+@dataclass(frozen=True)
+class TemplateSummary:
+    """One entry of :meth:`TemplateStore.list`; ``problem`` is set when the file cannot be used."""
+
+    user: str
+    path: Path
+    created: str | None = None
+    checkpoint_identity: str | None = None
+    embedder: str | None = None
+    dim: int | None = None
+    n_windows: int | None = None
+    problem: str | None = None
+
+    @property
+    def damaged(self) -> bool:
+        return self.problem is not None
+
+
+class TemplateStore:
+    """Templates under one directory; user names are validated so no path leaves it."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+
+    def path(self, user: str) -> Path:
+        return self.directory / f"{validate_user(user)}{SUFFIX}"
+
+    def save(self, template: Template) -> Path:
+        """Write (or replace) the template of ``template.user`` atomically, mode 0600."""
+        path = self.path(template.user)
+        data = template.to_bytes()
+        self._ensure_directory()
+        atomic_write(path, lambda handle: handle.write(data), mode=0o600)
+        log.info("template of %s written to %s", template.user, path)
+        return path
+
+    def load(self, user: str, expected_identity: str | None = None) -> Template:
+        """The template of ``user``; with ``expected_identity``, refuse one made with another checkpoint."""
+        path = self.path(user)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise TemplateError(
+                f"no template for user {user!r} (looked for {path}); enrol them first with "
+                f"`neuroauth enroll --user {user}`"
+            ) from None
+        except OSError as exc:
+            raise TemplateError(
+                f"template {path} cannot be read ({exc.strerror}); check that this account owns "
+                f"{self.directory} and its files"
+            ) from None
+        template = Template.from_bytes(data, str(path), user)
+        if template.user != user:
+            raise TemplateError(
+                f"template {path} belongs to user {template.user!r}, not {user!r}: it was renamed or "
+                f"copied. Remove it and enrol again (`neuroauth enroll --user {user}`)."
+            )
+        if expected_identity is not None and template.checkpoint_identity != expected_identity:
+            raise TemplateError(
+                f"template {path} was made with checkpoint {template.checkpoint_identity}, but the "
+                f"checkpoint in use is {expected_identity}; its scores would mean nothing. Enrol again "
+                f"with this checkpoint (`neuroauth enroll --user {user}`)."
+            )
+        return template
+
+    def list(self) -> list[TemplateSummary]:
+        """Every template file in the directory, sorted by user; damaged ones carry their problem."""
+        if not self.directory.is_dir():
+            return []
+        out = []
+        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
+            user = path.name[: -len(SUFFIX)]
+            try:
+                template = self.load(user)
+            except TemplateError as exc:
+                out.append(TemplateSummary(user=user, path=path, problem=str(exc)))
+                continue
+            out.append(
+                TemplateSummary(
+                    user=user,
+                    path=path,
+                    created=template.created,
+                    checkpoint_identity=template.checkpoint_identity,
+                    embedder=template.embedder,
+                    dim=template.dim,
+                    n_windows=template.n_windows,
+                )
+            )
+        return out
+
+    def remove(self, user: str) -> Path:
+        """Delete the template of ``user``."""
+        path = self.path(user)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise TemplateError(
+                f"no template for user {user!r} in {self.directory}; `neuroauth templates list` shows "
+                "who is enrolled"
+            ) from None
+        log.info("template of %s removed (%s)", user, path)
+        return path
+
+    def _ensure_directory(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(self.directory.stat().st_mode)
+        if mode & 0o077:
+            try:
+                os.chmod(self.directory, 0o700)
+            except OSError as exc:
+                log.warning(
+                    "template directory %s is accessible to other accounts (mode %o) and could not be "
+                    "made private (%s); run `chmod 700 %s`",
+                    self.directory,
+                    mode,
+                    exc,
+                    self.directory,
+                )
+            else:
+                log.info("template directory %s made private (mode %o -> 700)", self.directory, mode)

@@ -1,0 +1,286 @@
+"""Owner templates and their file format (biometric data: plain numbers, verified on load).
+
+A template file is one JSON document, never pickle, and nothing in it is executed::
+
+    {"format": "neuroauth-template", "format_version": 1,
+     "sha256": "<hex digest of the UTF-8 bytes of content>",
+     "content": "<a JSON text: metadata, parameters, calibration record, and arrays>"}
+
+Arrays inside ``content`` are ``{"dtype": "<f8", "shape": [...], "base64": "..."}``:
+little-endian float64 bytes in base64. Loading checks, in order: the document
+parses (else damaged or truncated), the format name and version, the digest of
+``content`` (else altered after writing), then every field's presence, type, and
+the arrays' dtype, shapes (centroid ``(dim,)``, support vectors ``(S, dim)``, dual
+coefficients ``(S,)``) and finiteness. Every refusal is a :class:`TemplateError`
+naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from ..errors import TemplateError
+from .decision import DecisionParams
+from .ocsvm import OneClassSvm
+from .scoring import FusionStats, WindowScores, score_windows
+
+FORMAT = "neuroauth-template"
+FORMAT_VERSION = 1
+POLICIES = ("target-far", "eer", "youden")
+
+_USER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_DTYPE = "<f8"
+
+
+def validate_user(user: str) -> str:
+    """Return ``user`` if it is a safe template name: 1-64 of ``[A-Za-z0-9_.-]``, not starting with '.'."""
+    if not isinstance(user, str) or not _USER.fullmatch(user) or user.startswith("."):
+        raise TemplateError(
+            f"user name {user!r} is not allowed: use 1 to 64 letters, digits, '_', '.' or '-', "
+            "not starting with '.' (for example `alice` or `bob.smith`)"
+        )
+    return user
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 in UTC, to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The window-level accept threshold on the fused score and what it gives on the calibration data."""
+
+    policy: str  # one of POLICIES
+    value: float  # accept a window when fused >= value
+    target_far: float | None  # the false-accept target (policy "target-far"), else None
+    far: float  # measured on the cohort's windows
+    frr: float  # measured on the owner's held-out windows
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"threshold policy {self.policy!r} is not one of {', '.join(POLICIES)}")
+        if not np.isfinite(self.value) or not (0 <= self.far <= 1 and 0 <= self.frr <= 1):
+            raise ValueError(f"threshold figures out of range: {self}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Threshold:
+        target = data["target_far"]
+        return cls(
+            policy=str(data["policy"]),
+            value=float(data["value"]),
+            target_far=None if target is None else float(target),
+            far=float(data["far"]),
+            frr=float(data["frr"]),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Template:
+    """Everything needed to score one owner's windows and decide over time."""
+
+    user: str
+    checkpoint_identity: str
+    embedder: str
+    dim: int
+    centroid: np.ndarray  # (dim,) float64, unit norm
+    svm: OneClassSvm
+    fusion: FusionStats
+    threshold: Threshold
+    decision: DecisionParams
+    created: str  # ISO 8601, UTC
+    n_windows: int  # owner windows it was enrolled from
+    calibration: dict = field(default_factory=dict)  # JSON-ready record of how it was calibrated
+
+    def __post_init__(self) -> None:
+        validate_user(self.user)
+        if self.dim < 1 or self.centroid.shape != (self.dim,) or self.svm.dim != self.dim:
+            raise ValueError(
+                f"template dimension {self.dim} disagrees with its centroid {self.centroid.shape} "
+                f"or support vectors {self.svm.support_vectors.shape}"
+            )
+        for name, array in (
+            ("centroid", self.centroid),
+            ("support vectors", self.svm.support_vectors),
+            ("dual coefficients", self.svm.dual_coef),
+        ):
+            if array.dtype != np.float64 or not np.isfinite(array).all():
+                raise ValueError(f"template {name} must be finite float64 ({array.dtype})")
+        if self.n_windows < 1 or not self.checkpoint_identity or not self.embedder:
+            raise ValueError("template needs its window count, checkpoint identity and embedder name")
+
+    def score(self, x: np.ndarray) -> WindowScores:
+        """Scores of the embedding windows ``x (n, D)``; see :mod:`neuroauth.enroll.scoring`."""
+        return score_windows(self, x)
+
+    def summary(self) -> dict:
+        """Metadata and calibration figures, without any biometric array."""
+        return {
+            "user": self.user,
+            "created": self.created,
+            "checkpoint_identity": self.checkpoint_identity,
+            "embedder": self.embedder,
+            "dim": self.dim,
+            "n_windows": self.n_windows,
+            "svm": {"nu": self.svm.nu, "gamma": self.svm.gamma, "support_vectors": len(self.svm.dual_coef)},
+            "fusion": self.fusion.to_dict(),
+            "threshold": self.threshold.to_dict(),
+            "decision": self.decision.to_dict(),
+            "calibration": self.calibration,
+        }
+
+    # -- file format
+
+    def to_bytes(self) -> bytes:
+        content = {
+            "user": self.user,
+            "checkpoint_identity": self.checkpoint_identity,
+            "embedder": self.embedder,
+            "dim": self.dim,
+            "created": self.created,
+            "n_windows": self.n_windows,
+            "svm": {"intercept": self.svm.intercept, "gamma": self.svm.gamma, "nu": self.svm.nu},
+            "fusion": self.fusion.to_dict(),
+            "threshold": self.threshold.to_dict(),
+            "decision": self.decision.to_dict(),
+            "calibration": self.calibration,
+            "arrays": {
+                "centroid": _encode_array(self.centroid),
+                "support_vectors": _encode_array(self.svm.support_vectors),
+                "dual_coef": _encode_array(self.svm.dual_coef),
+            },
+        }
+        try:
+            text = json.dumps(content, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TemplateError(
+                f"the template of {self.user!r} cannot be written: its calibration record is not plain "
+                f"JSON ({exc})"
+            ) from None
+        document = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "content": text,
+        }
+        return (json.dumps(document) + "\n").encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str, user: str | None = None) -> Template:
+        """Read a template file's bytes; ``source`` (the file) is named in every error.
+
+        ``user``, when known, makes the suggested fix name the right ``--user``.
+        """
+        fix = f"`neuroauth enroll --user {user or 'NAME'}`"
+        try:
+            document = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise TemplateError(
+                f"template {source} is damaged or truncated (not a complete template document); "
+                f"remove it and enrol again ({fix})"
+            ) from None
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise TemplateError(f"{source} is not a NeuroAuth template; remove it or enrol again ({fix})")
+        version = document.get("format_version")
+        if version != FORMAT_VERSION:
+            raise TemplateError(
+                f"template {source} has format version {version!r}; this NeuroAuth reads version "
+                f"{FORMAT_VERSION}. Enrol again with this version ({fix})."
+            )
+        text, digest = document.get("content"), document.get("sha256")
+        if not isinstance(text, str) or not isinstance(digest, str):
+            raise TemplateError(
+                f"template {source} is damaged (no content or digest); remove it and enrol again ({fix})"
+            )
+        if hashlib.sha256(text.encode()).hexdigest() != digest:
+            raise TemplateError(
+                f"template {source} does not match its SHA-256 digest: it was altered after it was "
+                "written. Restore it from a backup, or remove it and enrol again "
+                f"({fix})."
+            )
+        try:
+            return cls._from_content(json.loads(text))
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError, TemplateError) as exc:
+            raise TemplateError(
+                f"template {source} is malformed ({exc.__class__.__name__}: {exc}); remove it and enrol "
+                f"again ({fix})"
+            ) from None
+
+    @classmethod
+    def _from_content(cls, content: dict) -> Template:
+        arrays = content["arrays"]
+        dim = content["dim"]
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+            raise ValueError(f"'dim' must be a positive integer, got {dim!r}")
+        centroid = _decode_array(arrays["centroid"], "centroid", ndim=1)
+        support = _decode_array(arrays["support_vectors"], "support_vectors", ndim=2)
+        coef = _decode_array(arrays["dual_coef"], "dual_coef", ndim=1)
+        if centroid.shape != (dim,) or support.shape[1:] != (dim,) or coef.shape != support.shape[:1]:
+            raise ValueError(
+                f"array shapes disagree with dim {dim}: centroid {centroid.shape}, support_vectors "
+                f"{support.shape}, dual_coef {coef.shape}"
+            )
+        svm = content["svm"]
+        calibration = content["calibration"]
+        if not isinstance(calibration, dict):
+            raise TypeError("'calibration' must be an object")
+        return cls(
+            user=str(content["user"]),
+            checkpoint_identity=str(content["checkpoint_identity"]),
+            embedder=str(content["embedder"]),
+            dim=dim,
+            centroid=centroid,
+            svm=OneClassSvm(
+                support_vectors=support,
+                dual_coef=coef,
+                intercept=float(svm["intercept"]),
+                gamma=float(svm["gamma"]),
+                nu=float(svm["nu"]),
+            ),
+            fusion=FusionStats(**{k: float(v) for k, v in content["fusion"].items()}),
+            threshold=Threshold.from_dict(content["threshold"]),
+            decision=DecisionParams.from_dict(content["decision"]),
+            created=str(content["created"]),
+            n_windows=int(content["n_windows"]),
+            calibration=calibration,
+        )
+
+
+def _encode_array(array: np.ndarray) -> dict:
+    array = np.ascontiguousarray(array, dtype=_DTYPE)
+    return {"dtype": _DTYPE, "shape": list(array.shape), "base64": base64.b64encode(array.tobytes()).decode()}
+
+
+def _decode_array(spec: dict, name: str, ndim: int) -> np.ndarray:
+    if spec["dtype"] != _DTYPE:
+        raise ValueError(f"array {name!r} has dtype {spec['dtype']!r}, expected {_DTYPE!r}")
+    shape = spec["shape"]
+    if (
+        not isinstance(shape, list)
+        or len(shape) != ndim
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
+    ):
+        raise ValueError(f"array {name!r} has shape {shape!r}, expected {ndim} positive sizes")
+    try:
+        raw = base64.b64decode(spec["base64"], validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"array {name!r} is not valid base64 ({exc})") from None
+    if len(raw) != int(np.prod(shape)) * 8:
+        raise ValueError(
+            f"array {name!r} holds {len(raw)} bytes, shape {shape} needs {int(np.prod(shape)) * 8}"
+        )
+    array = np.frombuffer(raw, dtype=_DTYPE).reshape(shape).astype(np.float64)  # native, writable copy
+    if not np.isfinite(array).all():
+        raise ValueError(f"array {name!r} holds non-finite values")
+    return array

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import argparse
+import base64
+
+import numpy as np
+import pytest
+from neuroauth.enroll.commands import add_templates_parser, cmd_templates
+from neuroauth.enroll.store import TemplateStore
+
+from neuroauth.errors import TemplateError
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="neuroauth")
+    add_templates_parser(parser.add_subparsers(dest="command", required=True))
+    return cmd_templates(parser.parse_args(argv))
+
+
+def test_list_show_remove(tmp_path, make_template, enrolled, capsys):
+    store = TemplateStore(tmp_path)
+    store.save(enrolled)
+    store.save(make_template(user="carol", identity="ckpt-b"))
+    (tmp_path / "dave.template.json").write_text("not a template")
+
+    assert run(["templates", "--dir", str(tmp_path), "list"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert sorted(lines) == ["alice", "carol", "dave"]
+    assert "ckpt-a" in lines["alice"] and " 180" in lines["alice"]
+    assert "ckpt-b" in lines["carol"]
+    assert "DAMAGED" in lines["dave"] and "dave.template.json" in lines["dave"]
+
+    assert run(["templates", "--dir", str(tmp_path), "show", "alice"]) == 0
+    out = capsys.readouterr().out
+    assert "ckpt-a" in out and "target-far" in out and "false lock-outs/h" in out
+    assert f"nu {enrolled.svm.nu:g}" in out and "targets met        yes" in out
+    # metadata only: no biometric array, in any form
+    centroid_b64 = base64.b64encode(np.ascontiguousarray(enrolled.centroid, "<f8").tobytes()).decode()
+    assert centroid_b64[:24] not in out
+    assert f"{enrolled.centroid[0]:.4f}" not in out and repr(float(enrolled.centroid[0])) not in out
+
+    assert run(["templates", "--dir", str(tmp_path), "remove", "carol"]) == 0
+    assert "removed the template of carol" in capsys.readouterr().out
+    assert not (tmp_path / "carol.template.json").exists()
+    with pytest.raises(TemplateError, match="neuroauth enroll --user carol"):
+        run(["templates", "--dir", str(tmp_path), "show", "carol"])
+
+
+def test_default_directory_comes_from_the_environment(tmp_path, make_template, monkeypatch, capsys):
+    monkeypatch.setenv("NEUROAUTH_TEMPLATES_DIR", str(tmp_path / "env"))
+    assert run(["templates", "list"]) == 0
+    assert f"no templates in {tmp_path / 'env'}" in capsys.readouterr().out
+    TemplateStore(tmp_path / "env").save(make_template(user="erin"))
+    run(["templates", "list"])
+    assert "erin" in capsys.readouterr().out
+
+
+def test_unsafe_name_is_refused(tmp_path):
+    with pytest.raises(TemplateError, match="is not allowed"):
+        run(["templates", "--dir", str(tmp_path), "remove", "../secrets"])

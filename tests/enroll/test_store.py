@@ -1,0 +1,251 @@
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import pickle
+import stat
+
+import numpy as np
+import pytest
+from neuroauth.enroll import store as store_module
+from neuroauth.enroll.store import TemplateStore, default_templates_dir
+from neuroauth.enroll.template import Template
+
+from neuroauth.atomic import atomic_write
+from neuroauth.errors import TemplateError
+
+
+def assert_same(a: Template, b: Template) -> None:
+    for name in ("user", "checkpoint_identity", "embedder", "dim", "created", "n_windows", "calibration"):
+        assert getattr(a, name) == getattr(b, name), name
+    np.testing.assert_array_equal(a.centroid, b.centroid)
+    np.testing.assert_array_equal(a.svm.support_vectors, b.svm.support_vectors)
+    np.testing.assert_array_equal(a.svm.dual_coef, b.svm.dual_coef)
+    assert (a.svm.intercept, a.svm.gamma, a.svm.nu) == (b.svm.intercept, b.svm.gamma, b.svm.nu)
+    assert a.fusion == b.fusion
+    assert a.threshold == b.threshold
+    assert a.decision == b.decision
+
+
+def rewrite(path, edit) -> None:
+    """Edit a template's content and re-sign it, as a buggy writer (not an attacker) might."""
+    document = json.loads(path.read_text())
+    content = json.loads(document["content"])
+    edit(content)
+    document["content"] = json.dumps(content)
+    document["sha256"] = hashlib.sha256(document["content"].encode()).hexdigest()
+    path.write_text(json.dumps(document))
+
+
+def test_round_trip_keeps_every_field(tmp_path, make_template):
+    store = TemplateStore(tmp_path / "templates")
+    original = make_template()
+    path = store.save(original)
+    loaded = store.load("alice", expected_identity="ckpt-a")
+    assert_same(original, loaded)
+    probes = np.random.default_rng(5).normal(size=(20, 8))
+    np.testing.assert_array_equal(loaded.score(probes).fused, original.score(probes).fused)
+    assert path == tmp_path / "templates" / "alice.template.json"
+
+
+def test_file_is_private_and_not_pickle(tmp_path, make_template):
+    store = TemplateStore(tmp_path / "templates")
+    path = store.save(make_template())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
+    document = json.loads(path.read_text())
+    assert document["format"] == "neuroauth-template" and document["format_version"] == 1
+
+
+def test_an_open_directory_is_made_private(tmp_path, make_template):
+    directory = tmp_path / "open"
+    directory.mkdir(mode=0o755)
+    os.chmod(directory, 0o755)
+    TemplateStore(directory).save(make_template())
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+def test_missing_template_says_how_to_enrol(tmp_path):
+    with pytest.raises(TemplateError, match=r"bob\.template\.json.*neuroauth enroll --user bob"):
+        TemplateStore(tmp_path).load("bob")
+
+
+def test_tampered_content_is_refused(tmp_path, make_template):
+    store = TemplateStore(tmp_path)
+    path = store.save(make_template())
+    document = json.loads(path.read_text())
+    assert '"n_windows": 40' in document["content"]
+    document["content"] = document["content"].replace('"n_windows": 40', '"n_windows": 41')
+    path.write_text(json.dumps(document))
+    with pytest.raises(
+        TemplateError,
+        match=r"alice\.template\.json.*altered after it was written.*neuroauth enroll --user alice",
+    ):
+        store.load("alice")
+
+
+def test_a_flipped_byte_is_refused(tmp_path, make_template):
+    store = TemplateStore(tmp_path)
+    path = store.save(make_template())
+    data = bytearray(path.read_bytes())
+    start = data.index(b'\\"base64\\": \\"') + 20  # inside the first encoded array
+    data[start] = ord("A") if data[start] != ord("A") else ord("B")
+    path.write_bytes(bytes(data))
+    with pytest.raises(TemplateError, match=r"alice\.template\.json.*altered"):
+        store.load("alice")
+
+
+def test_truncated_file_is_refused(tmp_path, make_template):
+    store = TemplateStore(tmp_path)
+    path = store.save(make_template())
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(
+        TemplateError, match=r"alice\.template\.json is damaged or truncated.*neuroauth enroll --user alice"
+    ):
+        store.load("alice")
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("code from a template ran",))
+
+
+def test_a_pickle_is_refused_without_running_it(tmp_path, capsys):
+    (tmp_path / "alice.template.json").write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(TemplateError, match=r"alice\.template\.json is damaged"):
+        TemplateStore(tmp_path).load("alice")
+    assert "code from a template ran" not in capsys.readouterr().out
+
+
+def test_wrong_array_shapes_are_refused(tmp_path, make_template):
+    store = TemplateStore(tmp_path)
+    path = store.save(make_template())
+
+    def drop_a_column(content):
+        spec = content["arrays"]["support_vectors"]
+        rows, cols = spec["shape"]
+        array = np.frombuffer(base64.b64decode(spec["base64"]), "<f8").reshape(rows, cols)[:, :-1]
+        spec["shape"] = [rows, cols - 1]
+        spec["base64"] = base64.b64encode(np.ascontiguousarray(array).tobytes()).decode()
+
+    rewrite(path, drop_a_column)
+    with pytest.raises(
+        TemplateError,
+        match=r"alice\.template\.json is malformed.*shapes disagree.*neuroauth enroll --user alice",
+    ):
+        store.load("alice")
+
+
+def test_shape_and_byte_count_must_agree(tmp_path, make_template):
+    store = TemplateStore(tmp_path)
+    path = store.save(make_template())
+    rewrite(path, lambda c: c["arrays"]["centroid"].update(shape=[9]))
+    with pytest.raises(TemplateError, match=r"alice\.template\.json is malformed.*centroid.*bytes"):
+        store.load("alice")
+
+
+def test_another_dtype_is_refused(tmp_path, make_template):
+    store = TemplateStore(tmp_path)
+    path = store.save(make_template())
+    rewrite(path, lambda c: c["arrays"]["dual_coef"].update(dtype="|O"))
+    with pytest.raises(TemplateError, match=r"alice\.template\.json is malformed.*dtype"):
+        store.load("alice")
+
+
+def test_another_checkpoint_is_refused_naming_both(tmp_path, make_template):
+    store = TemplateStore(tmp_path)
+    store.save(make_template(identity="ckpt-old"))
+    with pytest.raises(
+        TemplateError, match=r"alice\.template\.json.*ckpt-old.*ckpt-new.*Enrol again with this checkpoint"
+    ):
+        store.load("alice", expected_identity="ckpt-new")
+
+
+def test_another_format_version_is_refused(tmp_path, make_template):
+    store = TemplateStore(tmp_path)
+    path = store.save(make_template())
+    document = json.loads(path.read_text())
+    document["format_version"] = 2
+    path.write_text(json.dumps(document))
+    with pytest.raises(TemplateError, match=r"alice\.template\.json has format version 2"):
+        store.load("alice")
+
+
+def test_a_template_copied_to_another_name_is_refused(tmp_path, make_template):
+    store = TemplateStore(tmp_path)
+    path = store.save(make_template(user="alice"))
+    (tmp_path / "bob.template.json").write_bytes(path.read_bytes())
+    with pytest.raises(TemplateError, match=r"bob\.template\.json belongs to user 'alice'"):
+        store.load("bob")
+
+
+def test_a_failed_write_leaves_the_previous_template(tmp_path, make_template, monkeypatch):
+    store = TemplateStore(tmp_path)
+    store.save(make_template(seed=0))
+
+    def half_then_fail(path, write, mode=None):
+        def broken(handle):
+            handle.write(b'{"format": "neuroauth-template", ')
+            raise OSError("disk full")
+
+        atomic_write(path, broken, mode=mode)
+
+    monkeypatch.setattr(store_module, "atomic_write", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        store.save(make_template(seed=1))
+    assert_same(store.load("alice"), make_template(seed=0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alice.template.json"]
+
+
+def test_a_record_that_is_not_json_is_refused_before_writing(tmp_path, make_template):
+    store = TemplateStore(tmp_path)
+    store.save(make_template(seed=0))
+    bad = make_template(seed=1)
+    bad.calibration["oops"] = {1, 2}
+    with pytest.raises(TemplateError, match="not plain JSON"):
+        store.save(bad)
+    assert_same(store.load("alice"), make_template(seed=0))
+
+
+@pytest.mark.parametrize(
+    "name", ["", ".hidden", "..", "../etc/passwd", "a/b", "x" * 65, "with space", "é", "a\0b"]
+)
+def test_unsafe_user_names_are_refused(tmp_path, name):
+    with pytest.raises(TemplateError, match="is not allowed"):
+        TemplateStore(tmp_path).path(name)
+
+
+@pytest.mark.parametrize("name", ["alice", "bob.smith-2", "A_1", "x" * 64])
+def test_safe_user_names_stay_in_the_directory(tmp_path, name):
+    path = TemplateStore(tmp_path).path(name)
+    assert path.parent == tmp_path and path.name == f"{name}.template.json"
+
+
+def test_list_flags_damaged_files_and_remove_deletes(tmp_path, make_template):
+    store = TemplateStore(tmp_path)
+    store.save(make_template(user="alice"))
+    store.save(make_template(user="carol", identity="ckpt-b"))
+    (tmp_path / "bob.template.json").write_text('{"format": "neuroauth-temp')
+    entries = {e.user: e for e in store.list()}
+    assert sorted(entries) == ["alice", "bob", "carol"]
+    assert entries["bob"].damaged and "damaged or truncated" in entries["bob"].problem
+    assert not entries["alice"].damaged and entries["carol"].checkpoint_identity == "ckpt-b"
+    assert entries["alice"].n_windows == 40
+    store.remove("alice")
+    assert not store.path("alice").exists()
+    with pytest.raises(TemplateError, match="no template for user 'alice'"):
+        store.remove("alice")
+    assert TemplateStore(tmp_path / "absent").list() == []
+
+
+def test_default_directory_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("NEUROAUTH_TEMPLATES_DIR", raising=False)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_templates_dir() == tmp_path / "home" / ".local/share/neuroauth/templates"
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/state:{tmp_path}/other")
+    assert default_templates_dir() == tmp_path / "state" / "templates"
+    monkeypatch.setenv("NEUROAUTH_TEMPLATES_DIR", str(tmp_path / "explicit"))
+    assert default_templates_dir() == tmp_path / "explicit"
