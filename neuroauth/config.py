@@ -20,7 +20,7 @@ import ipaddress
 import os
 import re
 import socket
-import sys
+import tomllib
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,11 +41,6 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import NeuroAuthError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 __all__ = [
     "ENV_PREFIX",
