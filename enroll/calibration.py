@@ -362,3 +362,18 @@ def _recordings(scores: np.ndarray, cohort: Cohort) -> list[np.ndarray]:
         for r in np.unique(cohort.recording[cohort.subject == s]):
             out.append(scores[(cohort.subject == s) & (cohort.recording == r)])
     return out
+
+
+def subjects_recorded_in(cohort: Cohort, owner: np.ndarray, similarity: float = 0.9999) -> set[str]:
+    """Cohort subjects some of whose windows are the owner's own windows (the same recording).
+
+    A checkpoint's cohort holds its training subjects; enrolling one of them from a
+    recording the model was trained on would otherwise count the owner as an impostor.
+    Windows of one recording embed identically, so a near-1 cosine finds them.
+    """
+    found = set()
+    owner = np.asarray(owner, dtype=np.float32)
+    for name, _, windows in cohort.sequences():
+        if name not in found and (windows @ owner.T).max() >= similarity:
+            found.add(name)
+    return found

@@ -1,4 +1,4 @@
-"""``neuroauth``: train, evaluate, cross-validate and benchmark models."""
+"""``neuroauth``: train and evaluate models, enrol owners, replay recordings, benchmark the engine."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from pathlib import Path
 
 from .atomic import atomic_write_text
 from .errors import NeuroAuthError
+from .paths import ASSETS, BUNDLED_DATA, SHIPPED_CHECKPOINT
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-BUNDLED_DATA = ASSETS / "eegmat"
-SHIPPED_CHECKPOINT = ASSETS / "checkpoints" / "neuroauth-4ch.pt"
+__all__ = ["ASSETS", "BUNDLED_DATA", "SHIPPED_CHECKPOINT", "main"]
 
 
 def _data_options(p: argparse.ArgumentParser, default: Path | None) -> None:
@@ -48,6 +47,15 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _target_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--false-lockouts-per-hour", type=float, default=1.0, help="decision target for the owner (default 1)"
+    )
+    p.add_argument(
+        "--time-to-lock", type=float, default=10.0, help="decision target: seconds to lock an impostor"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuroauth", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -73,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--noise", default="all", help="noise types for the noisy figures: 'all', 'none' or a list"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the added noise")
+    p.add_argument(
+        "--continuous",
+        action="store_true",
+        help="replay owner-then-impostor sessions through the engine and the decision over time",
+    )
+    _target_options(p)
 
     p = sub.add_parser("crossval", help="train and evaluate on disjoint folds of subjects")
     _data_options(p, None)
@@ -85,6 +99,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="denoiser variants to compare (default both)",
     )
     p.add_argument("--json", type=Path, required=True, help="write the per-fold and summary figures here")
+    p.add_argument(
+        "--continuous", action="store_true", help="also run the continuous evaluation on every fold"
+    )
+    _target_options(p)
+
+    p = sub.add_parser("enroll", help="record an owner (live LSL stream or a recording) and write a template")
+    p.add_argument("--user", required=True, help="the owner's name (letters, digits, _ . -)")
+    p.add_argument(
+        "--duration", type=float, default=60.0, help="seconds of EEG to record (default 60, as evaluated)"
+    )
+    p.add_argument("--from-file", type=Path, help="enrol from this recording instead of a live stream")
+    p.add_argument("--stream-name", help="LSL stream name (default: any stream of --stream-type)")
+    p.add_argument(
+        "--stream-type", default=None, help="LSL stream type (default EEG when nothing else given)"
+    )
+    p.add_argument("--source-id", help="LSL source id")
+    p.add_argument(
+        "--lan", action="store_true", help="look for the stream on the network, not 127.0.0.1 only"
+    )
+    p.add_argument(
+        "--checkpoint", type=Path, default=SHIPPED_CHECKPOINT, help="model (default: shipped 4-ch)"
+    )
+    p.add_argument("--templates-dir", type=Path, help="template directory (default as `neuroauth templates`)")
+    p.add_argument("--policy", choices=["target-far", "eer", "youden"], default="target-far")
+    p.add_argument("--target-far", type=float, default=0.01, help="window false-accept target (default 0.01)")
+    _target_options(p)
+    p.add_argument("--replace", action="store_true", help="replace the user's existing template")
 
     p = sub.add_parser(
         "cohort", help="(re)compute a checkpoint's background cohort from a data directory; write a copy"
@@ -97,10 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint", type=Path, default=SHIPPED_CHECKPOINT, help="model to measure (default: shipped 4-ch)"
     )
-    p.add_argument(
-        "--data", type=Path, default=BUNDLED_DATA, help="recordings for the equivalence check"
-    )
+    p.add_argument("--data", type=Path, default=BUNDLED_DATA, help="recordings for the equivalence check")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
+
+    from .daemon.replay import add_replay_parser
+    from .enroll.commands import add_templates_parser
+
+    add_templates_parser(sub)
+    add_replay_parser(sub)
 
     p = sub.add_parser("report", help="print Markdown tables of cross-validation results and checkpoints")
     p.add_argument(
@@ -153,12 +198,67 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _targets(args):
+    from .enroll.decision import DecisionTargets
+
+    return DecisionTargets(args.false_lockouts_per_hour, args.time_to_lock)
+
+
+def cmd_evaluate_continuous(args, model) -> int:
+    from .training.continuous import evaluate_continuous, plot_session
+
+    data = _load_data(args, model.montage, model.spec)
+    report, sessions, _ = evaluate_continuous(model, data, _targets(args))
+    print(format_continuous(report))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+        print(f"figures written to {args.json}")
+    if args.plots:
+        path = plot_session(sessions[0], args.plots / "continuous_session.png")
+        print(f"plot written to {path}")
+    return 0
+
+
+def format_continuous(report: dict) -> str:
+    def span(key):
+        v = report[key]
+        return (
+            "n/a" if v["median"] is None else f"median {v['median']:.1f} s, p95 {v['p95']:.1f} s (n={v['n']})"
+        )
+
+    lines = []
+    if "cohort_subjects" in report:
+        lines.append(
+            f"subjects: {len(report['subjects'])}; calibration cohort: "
+            f"{len(report['cohort_subjects'])} other people"
+        )
+    lines += [
+        f"time to unlock (owner)      {span('time_to_unlock_s')}",
+        f"time to lock (takeover)     {span('time_to_lock_s')}",
+        f"false lock-outs per hour    {report['false_lockouts_per_hour']:.2f} "
+        f"({report['false_lockouts']} in {report['owner_hours']:.2f} h of owner EEG)",
+        f"owner time unlocked         {100 * report['owner_unlocked_share']:.0f} %",
+        f"impostor unlocks per hour   {report['impostor_unlocks_per_hour']:.2f}",
+        f"window EER                  {report['window_eer']:.3f}",
+    ]
+    if report["owners_never_unlocked"]:
+        lines.append(f"owners never unlocked: {', '.join(report['owners_never_unlocked'])}")
+    if report.get("seen_in_training"):
+        lines.append(
+            f"NOTE: {len(report['seen_in_training'])} of these subjects were in the checkpoint's training "
+            "data; for people the model never saw, see `neuroauth crossval --continuous`."
+        )
+    return "\n".join(lines)
+
+
 def cmd_evaluate(args) -> int:
     from .models.checkpoint import load_checkpoint
     from .training.evaluate import evaluate, write_plots
     from .training.noise import NOISE_TYPES
 
     model = load_checkpoint(args.checkpoint)
+    if args.continuous:
+        return cmd_evaluate_continuous(args, model)
     if args.noise == "all":
         noise = NOISE_TYPES
     elif args.noise == "none":
@@ -188,7 +288,9 @@ def cmd_crossval(args) -> int:
     options = _options(args)
     data = _load_data(args, options.montage, options.spec)
     mamba = {"on": [True], "off": [False], "both": [True, False]}[args.mamba]
-    result = crossval(data, options, args.folds, mamba)
+    result = crossval(
+        data, options, args.folds, mamba, continuous=_targets(args) if args.continuous else None
+    )
     atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     for name, variant in result["variants"].items():
         ours, base = variant["summary"]["window_eer"], variant["summary"]["baseline_psd"]["window_eer"]
@@ -196,6 +298,8 @@ def cmd_crossval(args) -> int:
             f"{name}: window EER {ours['mean']:.3f} +- {ours['std']:.3f}, "
             f"baseline {base['mean']:.3f} +- {base['std']:.3f}"
         )
+        if "continuous_pooled" in variant:
+            print(format_continuous(variant["continuous_pooled"]))
     print(f"figures written to {args.json}")
     return 0
 
@@ -208,7 +312,7 @@ def format_report(report: dict) -> str:
         f"mamba {'on' if ck['mamba'] else 'off'}",
         f"subjects: {len(report['subjects'])} ({', '.join(report['subjects'])})",
     ]
-    if report["seen_in_training"]:
+    if report.get("seen_in_training"):
         lines.append(
             f"NOTE: {len(report['seen_in_training'])} of these subjects were in the checkpoint's training "
             "data; these figures are not from unseen people (see `neuroauth crossval` for those)."
@@ -236,6 +340,78 @@ def format_report(report: dict) -> str:
                 f"{e['denoised']:10.3f}{e['without_denoiser']:13.3f}{base['noisy_eer'][kind]:10.3f}"
             )
     return "\n".join(lines)
+
+
+def cmd_enroll(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .enroll.calibration import MIN_OWNER_WINDOWS, enrol, subjects_recorded_in
+    from .enroll.collect import collect_windows, require_enough
+    from .enroll.decision import DecisionTargets
+    from .enroll.store import TemplateStore, default_templates_dir
+    from .enroll.template import validate_user
+    from .errors import CheckpointError
+    from .models.checkpoint import load_checkpoint
+    from .models.streaming import EngineConfig
+    from .sources import file_source, lsl_source
+
+    validate_user(args.user)
+    store = TemplateStore(args.templates_dir or default_templates_dir())
+    if store.path(args.user).exists() and not args.replace:
+        raise NeuroAuthError(
+            f"{args.user} already has a template ({store.path(args.user)}); pass --replace to enrol again"
+        )
+    model = load_checkpoint(args.checkpoint)
+    if model.cohort is None:
+        raise CheckpointError(
+            f"checkpoint {args.checkpoint} carries no background cohort to calibrate against; add one with "
+            "`neuroauth cohort --checkpoint ... --data DIR --out ...`"
+        )
+    if args.from_file is not None:
+        source = file_source(args.from_file, args.duration)
+    else:
+        from .daemon.lslconfig import configure_lsl
+
+        configure_lsl(loopback_only=not args.lan)
+        given = args.stream_name or args.stream_type or args.source_id
+        stream_type = args.stream_type or (None if given else "EEG")
+        source = lsl_source(args.stream_name, stream_type, args.source_id, args.duration)
+    hop = EngineConfig().hop_seconds
+    expected = max(0, int((source.seconds - model.spec.window_seconds) / hop) + 1)
+    print(f"enrolling {args.user} from {source.description}, {source.seconds:.0f} s")
+    with tqdm(total=expected, unit="window", desc="windows") as bar:
+
+        def on_window(c) -> None:
+            bar.update(c.accepted + c.rejected - bar.n)
+            bar.set_postfix(accepted=c.accepted, refused=c.rejected)
+
+        collected = collect_windows(
+            model, source.channel_names, source.sfreq, source.chunks, on_window=on_window
+        )
+    print(collected.summary())
+    owner = require_enough(collected, MIN_OWNER_WINDOWS, source.description)
+    cohort = model.cohort
+    recorded = subjects_recorded_in(cohort, owner)
+    if recorded:
+        print(f"left out of the cohort: {', '.join(sorted(recorded))} (this recording is in it)")
+        cohort = cohort.without(recorded)
+    template = enrol(
+        owner,
+        cohort,
+        user=args.user,
+        checkpoint_identity=model.identity(),
+        embedder=model.embedder_name,
+        policy=args.policy,
+        target_far=args.target_far,
+        targets=DecisionTargets(args.false_lockouts_per_hour, args.time_to_lock),
+        hop_seconds=hop,
+    )
+    path = store.save(template)
+    print(f"template of {args.user} written to {path}")
+    from .enroll.commands import format_template
+
+    print(format_template(template, path))
+    return 0
 
 
 def cmd_cohort(args) -> int:
@@ -272,11 +448,26 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_templates(args) -> int:
+    from .enroll.commands import cmd_templates as run
+
+    return run(args)
+
+
+def cmd_replay(args) -> int:
+    from .daemon.replay import cmd_replay as run
+
+    return run(args)
+
+
 COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "crossval": cmd_crossval,
     "cohort": cmd_cohort,
+    "enroll": cmd_enroll,
+    "templates": cmd_templates,
+    "replay": cmd_replay,
     "bench": cmd_bench,
     "report": cmd_report,
 }

@@ -3,7 +3,10 @@
 Subjects are split into ``folds`` disjoint groups. For each fold the whole
 training (denoiser, cross-validated embedder settings, baseline statistics)
 runs on the other subjects only, and the evaluation protocol runs on the
-fold's subjects. Every figure is reported as mean and spread over folds.
+fold's subjects. Every figure is reported as mean and spread over folds. With
+continuous targets, each fold's model also runs the continuous evaluation on its
+held-out subjects (its cohort is the fold's training subjects), and the sessions
+of all folds are pooled into one summary.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..enroll.decision import DecisionTargets
+from .continuous import evaluate_continuous, pool, summarise
 from .data import SubjectData
 from .evaluate import evaluate
 from .train import TrainOptions, train
@@ -53,7 +58,10 @@ def crossval(
     folds: int,
     mamba: Sequence[bool],
     progress: bool = True,
+    continuous: DecisionTargets | None = None,
 ) -> dict:
+    """Per variant, every fold's report and their summary; with ``continuous`` targets, the
+    continuous evaluation too (per fold, and pooled over the sessions of every fold)."""
     subjects = [d.subject for d in data]
     groups = subject_folds(subjects, folds, options.seed)
     by_subject = {d.subject: d for d in data}
@@ -62,7 +70,7 @@ def crossval(
         variant = dataclasses.replace(
             options, denoiser=dataclasses.replace(options.denoiser, use_mamba=use_mamba)
         )
-        reports = []
+        reports, pooled = [], []
         for f, held_out in enumerate(groups):
             fit = [by_subject[s] for s in subjects if s not in held_out]
             log.info(
@@ -80,11 +88,17 @@ def crossval(
                 raise RuntimeError(
                     f"held-out subjects {report['seen_in_training']} were in the training data"
                 )
+            if continuous is not None:
+                held = [by_subject[s] for s in held_out]
+                report["continuous"], _, figures = evaluate_continuous(model, held, continuous, progress)
+                pooled.append(figures)
             report["embedder_selection"] = model.meta["embedder_selection"]["chosen"]
             report["train_seconds"] = model.meta["seconds"]["total"]
             reports.append(report)
         name = "mamba" if use_mamba else "no_mamba"
         result["variants"][name] = {"folds": reports, "summary": aggregate(reports)}
+        if pooled:
+            result["variants"][name]["continuous_pooled"] = summarise(pool(pooled))
     result["montage"] = list(options.montage)
     result["train_options"] = {
         "denoiser": options.denoiser.to_dict(),

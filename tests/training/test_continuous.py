@@ -1,0 +1,76 @@
+"""The continuous evaluation: its bookkeeping on scripted sessions, and a real replay."""
+
+from __future__ import annotations
+
+import pytest
+from neuroauth.enroll.decision import DecisionTargets
+from neuroauth.models.checkpoint import load_checkpoint
+from neuroauth.training.continuous import Session, evaluate_continuous, plot_session, pool, session_figures
+from neuroauth.training.data import find_sessions, load_sessions
+
+from neuroauth.errors import CheckpointError
+
+
+def scripted(owner, impostor, states, takeover=5.0):
+    times = [float(t) for t in range(4, 4 + len(states))]
+    scores = [1.0 if t <= takeover else -1.0 for t in times]
+    return Session(owner, impostor, takeover, times, scores, list(states))
+
+
+def test_figures_of_scripted_sessions():
+    o, u, i, n = "OWNER", "UNKNOWN", "IMPOSTOR", "NO_SIGNAL"
+    sessions = [
+        # unlocks at 5 s, locks 2 s after the takeover at 6 s, then lets the impostor in at 10 s
+        scripted("a", "b", [u, o, o, o, i, i, o, i], takeover=6.0),
+        # the same owner part; this impostor is never locked
+        scripted("a", "c", [u, o, o, o, o, o, o, o], takeover=6.0),
+        # an owner locked out once (OWNER -> NO_SIGNAL), unlocked at the takeover, locked 1 s later
+        scripted("b", "a", [o, n, o, o, i, i], takeover=7.0),
+        # an owner who never unlocks: locked at the takeover already
+        scripted("c", "a", [u, u, u, i], takeover=6.0),
+    ]
+    f = session_figures(sessions, window_seconds=4.0)
+    assert f["time_to_unlock_s"] == [5.0, 4.0]
+    assert f["owners_never_unlocked"] == ["c"]
+    assert f["time_to_lock_s"] == [2.0, 1.0]
+    assert f["sessions_never_locked"] == 1
+    assert f["sessions_locked_at_takeover"] == 1
+    assert f["false_lockouts"] == 1  # "a"'s owner part is counted once, not once per session
+    assert f["owner_seconds"] == 6.0 + 7.0 + 6.0
+    assert f["impostor_unlocks"] == 1
+    joined = pool([f, f])
+    assert joined["time_to_lock_s"] == [2.0, 1.0, 2.0, 1.0] and joined["false_lockouts"] == 2
+
+
+@pytest.fixture(scope="module")
+def three_subjects(bundled_dir):
+    from neuroauth.cli import SHIPPED_CHECKPOINT
+
+    model = load_checkpoint(SHIPPED_CHECKPOINT)
+    return model, load_sessions(find_sessions(bundled_dir)[:3], model.montage, model.spec)
+
+
+def test_replay_of_bundled_sessions_locks_every_impostor(three_subjects, tmp_path):
+    model, data = three_subjects
+    report, sessions, _ = evaluate_continuous(model, data, DecisionTargets(), progress=False)
+    assert len(sessions) == 3 * 2
+    assert report["cohort_subjects"] and not set(report["cohort_subjects"]) & set(report["subjects"])
+    assert report["seen_in_training"] == report["subjects"]  # the shipped model knows them
+    assert report["sessions_never_locked"] == 0
+    assert report["time_to_lock_s"]["n"] + report["sessions_locked_at_takeover"] == 6
+    assert report["time_to_lock_s"]["median"] <= 10.0
+    assert report["owner_unlocked_share"] > 0.5
+    assert 0.0 <= report["window_eer"] < 0.2
+    png = plot_session(sessions[0], tmp_path / "session.png")
+    assert png.stat().st_size > 10_000
+
+
+def test_a_cohort_of_only_evaluated_people_is_refused(three_subjects):
+    model, data = three_subjects
+    cohort = model.cohort
+    model.cohort = cohort.without(set(cohort.subjects) - {d.subject for d in data})
+    try:
+        with pytest.raises(CheckpointError, match="keeps 0 subject"):
+            evaluate_continuous(model, data, progress=False)
+    finally:
+        model.cohort = cohort
