@@ -18,7 +18,13 @@
    giving that false-accept rate), ``eer`` (where held-out genuine and cohort rates
    cross) or ``youden`` (max TPR - FPR).
 5. **Decision over time** (:func:`neuroauth.enroll.decision.calibrate_decision`) tuned
-   on the held-out owner blocks and every cohort recording, in time order.
+   on the cohort's own people (:func:`cohort_sequences`): each in turn enrolled from
+   the start of one recording, as the owner is, and probed with its *other* recording
+   and with everyone else's. The owner's held-out windows come from the enrolment
+   session itself and would promise scores a later session does not reach; the
+   cohort shows how much a person's score drops between recordings (rest, then a
+   task, for the shipped data), and the fused score, being in units of each
+   template's own impostor distribution, carries that over to a new owner.
 
 The cohort must not contain the owner (use ``cohort.without({user})`` if it might).
 """
@@ -146,9 +152,11 @@ def enrol(
         )
     threshold = choose_threshold(genuine, impostor, policy, target_far)
 
+    multiple = found.gamma / found.gamma_scale
+    owner_sequences, impostor_sequences = cohort_sequences(cohort, n, found.nu, multiple)
     decision = calibrate_decision(
-        held.fused,
-        _recordings(impostor, cohort),
+        owner_sequences,
+        impostor_sequences,
         hop,
         targets,
         llr_clip=llr_clip,
@@ -355,13 +363,43 @@ def _cohort_scores(
     return cos, dec
 
 
-def _recordings(scores: np.ndarray, cohort: Cohort) -> list[np.ndarray]:
-    """The cohort's fused scores split per (subject, recording), each in time order."""
-    out = []
-    for s in np.unique(cohort.subject):
-        for r in np.unique(cohort.recording[cohort.subject == s]):
-            out.append(scores[(cohort.subject == s) & (cohort.recording == r)])
-    return out
+def cohort_sequences(
+    cohort: Cohort, enrol_windows: int, nu: float, gamma_multiple: float
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Fused-score sequences of the cohort's own people, across recordings, in time order.
+
+    For each cohort subject with two recordings: a template (centroid, one-class SVM
+    with the owner's ``nu`` and ``gamma`` rule, fusion statistics against the *other*
+    cohort subjects) from the first ``enrol_windows`` windows of its first recording;
+    its owner sequence is its second recording; its impostor sequences are the
+    second recordings of the others.
+    """
+    owners, impostors = [], []
+    probes = {
+        s: cohort.embeddings[(cohort.subject == s) & (cohort.recording == 1)].astype(np.float64)
+        for s in np.unique(cohort.subject)
+    }
+    for s, probe in probes.items():
+        enrol_rows = (cohort.subject == s) & (cohort.recording == 0)
+        enrolment = cohort.embeddings[enrol_rows][:enrol_windows].astype(np.float64)
+        if len(enrolment) < MIN_OWNER_WINDOWS or not len(probe):
+            continue
+        d2 = squared_distances(enrolment, enrolment)
+        median_d2 = float(np.median(d2[np.triu_indices(len(enrolment), k=1)]))
+        svm = fit_ocsvm(enrolment, nu, gamma_multiple / median_d2 if median_d2 > 1e-12 else gamma_multiple)
+        centroid = _centroid(enrolment)
+        others = cohort.embeddings[cohort.subject != s]
+        stats = FusionStats.measure(*_cohort_scores(others, centroid, svm))
+        owners.append(stats.fuse(cosine_scores(probe, centroid), svm.decision_function(probe)))
+        for other, x in probes.items():
+            if other != s and len(x):
+                impostors.append(stats.fuse(cosine_scores(x, centroid), svm.decision_function(x)))
+    if not owners:
+        raise CheckpointError(
+            "no cohort subject has two recordings long enough to calibrate the decision over time; "
+            "use a checkpoint whose cohort was made by `neuroauth train` or `neuroauth cohort`"
+        )
+    return owners, impostors
 
 
 def subjects_recorded_in(cohort: Cohort, owner: np.ndarray, similarity: float = 0.9999) -> set[str]:

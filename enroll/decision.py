@@ -319,9 +319,12 @@ def calibrate_decision(
     Time to lock counts windows from the first impostor window, times the hop.
 
     The Gaussians are the mean and deviation of the pooled owner and impostor scores.
-    Among the settings whose false lock-outs per hour of owner data are within target,
-    the one with the shortest median time to lock wins; when none is within target,
-    the one with the fewest false lock-outs, and ``meets_targets`` is False.
+    Among the settings that meet both targets (false lock-outs per hour of owner data,
+    median time to lock), the one that keeps the owner unlocked longest wins: a setting
+    that never lets the owner in meets both targets and is useless. When none meets
+    both, the shortest median time to lock among those within the false lock-out
+    target; when none is within that either, the fewest false lock-outs. In both
+    cases ``meets_targets`` is False.
     """
     owner_sequences = [np.asarray(s, dtype=np.float64) for s in owner_sequences if len(s)]
     impostor_sequences = [np.asarray(s, dtype=np.float64) for s in impostor_sequences if len(s)]
@@ -371,15 +374,24 @@ def calibrate_decision(
     never_locked = (~np.isfinite(lock_matrix)).sum(axis=0)
 
     owner_share = owner_unlocked / len(owner_all)
-    feasible = per_hour <= targets.false_lockouts_per_hour
-    # ties: fewer impostor re-unlocks, then the owner unlocked for longer, then the higher unlock level
-    order = [
-        (median_lock[i], impostor_unlocks[i], per_hour[i], p95_lock[i], -owner_share[i], -unlock[i])
-        if feasible.any()
-        else (per_hour[i], median_lock[i], impostor_unlocks[i], p95_lock[i], -owner_share[i], -unlock[i])
-        for i in range(g)
-    ]
-    candidates = np.flatnonzero(feasible) if feasible.any() else np.arange(g)
+    safe = per_hour <= targets.false_lockouts_per_hour
+    both = safe & (median_lock <= targets.time_to_lock_s)
+    if both.any():
+        # both targets met: the owner unlocked for longest, then the fewest impostor re-unlocks
+        candidates = np.flatnonzero(both)
+        order = [
+            (-owner_share[i], impostor_unlocks[i], median_lock[i], p95_lock[i], -unlock[i]) for i in range(g)
+        ]
+    elif safe.any():
+        candidates = np.flatnonzero(safe)
+        order = [
+            (median_lock[i], impostor_unlocks[i], -owner_share[i], p95_lock[i], -unlock[i]) for i in range(g)
+        ]
+    else:
+        candidates = np.arange(g)
+        order = [
+            (per_hour[i], median_lock[i], impostor_unlocks[i], -owner_share[i], -unlock[i]) for i in range(g)
+        ]
     best = int(min(candidates, key=lambda i: order[i]))
     meets = bool(
         per_hour[best] <= targets.false_lockouts_per_hour and median_lock[best] <= targets.time_to_lock_s

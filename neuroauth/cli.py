@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--continuous", action="store_true", help="also run the continuous evaluation on every fold"
     )
+    p.add_argument("--keep-checkpoints", type=Path, help="write each fold's checkpoint into this directory")
     _target_options(p)
 
     p = sub.add_parser("enroll", help="record an owner (live LSL stream or a recording) and write a template")
@@ -288,9 +289,8 @@ def cmd_crossval(args) -> int:
     options = _options(args)
     data = _load_data(args, options.montage, options.spec)
     mamba = {"on": [True], "off": [False], "both": [True, False]}[args.mamba]
-    result = crossval(
-        data, options, args.folds, mamba, continuous=_targets(args) if args.continuous else None
-    )
+    targets = _targets(args) if args.continuous else None
+    result = crossval(data, options, args.folds, mamba, continuous=targets, keep=args.keep_checkpoints)
     atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     for name, variant in result["variants"].items():
         ours, base = variant["summary"]["window_eer"], variant["summary"]["baseline_psd"]["window_eer"]

@@ -59,9 +59,11 @@ def crossval(
     mamba: Sequence[bool],
     progress: bool = True,
     continuous: DecisionTargets | None = None,
+    keep: Path | None = None,
 ) -> dict:
     """Per variant, every fold's report and their summary; with ``continuous`` targets, the
-    continuous evaluation too (per fold, and pooled over the sessions of every fold)."""
+    continuous evaluation too (per fold, and pooled over the sessions of every fold). With ``keep``,
+    each fold's checkpoint is written there as ``<variant>-fold<k>.pt``."""
     subjects = [d.subject for d in data]
     groups = subject_folds(subjects, folds, options.seed)
     by_subject = {d.subject: d for d in data}
@@ -81,8 +83,10 @@ def crossval(
                 len(fit),
                 len(held_out),
             )
+            name = "mamba" if use_mamba else "no_mamba"
             with tempfile.TemporaryDirectory() as tmp:
-                model = train(fit, variant, Path(tmp) / "fold.pt", resume=False, progress=progress)
+                out = (keep or Path(tmp)) / f"{name}-fold{f + 1}.pt"
+                model = train(fit, variant, out, resume=False, progress=progress)
             report, _ = evaluate(model, [by_subject[s] for s in held_out], progress=progress)
             if report["seen_in_training"]:
                 raise RuntimeError(
@@ -95,7 +99,6 @@ def crossval(
             report["embedder_selection"] = model.meta["embedder_selection"]["chosen"]
             report["train_seconds"] = model.meta["seconds"]["total"]
             reports.append(report)
-        name = "mamba" if use_mamba else "no_mamba"
         result["variants"][name] = {"folds": reports, "summary": aggregate(reports)}
         if pooled:
             result["variants"][name]["continuous_pooled"] = summarise(pool(pooled))

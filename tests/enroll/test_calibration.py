@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from neuroauth.enroll.calibration import SvmSearch, _folds, choose_threshold, enrol
+from neuroauth.enroll.calibration import SvmSearch, _folds, choose_threshold, cohort_sequences, enrol
 from neuroauth.enroll.decision import DecisionMachine, DecisionTargets, State
 from neuroauth.enroll.store import TemplateStore
 from neuroauth.models.cohort import Cohort
@@ -54,7 +54,8 @@ def test_decision_meets_reachable_targets_and_works_on_new_data(people, enrolled
     assert record["meets_targets"] is True
     assert chosen["false_lockouts_per_hour"] <= targets["false_lockouts_per_hour"]
     assert chosen["median_time_to_lock_s"] <= targets["time_to_lock_s"]
-    assert record["owner_sequences"] == 5 and record["impostor_sequences"] == 24
+    # calibrated on the cohort's own people across recordings: 12 owners, 12 x 11 impostor recordings
+    assert record["owner_sequences"] == 12 and record["impostor_sequences"] == 12 * 11
 
     machine = DecisionMachine(enrolled.decision)
     decisions = [machine.update(float(t), s) for t, s in enumerate(enrolled.score(people.owner_probe).fused)]
@@ -147,3 +148,23 @@ def test_an_owner_unlike_their_own_held_out_windows_is_refused(people, make_reco
     owner = np.concatenate([make_recording(rng, c, 36, spread=0.3) for c in centres])
     with pytest.raises(DataError, match=r"180 enrolment windows of 'x' score no higher than other people"):
         enrol(owner, people.cohort, user="x", checkpoint_identity="c", embedder="spectral")
+
+
+def test_decision_is_calibrated_on_scores_across_recordings(people):
+    """A later recording scores lower than the enrolment session: the decision's owner model says so."""
+    shifted = people.cohort
+    rng = np.random.default_rng(5)
+    drifted = shifted.embeddings.copy()
+    second = shifted.recording == 1
+    # every cohort person's second recording drifts away from their first
+    moved = drifted[second] + 0.08 * rng.standard_normal((second.sum(), drifted.shape[1]))
+    drifted[second] = moved / np.linalg.norm(moved, axis=1, keepdims=True)
+    cohort = Cohort(drifted.astype(np.float32), shifted.subject, shifted.recording, shifted.subjects, 1.0)
+    steady = enrol(people.owner, shifted, user="alice", checkpoint_identity="c", embedder="spectral")
+    drifting = enrol(people.owner, cohort, user="alice", checkpoint_identity="c", embedder="spectral")
+    owners, _ = cohort_sequences(cohort, 180, drifting.svm.nu, 1.0)
+    assert len(owners) == 12
+    assert drifting.decision.owner_mean < steady.decision.owner_mean
+    # the held-out windows of the enrolment session are not what the decision is calibrated on
+    held_out = drifting.calibration["window_eer"]
+    assert held_out["held_out_owner_windows"] == 180
