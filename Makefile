@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine; each sets itself up first.
-#   make demo   evaluate the shipped model on the bundled recordings
+#   make demo   the live demo: enrol, replay owner then impostor, neuroauthd over MQTT
 #   make test   lint and run the test suite (what CI runs)
 
 PYTHON ?= python3
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/neuroauth evaluate --json out/evaluation.json --plots out/plots
+	$(BIN)/neuroauth demo
 
 test: $(STAMP) mosquitto
 	$(BIN)/ruff check .

@@ -135,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint whose models embed the cohort")
     p.add_argument("--out", type=Path, required=True, help="checkpoint file to write (may be --checkpoint)")
 
+    p = sub.add_parser("demo", help="live demo: enrol, replay owner then impostor, run neuroauthd over MQTT")
+    p.add_argument(
+        "--impostor-seconds", type=float, default=40.0, help="seconds of the impostor's EEG (default 40)"
+    )
+
     p = sub.add_parser("bench", help="measure the streaming engine here (latency, streams, memory)")
     p.add_argument(
         "--checkpoint", type=Path, default=SHIPPED_CHECKPOINT, help="model to measure (default: shipped 4-ch)"
@@ -429,6 +434,12 @@ def cmd_cohort(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from .demo import run
+
+    return run(args.impostor_seconds)
+
+
 def cmd_bench(args) -> int:
     from .bench import run
 
@@ -468,6 +479,7 @@ COMMANDS = {
     "enroll": cmd_enroll,
     "templates": cmd_templates,
     "replay": cmd_replay,
+    "demo": cmd_demo,
     "bench": cmd_bench,
     "report": cmd_report,
 }
