@@ -81,6 +81,7 @@ class Service:
             EngineConfig(
                 hop_seconds=settings.model.hop_seconds,
                 max_backlog_seconds=settings.model.max_backlog_seconds,
+                rate_tolerance=EngineConfig().rate_tolerance if settings.model.check_rate else None,
             ),
         )
         now = pylsl.local_clock()

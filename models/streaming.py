@@ -25,6 +25,11 @@ full window of new samples has been processed) when:
 
 - a sample is NaN, infinite or beyond the gate's range: the stream restarts after it;
 - the timestamps step back by more than 10 ms or skip more than ``max_gap_seconds``;
+- over ``RATE_CHECK_SECONDS`` of timestamps, the samples arrive at a rate more than
+  ``rate_tolerance`` away from the rate the stream announced (a headset streaming
+  250 Hz as 500 Hz would otherwise be read at the wrong frequencies). Until the
+  rate has been confirmed once after a (re)start, windows that come due are
+  withheld, so no window of such a stream is ever embedded;
 - the queue of samples not yet processed exceeds ``max_backlog_seconds`` (the
   caller fell behind, or a burst arrived after a long silence): the oldest
   samples are dropped so that the newest ``max_backlog_seconds`` are kept.
@@ -55,6 +60,7 @@ from .quality import QualityConfig, QualityGate, bad_samples
 log = logging.getLogger(__name__)
 
 BACKWARD_TOLERANCE_S = 0.010  # LSL clock corrections move timestamps by a few ms
+RATE_CHECK_SECONDS = 4.5  # span of timestamps over which the delivered rate is measured
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class EngineConfig:
     max_backlog_seconds: float = 8.0
     max_gap_seconds: float = 0.25
     max_batch_streams: int = 32  # streams per denoiser call: bounds the working memory of a step
+    rate_tolerance: float | None = 0.05  # relative; None: trust the announced rate (fast replays)
     quality: QualityConfig = field(default_factory=QualityConfig)
 
     def __post_init__(self) -> None:
@@ -158,6 +165,8 @@ class _Stream:
         self.n_pending = 0
         self.n_pushed = 0  # input samples queued since the restart
         self.anchors: deque[tuple[int, np.ndarray]] = deque()  # (first input index, timestamps)
+        self.rate_since: tuple[float, int] | None = None  # (first timestamp, samples since) of the rate check
+        self.rate_confirmed = engine.config.rate_tolerance is None
 
     def state_bytes(self) -> int:
         arrays = [self.ring.buf, self.carry, *self.pending, *(ts for _, ts in self.anchors)]
@@ -275,13 +284,36 @@ class StreamingEngine:
             start, reasons = self._breaks(s, volts, timestamps)
             if reasons:
                 self._restart(s, float(timestamps[max(start - 1, 0)]), "; ".join(reasons))
+            s.last_timestamp = float(timestamps[-1])
             if start < volts.shape[1]:
                 s.pending.append(volts[:, start:])
                 s.anchors.append((s.n_pushed, timestamps[start:]))
                 s.n_pushed += volts.shape[1] - start
                 s.n_pending += volts.shape[1] - start
-                s.last_timestamp = float(timestamps[-1])
+                self._check_rate(s, timestamps[start:])
             self._limit_backlog(s)
+
+    def _check_rate(self, s: _Stream, ts: np.ndarray) -> None:
+        """Restart a stream whose samples come at another rate than it announced."""
+        if self.config.rate_tolerance is None:
+            return
+        first, count = s.rate_since if s.rate_since is not None else (float(ts[0]), 0)
+        count += len(ts)
+        span = float(ts[-1]) - first
+        s.rate_since = (first, count)
+        if span < RATE_CHECK_SECONDS:
+            return
+        delivered = (count - 1) / span
+        if abs(delivered / s.sfreq - 1.0) > self.config.rate_tolerance:
+            self._restart(
+                s,
+                float(ts[-1]),
+                f"samples arrive at {delivered:.1f} Hz but the stream announces {s.sfreq:g} Hz; "
+                "fix the headset's rate setting or its LSL app",
+            )
+        else:
+            s.rate_since = (float(ts[-1]), 1)
+            s.rate_confirmed = True
 
     def _breaks(self, s: _Stream, volts: np.ndarray, ts: np.ndarray) -> tuple[int, list[str]]:
         """Index after the chunk's last break (0 if none) and the reasons of its breaks."""
@@ -373,6 +405,8 @@ class StreamingEngine:
             s.carry = s.carry[:, n:]
             first = max(self.window, start + 1)
             first += (-(first - self.window)) % self.hop  # the next end on the hop grid
+            if not s.rate_confirmed:
+                continue  # windows of a stream whose rate is not yet confirmed are withheld
             for end in range(first, s.ring.count + 1, self.hop):
                 due.append((s, end, s.ring.read(end, self.window)))
         return due

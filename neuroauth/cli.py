@@ -390,8 +390,10 @@ def cmd_enroll(args) -> int:
             bar.update(c.accepted + c.rejected - bar.n)
             bar.set_postfix(accepted=c.accepted, refused=c.rejected)
 
+        # a live stream's rate is checked from its timestamps; a file's timestamps are made from its rate
+        config = EngineConfig(rate_tolerance=None) if source.exact_timestamps else EngineConfig()
         collected = collect_windows(
-            model, source.channel_names, source.sfreq, source.chunks, on_window=on_window
+            model, source.channel_names, source.sfreq, source.chunks, config, on_window=on_window
         )
     print(collected.summary())
     owner = require_enough(collected, MIN_OWNER_WINDOWS, source.description)

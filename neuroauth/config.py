@@ -163,6 +163,13 @@ class ModelSettings(_Section):
         "(and logged) so that decisions stay current.",
     )
 
+    check_rate: bool = Field(
+        default=True,
+        description="Restart a stream whose timestamps show another sampling rate than it announces "
+        "(more than 5 % off); its windows wait until the rate is confirmed. Turn off only for "
+        "recordings replayed faster than real time.",
+    )
+
     @model_validator(mode="after")
     def _backlog_holds_a_hop(self) -> ModelSettings:
         if self.max_backlog_seconds < self.hop_seconds:

@@ -28,6 +28,7 @@ class Source:
     sfreq: float
     chunks: Iterator[tuple[np.ndarray, np.ndarray]]
     seconds: float  # how long it runs
+    exact_timestamps: bool  # made from the sample index (a file), not measured (a live stream)
 
 
 def file_source(path: Path, seconds: float) -> Source:
@@ -45,7 +46,7 @@ def file_source(path: Path, seconds: float) -> Source:
             stop = min(n, i + step)
             yield volts[:, i:stop], np.arange(i, stop) / sfreq
 
-    return Source(f"recording {path}", list(raw.ch_names), sfreq, chunks(), n / sfreq)
+    return Source(f"recording {path}", list(raw.ch_names), sfreq, chunks(), n / sfreq, True)
 
 
 def lsl_source(
@@ -78,4 +79,4 @@ def lsl_source(
             inlet.close()
 
     description = f"LSL stream {inlet.name!r} (source_id {inlet.source_id!r})"
-    return Source(description, labels, inlet.sfreq, chunks(), seconds)
+    return Source(description, labels, inlet.sfreq, chunks(), seconds, False)

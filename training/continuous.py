@@ -44,7 +44,7 @@ from ..enroll.decision import DecisionMachine, DecisionTargets, State
 from ..enroll.template import Template
 from ..errors import CheckpointError
 from ..models.checkpoint import NeuroAuthModel
-from ..models.streaming import StreamingEngine
+from ..models.streaming import EngineConfig, StreamingEngine
 from .data import SubjectData
 from .metrics import eer
 from .protocol import ENROL_SECONDS
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 MIN_COHORT_SUBJECTS = 4
 CHUNK_SECONDS = 1.0
+# Recordings replayed here carry exact timestamps: the delivered-rate check has nothing to find.
+EXACT_TIMESTAMPS = EngineConfig(rate_tolerance=None)
 
 
 @dataclass
@@ -84,7 +86,8 @@ def enrol_subject(model: NeuroAuthModel, d: SubjectData, cohort, targets: Decisi
     """The protocol's enrolment: windows ending within the first 60 s of the enrolment recording."""
     spec = model.spec
     volts = d.enrol.volts[:, : round(ENROL_SECONDS * spec.sfreq)]
-    collected = collect_windows(model, model.montage, spec.sfreq, _chunks(volts, spec.sfreq, CHUNK_SECONDS))
+    chunks = _chunks(volts, spec.sfreq, CHUNK_SECONDS)
+    collected = collect_windows(model, model.montage, spec.sfreq, chunks, EXACT_TIMESTAMPS)
     owner = require_enough(collected, MIN_OWNER_WINDOWS, f"{d.enrol.path}")
     return enrol(
         owner,
@@ -101,7 +104,7 @@ def replay_sessions(
 ) -> list[Session]:
     """Every owner-then-impostor session of one owner, as parallel streams of one engine."""
     spec = model.spec
-    engine = StreamingEngine(model)
+    engine = StreamingEngine(model, EXACT_TIMESTAMPS)
     takeover = owner.probe.volts.shape[1]
     data, machines, sessions = {}, {}, {}
     for imp in impostors:

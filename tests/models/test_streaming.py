@@ -17,6 +17,9 @@ from scipy import signal
 from neuroauth.errors import MontageError, StreamError
 
 T0 = 5000.0  # LSL time of each test recording's first sample
+# The timestamps made here are exact, so most tests skip the delivered-rate check, which
+# withholds a stream's windows until 4.5 s of timestamps have confirmed its rate.
+EXACT = EngineConfig(rate_tolerance=None)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,7 @@ def test_chunked_stream_equals_offline_pipeline(model, recording, rate):
     volts, names = recording
     if rate != 500:
         volts = signal.resample_poly(volts, rate, 500, axis=1)
-    engine = StreamingEngine(model)
+    engine = StreamingEngine(model, EXACT)
     engine.add_stream("s", names, rate)
     sizes = np.random.default_rng(rate).integers(1, 300, size=500).tolist()
     windows = feed(engine, "s", volts, rate, sizes)
@@ -81,10 +84,10 @@ def test_streams_batched_together_equal_each_alone(model, recording):
     c_names = names[::-1]
     alone = {}
     for key, v in parts.items():
-        engine = StreamingEngine(model)
+        engine = StreamingEngine(model, EXACT)
         engine.add_stream(key, c_names if key == "c" else names, 500)
         alone[key] = feed(engine, key, v, 500, [250])
-    engine = StreamingEngine(model)
+    engine = StreamingEngine(model, EXACT)
     got = {key: [] for key in parts}
     pos = dict.fromkeys(parts, 0)
     for tick in range(2 * n // 250):
@@ -116,7 +119,7 @@ def test_nan_samples_restart_the_stream(model, recording, caplog):
     bad = volts.copy()
     cut = 500 * 8 + 123
     bad[resolve_montage(model.montage, names)[1], cut] = np.nan
-    engine = StreamingEngine(model)
+    engine = StreamingEngine(model, EXACT)
     engine.add_stream("s", names, 500)
     restarts, windows = [], []
     for i in range(0, bad.shape[1], 100):
@@ -138,12 +141,10 @@ def test_nan_samples_restart_the_stream(model, recording, caplog):
     assert after[0].timestamp == pytest.approx(T0 + restart_at / 500 + 4 - 1 / 200, abs=2e-3)
 
 
-@pytest.mark.parametrize(
-    ("value", "reason"), [(np.inf, "infinite"), (1e12, "beyond"), (-3.0, "beyond")]
-)
+@pytest.mark.parametrize(("value", "reason"), [(np.inf, "infinite"), (1e12, "beyond"), (-3.0, "beyond")])
 def test_impossible_values_restart_the_stream(model, recording, value, reason):
     volts, names = recording
-    engine = StreamingEngine(model)
+    engine = StreamingEngine(model, EXACT)
     engine.add_stream("s", names, 500)
     chunk = volts[:, :500].copy()
     chunk[resolve_montage(model.montage, names)[0], 10] = value
@@ -156,7 +157,7 @@ def test_impossible_values_restart_the_stream(model, recording, value, reason):
 @pytest.mark.parametrize(("jump", "reason"), [(2.0, "gap"), (-1.0, "stepped back")])
 def test_broken_timestamps_restart_the_stream(model, recording, jump, reason):
     volts, names = recording
-    engine = StreamingEngine(model)
+    engine = StreamingEngine(model, EXACT)
     engine.add_stream("s", names, 500)
     ts = T0 + np.arange(3000) / 500
     ts[1500:] += jump
@@ -171,7 +172,7 @@ def test_broken_timestamps_restart_the_stream(model, recording, jump, reason):
 
 def test_backlog_overflow_drops_the_oldest_and_restarts(model, recording, caplog):
     volts, names = recording
-    engine = StreamingEngine(model, EngineConfig(max_backlog_seconds=5.0))
+    engine = StreamingEngine(model, EngineConfig(max_backlog_seconds=5.0, rate_tolerance=None))
     engine.add_stream("s", names, 500)
     with caplog.at_level(logging.WARNING):
         engine.push("s", volts[:, : 500 * 12], T0 + np.arange(500 * 12) / 500)
@@ -191,7 +192,7 @@ def test_flat_channel_windows_are_refused_not_embedded(model, recording):
     flat = volts[:, : 500 * 8].copy()
     picks = resolve_montage(model.montage, names)
     flat[picks[2], 500 * 3 :] = 12e-6  # Cz stuck at a constant from 3 s on
-    engine = StreamingEngine(model)
+    engine = StreamingEngine(model, EXACT)
     engine.add_stream("s", names, 500)
     windows = feed(engine, "s", flat, 500, [200])
     assert len(windows) == 5
@@ -202,7 +203,7 @@ def test_flat_channel_windows_are_refused_not_embedded(model, recording):
 
 def test_bad_streams_are_refused_with_their_name(model, recording):
     volts, names = recording
-    engine = StreamingEngine(model)
+    engine = StreamingEngine(model, EXACT)
     with pytest.raises(MontageError, match=r"stream 'x'.*T7"):
         engine.add_stream("x", [n for n in names if "T3" not in n], 500)
     with pytest.raises(StreamError, match=r"stream 'y'.*333"):
@@ -216,3 +217,50 @@ def test_bad_streams_are_refused_with_their_name(model, recording):
         engine.push("nobody", volts[:, :10], T0 + np.arange(10) / 500)
     with pytest.raises(ValueError, match="whole number of samples"):
         StreamingEngine(model, EngineConfig(hop_seconds=0.0033))
+
+
+@pytest.mark.parametrize("true_rate", [250.0, 1000.0])
+def test_a_stream_delivering_another_rate_than_announced_restarts(model, recording, true_rate):
+    volts, names = recording
+    engine = StreamingEngine(model)
+    engine.add_stream("s", names, 500)
+    restarts, windows = [], []
+    for i in range(0, volts.shape[1], 250):  # timestamps tell the truth: true_rate samples per second
+        chunk = volts[:, i : i + 250]
+        engine.push("s", chunk, T0 + (i + np.arange(chunk.shape[1])) / true_rate)
+        result = engine.advance()
+        restarts += result.restarts
+        windows += result.windows
+    assert restarts and all("announces 500 Hz" in r.reason for r in restarts)
+    assert f"arrive at {true_rate:.1f} Hz" in restarts[0].reason
+    assert windows == []  # restarted every few seconds: never a full window of such a stream
+
+
+def test_rate_jitter_within_tolerance_is_accepted_and_the_check_can_be_off(model, recording):
+    volts, names = recording
+    rng = np.random.default_rng(0)
+    # 2 % fast, and every chunk's timestamps late by up to 30 ms, as pushes from a real headset are
+    late = np.repeat(rng.uniform(0, 0.03, volts.shape[1] // 250 + 1), 250)[: volts.shape[1]]
+    stamps = np.maximum.accumulate(T0 + np.arange(volts.shape[1]) / 510.0 + late)  # the inlet monotonizes
+    engine = StreamingEngine(model)
+    engine.add_stream("s", names, 500)
+    restarts = []
+    for i in range(0, volts.shape[1], 250):
+        engine.push("s", volts[:, i : i + 250], stamps[i : i + 250])
+        restarts += engine.advance().restarts
+    assert restarts == []
+    fast = StreamingEngine(model, EXACT)  # a replay at twice real time, the check off
+    fast.add_stream("s", names, 500)
+    windows = feed(fast, "s", volts, 1000.0, [250])
+    assert len(windows) > 10 and all(w.ok for w in windows)
+
+
+def test_windows_wait_for_the_rate_to_be_confirmed(model, recording):
+    """With the rate check on, the window at 4 s is withheld; from 5 s on, the same windows."""
+    volts, names = recording
+    checked = StreamingEngine(model)
+    checked.add_stream("s", names, 500)
+    windows = feed(checked, "s", volts, 500, [100])
+    expected = offline(model, volts, names, 500)
+    assert [w.end for w in windows] == list(range(1000, 200 * 20 + 1, 200))
+    assert np.abs(np.stack([w.embedding for w in windows]) - expected[1:]).max() <= 1e-4
