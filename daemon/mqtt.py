@@ -203,6 +203,16 @@ class MqttPublisher:
         self._scores.append((self.topics.score(device), _encode(payload)))
         self._wake.set()
 
+    @property
+    def queued(self) -> dict[str, int]:
+        """Messages waiting to be sent, and those dropped so far (bounded queues, stated policy)."""
+        return {
+            "events": len(self._events),
+            "scores": len(self._scores),
+            "dropped_events": self._dropped_events,
+            "dropped_scores": self._dropped_scores,
+        }
+
     def _check_device(self, device: str) -> None:
         if device not in self._seq:
             raise ValueError(f"unknown device {device!r}; this publisher serves {list(self.devices)}")

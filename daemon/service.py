@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -37,7 +39,8 @@ log = logging.getLogger(__name__)
 PULL_INTERVAL_S = 0.04  # how often each inlet is read
 ADVANCE_INTERVAL_S = 0.1  # how often the engine runs
 STARTUP_WAIT_S = 30.0  # longest wait for streams and broker before READY=1 anyway
-STATUS_INTERVAL_S = 10.0
+STATUS_INTERVAL_S = 10.0  # STATUS= to systemd
+STATS_LOG_INTERVAL_S = 300.0  # the same figures in the log
 
 
 @dataclass
@@ -91,6 +94,7 @@ class Service:
             params = dataclasses.replace(template.decision, gap_seconds=settings.decision.no_signal_after_s)
             self.headsets[h.device] = Headset(h, template, DecisionMachine(params, start_time=now))
         self.mqtt: MqttPublisher | None = None
+        self.windows_seen = 0
 
     # -- running
 
@@ -130,14 +134,35 @@ class Service:
         log.info("ready: %s", self.summary())
 
     async def _status(self) -> None:
+        logged = time.monotonic()
         while True:
             await asyncio.sleep(STATUS_INTERVAL_S)
-            self.notifier.status(self.summary())
+            stats = self.stats()
+            figures = " ".join(f"{k}={v}" for k, v in stats.items())
+            self.notifier.status(f"{self.summary()}; {figures}")
+            if time.monotonic() - logged >= STATS_LOG_INTERVAL_S:
+                log.info("stats: %s", figures)
+                logged = time.monotonic()
 
     def summary(self) -> str:
         broker = "broker connected" if self.mqtt is not None and self.mqtt.connected else "broker away"
         heads = ", ".join(f"{h.device} {h.machine.state.value}" for h in self.headsets.values())
         return f"{heads}; {broker}"
+
+    def stats(self) -> dict[str, int | float]:
+        """What could grow in a long run: memory, tasks, queues, buffers."""
+        queued = self.mqtt.queued if self.mqtt is not None else {}
+        return {
+            "rss_mb": round(_rss_mb(), 1),
+            "tasks": len(asyncio.all_tasks()),
+            "threads": threading.active_count(),
+            "pending_samples": sum(self.engine.pending_samples().values()),
+            "stream_state_kb": self.engine.state_bytes() // 1024,
+            "windows": self.windows_seen,
+            "mqtt_events_queued": queued.get("events", 0),
+            "mqtt_scores_queued": queued.get("scores", 0),
+            "mqtt_dropped": queued.get("dropped_events", 0) + queued.get("dropped_scores", 0),
+        }
 
     # -- one headset's stream
 
@@ -224,6 +249,7 @@ class Service:
         return advance, scored
 
     def _decide(self, advance: Advance, scored: dict[int, float]) -> None:
+        self.windows_seen += len(advance.windows)
         for r in advance.restarts:
             if r.stream in self.headsets:
                 self._no_signal(self.headsets[r.stream], r.timestamp, f"stream restarted: {r.reason}")
@@ -276,6 +302,15 @@ class Service:
             event |= {"timestamp": payload["timestamp"], "reason": payload["reason"]}
             self.mqtt.event(h.device, kind, event)
             log.info("%s: %s (%s -> %s)", h.device, kind, d.previous.value, d.state.value)
+
+
+def _rss_mb() -> float:
+    """Resident memory of this process (Linux), 0 where /proc is not there."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
 
 
 class _Stopping(Exception):  # noqa: N818 (a signal, not an error)

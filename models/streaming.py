@@ -258,6 +258,11 @@ class StreamingEngine:
         with self._lock:
             return list(self._streams)
 
+    def pending_samples(self) -> dict[str, int]:
+        """Per stream, the input samples queued and not yet processed (bounded by the backlog)."""
+        with self._lock:
+            return {key: s.n_pending for key, s in self._streams.items()}
+
     def state_bytes(self) -> int:
         """Bytes held by the streams' own state: buffers, filter and denoiser state."""
         with self._lock:
