@@ -89,8 +89,22 @@ class Service:
         )
         now = pylsl.local_clock()
         self.headsets: dict[str, Headset] = {}
+        wanted = {
+            "false_lockouts_per_hour": settings.decision.false_lockouts_per_hour,
+            "time_to_lock_s": settings.decision.time_to_lock_s,
+        }
         for h in settings.headsets:
             template = templates[h.user]
+            calibrated = template.calibration.get("decision", {}).get("targets")
+            if calibrated is not None and calibrated != wanted:
+                log.warning(
+                    "%s: the template of %s was calibrated to %s, the configuration asks for %s; "
+                    "enrol again (`neuroauth enroll --config ...`) to calibrate to these targets",
+                    h.device,
+                    h.user,
+                    calibrated,
+                    wanted,
+                )
             params = dataclasses.replace(template.decision, gap_seconds=settings.decision.no_signal_after_s)
             self.headsets[h.device] = Headset(h, template, DecisionMachine(params, start_time=now))
         self.mqtt: MqttPublisher | None = None

@@ -49,10 +49,16 @@ def _train_options(p: argparse.ArgumentParser) -> None:
 
 def _target_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--false-lockouts-per-hour", type=float, default=1.0, help="decision target for the owner (default 1)"
+        "--false-lockouts-per-hour",
+        type=float,
+        default=None,
+        help="decision target for the owner (default: the configuration's, else 1)",
     )
     p.add_argument(
-        "--time-to-lock", type=float, default=10.0, help="decision target: seconds to lock an impostor"
+        "--time-to-lock",
+        type=float,
+        default=None,
+        help="decision target: seconds to lock an impostor (default: the configuration's, else 10)",
     )
 
 
@@ -120,9 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--lan", action="store_true", help="look for the stream on the network, not 127.0.0.1 only"
     )
     p.add_argument(
-        "--checkpoint", type=Path, default=SHIPPED_CHECKPOINT, help="model (default: shipped 4-ch)"
+        "--config",
+        type=Path,
+        help="neuroauthd's configuration: its templates directory, checkpoint, decision targets and LSL "
+        "setting become the defaults here",
     )
-    p.add_argument("--templates-dir", type=Path, help="template directory (default as `neuroauth templates`)")
+    p.add_argument("--checkpoint", type=Path, help="model (default: the configuration's, else shipped 4-ch)")
+    p.add_argument(
+        "--templates-dir",
+        type=Path,
+        help="template directory (default: the configuration's, else as templates)",
+    )
     p.add_argument("--policy", choices=["target-far", "eer", "youden"], default="target-far")
     p.add_argument("--target-far", type=float, default=0.01, help="window false-accept target (default 0.01)")
     _target_options(p)
@@ -204,10 +218,19 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _targets(args):
+def _targets(args, settings=None):
+    """Decision targets: the command line's, else the configuration's, else the defaults."""
     from .enroll.decision import DecisionTargets
 
-    return DecisionTargets(args.false_lockouts_per_hour, args.time_to_lock)
+    base = DecisionTargets()
+    if settings is not None:
+        base = DecisionTargets(settings.decision.false_lockouts_per_hour, settings.decision.time_to_lock_s)
+    return DecisionTargets(
+        args.false_lockouts_per_hour
+        if args.false_lockouts_per_hour is not None
+        else base.false_lockouts_per_hour,
+        args.time_to_lock if args.time_to_lock is not None else base.time_to_lock_s,
+    )
 
 
 def cmd_evaluate_continuous(args, model) -> int:
@@ -352,7 +375,6 @@ def cmd_enroll(args) -> int:
 
     from .enroll.calibration import MIN_OWNER_WINDOWS, enrol, subjects_recorded_in
     from .enroll.collect import collect_windows, require_enough
-    from .enroll.decision import DecisionTargets
     from .enroll.store import TemplateStore, default_templates_dir
     from .enroll.template import validate_user
     from .errors import CheckpointError
@@ -361,7 +383,16 @@ def cmd_enroll(args) -> int:
     from .sources import file_source, lsl_source
 
     validate_user(args.user)
-    store = TemplateStore(args.templates_dir or default_templates_dir())
+    settings = None
+    if args.config is not None:
+        from .config import load_settings
+
+        settings = load_settings(args.config)
+    configured_dir = settings.templates.directory if settings is not None else None
+    store = TemplateStore(args.templates_dir or configured_dir or default_templates_dir())
+    checkpoint = args.checkpoint or (settings.model.checkpoint if settings is not None else None)
+    args.checkpoint = checkpoint or SHIPPED_CHECKPOINT
+    loopback = settings.lsl.loopback_only if settings is not None else True
     if store.path(args.user).exists() and not args.replace:
         raise NeuroAuthError(
             f"{args.user} already has a template ({store.path(args.user)}); pass --replace to enrol again"
@@ -377,11 +408,11 @@ def cmd_enroll(args) -> int:
     else:
         from .daemon.lslconfig import configure_lsl
 
-        configure_lsl(loopback_only=not args.lan)
+        configure_lsl(loopback_only=loopback and not args.lan)
         given = args.stream_name or args.stream_type or args.source_id
         stream_type = args.stream_type or (None if given else "EEG")
         source = lsl_source(args.stream_name, stream_type, args.source_id, args.duration)
-    hop = EngineConfig().hop_seconds
+    hop = settings.model.hop_seconds if settings is not None else EngineConfig().hop_seconds
     expected = max(0, int((source.seconds - model.spec.window_seconds) / hop) + 1)
     print(f"enrolling {args.user} from {source.description}, {source.seconds:.0f} s")
     with tqdm(total=expected, unit="window", desc="windows") as bar:
@@ -391,7 +422,8 @@ def cmd_enroll(args) -> int:
             bar.set_postfix(accepted=c.accepted, refused=c.rejected)
 
         # a live stream's rate is checked from its timestamps; a file's timestamps are made from its rate
-        config = EngineConfig(rate_tolerance=None) if source.exact_timestamps else EngineConfig()
+        rate_tolerance = None if source.exact_timestamps else EngineConfig().rate_tolerance
+        config = EngineConfig(hop_seconds=hop, rate_tolerance=rate_tolerance)
         collected = collect_windows(
             model, source.channel_names, source.sfreq, source.chunks, config, on_window=on_window
         )
@@ -410,7 +442,7 @@ def cmd_enroll(args) -> int:
         embedder=model.embedder_name,
         policy=args.policy,
         target_far=args.target_far,
-        targets=DecisionTargets(args.false_lockouts_per_hour, args.time_to_lock),
+        targets=_targets(args, settings),
         hop_seconds=hop,
     )
     path = store.save(template)

@@ -55,3 +55,24 @@ def test_unsafe_user_names_are_refused(tmp_path, user, capsys):
     argv = ["enroll", "--user", user, "--from-file", str(BUNDLED_DATA / "Subject06_1.edf")]
     assert main([*argv, "--templates-dir", str(tmp_path)]) == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_enrol_takes_directory_and_targets_from_the_daemon_configuration(tmp_path, capsys):
+    templates = tmp_path / "state" / "templates"
+    config = tmp_path / "neuroauthd.toml"
+    config.write_text(
+        f'[templates]\ndirectory = "{templates}"\n'
+        "[decision]\nfalse_lockouts_per_hour = 2.0\ntime_to_lock_s = 20.0\n"
+        '[[headsets]]\ndevice = "desk"\nuser = "cy"\n'
+    )
+    recording = BUNDLED_DATA / "Subject08_1.edf"
+    assert main(["enroll", "--user", "cy", "--from-file", str(recording), "--config", str(config)]) == 0
+    template = TemplateStore(templates).load("cy")
+    assert template.calibration["decision"]["targets"] == {
+        "false_lockouts_per_hour": 2.0,
+        "time_to_lock_s": 20.0,
+    }
+    # a flag wins over the configuration
+    argv = ["enroll", "--user", "cy", "--from-file", str(recording), "--config", str(config), "--replace"]
+    assert main([*argv, "--time-to-lock", "7"]) == 0
+    assert TemplateStore(templates).load("cy").calibration["decision"]["targets"]["time_to_lock_s"] == 7.0
