@@ -37,52 +37,98 @@ def config_path(given: Path | None) -> Path | None:
     return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
-def load_parts(settings: Settings):
-    """The model and every headset owner's template; raises :class:`ConfigError` by key path."""
+def check_parts(
+    checkpoint: Path | None, templates_dir: Path, users: list[tuple[int, str]]
+) -> tuple[object | None, dict, list[str]]:
+    """Load the model and each headset's template; the problems by key path instead of raising."""
     from ..enroll.store import TemplateStore
     from ..models.checkpoint import load_checkpoint
     from ..paths import SHIPPED_CHECKPOINT
 
-    problems = []
+    problems, templates, model, identity = [], {}, None, None
     try:
-        model = load_checkpoint(settings.model.checkpoint or SHIPPED_CHECKPOINT)
+        model = load_checkpoint(checkpoint or SHIPPED_CHECKPOINT)
+        identity = model.identity()
     except NeuroAuthError as exc:
-        raise ConfigError([f"model.checkpoint: {exc}"]) from None
-    store = TemplateStore(settings.templates.directory)
-    identity = model.identity()
-    templates = {}
-    for i, headset in enumerate(settings.headsets):
+        problems.append(f"model.checkpoint: {exc}")
+    store = TemplateStore(templates_dir)
+    for i, user in users:
         try:
-            templates[headset.user] = store.load(headset.user, expected_identity=identity)
+            templates[user] = store.load(user, expected_identity=identity)
         except NeuroAuthError as exc:
-            problems.append(f"headsets[{i}].user: {exc}")
+            problems.append(f"headsets.{i}.user: {exc}")
+    return model, templates, problems
+
+
+def load_parts(settings: Settings, path: Path | None = None):
+    """The model and every headset owner's template; raises :class:`ConfigError` by key path."""
+    users = [(i, h.user) for i, h in enumerate(settings.headsets)]
+    model, templates, problems = check_parts(settings.model.checkpoint, settings.templates.directory, users)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, path)
     return model, templates
 
 
+def _parts_of_a_broken_config(path: Path | None) -> tuple[Path | None, Path, list[tuple[int, str]]]:
+    """Checkpoint, template directory and owners as far as a configuration that failed to
+    validate still names them, so that their problems are reported along with its own."""
+    import tomllib
+
+    from ..enroll.store import default_templates_dir
+    from ..enroll.template import validate_user
+
+    data: dict = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            data = {}
+    model, templates = data.get("model", {}), data.get("templates", {})
+    checkpoint = model.get("checkpoint") if isinstance(model, dict) else None
+    directory = os.environ.get("NEUROAUTH_TEMPLATES__DIRECTORY") or (
+        templates.get("directory") if isinstance(templates, dict) else None
+    )
+    users = []
+    for i, headset in enumerate(data.get("headsets", []) if isinstance(data.get("headsets"), list) else []):
+        user = headset.get("user") if isinstance(headset, dict) else None
+        try:
+            users.append((i, validate_user(user)))
+        except (NeuroAuthError, TypeError):
+            continue  # a malformed user is already among the configuration's own problems
+    checkpoint_path = Path(checkpoint).expanduser() if isinstance(checkpoint, str) else None
+    if checkpoint_path is not None and not checkpoint_path.is_file():
+        checkpoint_path = None  # reported by the configuration's own check
+    return checkpoint_path, Path(directory).expanduser() if directory else default_templates_dir(), users
+
+
 def validate_main(path: Path | None) -> int:
+    """``--validate-config``: every problem of the file, the environment, the model and the templates."""
     try:
         settings = load_settings(path)
-        load_parts(settings)
     except ConfigError as exc:
-        print(f"neuroauthd: {exc}", file=sys.stderr)
+        # the owners' templates are checked as far as the broken configuration names them
+        problems = exc.errors + check_parts(*_parts_of_a_broken_config(path))[2]
+    else:
+        users = [(i, h.user) for i, h in enumerate(settings.headsets)]
+        problems = check_parts(settings.model.checkpoint, settings.templates.directory, users)[2]
+    if problems:
+        print(f"neuroauthd: {ConfigError(problems, path)}", file=sys.stderr)
         return 2
     heads = ", ".join(f"{h.device} (owner {h.user})" for h in settings.headsets)
     print(f"neuroauthd: the configuration{f' in {path}' if path else ''} is valid: {heads}")
     return 0
 
 
-async def serve(settings: Settings) -> None:
-    """Run the service until SIGTERM or SIGINT."""
-    from .service import Service
-
-    model, templates = load_parts(settings)
-    service = Service(settings, model, templates)
+async def serve(settings: Settings, path: Path | None = None) -> None:
+    """Run the service until SIGTERM or SIGINT (also when they come while the model loads)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    from .service import Service
+
+    model, templates = load_parts(settings, path)
+    service = Service(settings, model, templates)
     mqtt = settings.mqtt
     log.info("neuroauthd starting: %d headset(s), broker %s:%d", len(settings.headsets), mqtt.host, mqtt.port)
     await service.run(stop)
@@ -109,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_lsl(settings.lsl.loopback_only)  # before any other LSL call
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, path))
     except NeuroAuthError as exc:
         print(f"neuroauthd: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 import threading
 import time
@@ -259,7 +260,11 @@ class Service:
         for i, w in enumerate(advance.windows):
             h = self.headsets.get(w.stream)
             if w.ok and h is not None:
-                scored[i] = float(h.template.score(w.embedding[None]).fused[0])
+                score = float(h.template.score(w.embedding[None]).fused[0])
+                if math.isfinite(score):
+                    scored[i] = score
+                else:  # never expected; a window that cannot be scored is no signal, not a crash
+                    w.problems = (*w.problems, f"the window's score is {score}")
         return advance, scored
 
     def _decide(self, advance: Advance, scored: dict[int, float]) -> None:
