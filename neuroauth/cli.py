@@ -108,7 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--continuous", action="store_true", help="also run the continuous evaluation on every fold"
     )
-    p.add_argument("--keep-checkpoints", type=Path, help="write each fold's checkpoint into this directory")
+    p.add_argument(
+        "--keep-checkpoints",
+        type=Path,
+        help="keep each fold's checkpoint in this directory, and reuse one trained alike",
+    )
     _target_options(p)
 
     p = sub.add_parser("enroll", help="record an owner (live LSL stream or a recording) and write a template")

@@ -12,6 +12,7 @@ of all folds are pooled into one summary.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -52,6 +53,35 @@ def aggregate(reports: Sequence[dict]) -> dict:
     return walk(trimmed)
 
 
+def _kept(path: Path, fit: Sequence[SubjectData], options: TrainOptions):
+    """The checkpoint at ``path`` if it was trained on exactly ``fit`` with ``options``, else None."""
+    from ..models.checkpoint import load_checkpoint
+
+    if not path.is_file():
+        return None
+    model = load_checkpoint(path)
+    meta = model.meta
+    stage1 = dataclasses.asdict(options.stage1)
+    search = json.loads(json.dumps(dataclasses.asdict(options.search)))  # tuples as lists, as stored
+    same = (
+        meta.get("training_subjects") == [d.subject for d in fit]
+        and model.montage == tuple(options.montage)
+        and model.spec == options.spec
+        and model.denoiser.config == options.denoiser
+        and meta.get("seed") == options.seed
+        and len(meta.get("denoiser_validation_subjects", [])) == options.val_subjects
+        and all(
+            meta.get("denoiser_training", {}).get(k) == json.loads(json.dumps(v)) for k, v in stage1.items()
+        )
+        and meta.get("embedder_selection", {}).get("search") == search
+    )
+    if same:
+        log.info("reusing %s (trained on the same subjects with the same options)", path)
+        return model
+    log.info("%s was trained otherwise; training again", path)
+    return None
+
+
 def crossval(
     data: Sequence[SubjectData],
     options: TrainOptions,
@@ -63,7 +93,9 @@ def crossval(
 ) -> dict:
     """Per variant, every fold's report and their summary; with ``continuous`` targets, the
     continuous evaluation too (per fold, and pooled over the sessions of every fold). With ``keep``,
-    each fold's checkpoint is written there as ``<variant>-fold<k>.pt``."""
+    each fold's checkpoint is written there as ``<variant>-fold<k>.pt``, and one already there
+    that was trained with the same options on the same subjects is used instead of training again
+    (to re-evaluate without retraining)."""
     subjects = [d.subject for d in data]
     groups = subject_folds(subjects, folds, options.seed)
     by_subject = {d.subject: d for d in data}
@@ -86,7 +118,9 @@ def crossval(
             name = "mamba" if use_mamba else "no_mamba"
             with tempfile.TemporaryDirectory() as tmp:
                 out = (keep or Path(tmp)) / f"{name}-fold{f + 1}.pt"
-                model = train(fit, variant, out, resume=False, progress=progress)
+                model = _kept(out, fit, variant) if keep is not None else None
+                if model is None:
+                    model = train(fit, variant, out, resume=False, progress=progress)
             report, _ = evaluate(model, [by_subject[s] for s in held_out], progress=progress)
             if report["seen_in_training"]:
                 raise RuntimeError(

@@ -70,3 +70,24 @@ def test_report_table_lists_every_variant_and_the_baseline():
     table = clean_table([result])
     assert "ours, with Mamba" in table and "ours, without Mamba" in table and "PSD baseline" in table
     assert "0.100 ± 0.010" in table
+
+
+def test_a_kept_fold_checkpoint_is_reused_only_when_trained_alike(tiny_checkpoint, bundled_4ch):
+    import dataclasses
+
+    from neuroauth.training.crossval import _kept
+    from neuroauth.training.denoiser_training import DenoiserTraining
+    from neuroauth.training.embedder_training import SpectralSearch
+    from neuroauth.training.train import TrainOptions
+
+    options = TrainOptions(  # as tests/conftest.py trains the tiny checkpoint
+        stage1=DenoiserTraining(steps=6, batch=8, val_every=3, val_examples=16),
+        search=SpectralSearch(pca_dims=(8, 16), shrinkages=(0.5,), splits=2),
+        val_subjects=1,
+    )
+    assert _kept(tiny_checkpoint, bundled_4ch, options) is not None
+    assert _kept(tiny_checkpoint, bundled_4ch[1:], options) is None  # other subjects
+    assert _kept(tiny_checkpoint, bundled_4ch, dataclasses.replace(options, seed=1)) is None
+    other_steps = dataclasses.replace(options, stage1=dataclasses.replace(options.stage1, steps=7))
+    assert _kept(tiny_checkpoint, bundled_4ch, other_steps) is None
+    assert _kept(tiny_checkpoint.with_name("absent.pt"), bundled_4ch, options) is None
