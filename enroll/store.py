@@ -3,7 +3,9 @@
 Files are ``<user>.template.json`` (format in :mod:`neuroauth.enroll.template`),
 written atomically with mode 0600 in a directory of mode 0700: a reader sees the
 previous template or the new one, never a half, and no other account can read
-anyone's biometric data.
+anyone's biometric data. The temporary file of a write that was killed
+(``.<user>.template.json.<random>.tmp``) is removed when that user's template is
+next saved, and by :meth:`TemplateStore.list`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, remove_stale_temporaries, temporary_target
 from ..errors import TemplateError
 from .template import Template, validate_user
 
@@ -103,6 +105,7 @@ class TemplateStore:
         """Every template file in the directory, sorted by user; damaged ones carry their problem."""
         if not self.directory.is_dir():
             return []
+        self._remove_stale_temporaries()
         out = []
         for path in sorted(self.directory.glob(f"*{SUFFIX}")):
             user = path.name[: -len(SUFFIX)]
@@ -136,6 +139,12 @@ class TemplateStore:
             ) from None
         log.info("template of %s removed (%s)", user, path)
         return path
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove what writes killed before their rename left behind (biometric data, half written)."""
+        targets = {temporary_target(path.name) for path in self.directory.glob(f".*{SUFFIX}.*.tmp")}
+        for target in sorted(t for t in targets if t is not None and t.endswith(SUFFIX)):
+            remove_stale_temporaries(self.directory / target)
 
     def _ensure_directory(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)

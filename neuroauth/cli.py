@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .atomic import atomic_write_text
@@ -523,12 +525,22 @@ COMMANDS = {
 }
 
 
+class Stopped(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C, so that every atomic write removes its temporary file."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if in_main_thread else None
     try:
         return COMMANDS[args.command](args)
     except NeuroAuthError as exc:
@@ -537,6 +549,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"neuroauth {args.command}: {exc}", file=sys.stderr)
         return 2
+    except (Stopped, KeyboardInterrupt) as exc:
+        by = "SIGTERM" if isinstance(exc, Stopped) else "Ctrl-C"
+        print(
+            f"neuroauth {args.command}: stopped by {by} before finishing; every file it was writing is "
+            "as it was before (training resumes from <out>.partial when run again)",
+            file=sys.stderr,
+        )
+        return 143 if isinstance(exc, Stopped) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

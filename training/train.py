@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..atomic import remove_stale_temporaries
 from ..models.checkpoint import NeuroAuthModel, save_checkpoint
 from ..models.denoiser import DenoiserConfig
 from ..models.embedders.spectral import SpectralConfig, SpectralFeatures
@@ -125,5 +126,6 @@ def train(
     identity = save_checkpoint(model, out)
     if partial is not None:
         partial.unlink(missing_ok=True)
+        remove_stale_temporaries(partial)  # of a save of the state that a killed run left half-written
     log.info("wrote %s (identity %s) in %.0f s", out, identity, time.time() - started)
     return model.eval()
