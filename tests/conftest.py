@@ -9,24 +9,14 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from neuroauth.daemon.lslconfig import loopback_config_path  # imports pylsl, loads no liblsl config
 
-_LSL_CONFIG = """[ports]
-IPv6 = disable
-[multicast]
-ResolveScope = machine
-AddressesOverride = {127.0.0.1}
-TTLOverride = 0
-[lab]
-KnownPeers = {127.0.0.1}
-"""
-_cfg = Path(tempfile.gettempdir()) / f"neuroauth-tests-lsl-{os.getpid()}.cfg"
-_cfg.write_text(_LSL_CONFIG)
-os.environ["LSLAPICFG"] = str(_cfg)
+# Every test and every process a test starts stays on 127.0.0.1, whatever the environment says.
+os.environ["LSLAPICFG"] = str(loopback_config_path())
 
 
 @pytest.fixture(scope="session")

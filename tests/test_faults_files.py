@@ -30,12 +30,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from factories import make_template
 from neuroauth.daemon.lslconfig import loopback_env
-from neuroauth.enroll.decision import DecisionParams
-from neuroauth.enroll.ocsvm import fit_ocsvm
-from neuroauth.enroll.scoring import FusionStats
 from neuroauth.enroll.store import TemplateStore
-from neuroauth.enroll.template import Template, Threshold, utc_now
 from neuroauth.models.checkpoint import load_checkpoint
 from neuroauth.models.denoiser import DenoiserConfig
 from neuroauth.models.preprocess import SignalSpec
@@ -70,37 +67,6 @@ def shipped() -> Shipped:
     model = load_checkpoint(SHIPPED_CHECKPOINT)
     payload = torch.load(SHIPPED_CHECKPOINT, map_location="cpu", weights_only=True)
     return Shipped(model.identity(), model.embedder.dim, payload)
-
-
-def make_template(user: str, identity: str, dim: int) -> Template:
-    """A small valid template (no calibration) for ``user``, made with checkpoint ``identity``."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((30, dim))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    centroid = x.mean(axis=0) / np.linalg.norm(x.mean(axis=0))
-    return Template(
-        user=user,
-        checkpoint_identity=identity,
-        embedder="spectral",
-        dim=dim,
-        centroid=centroid,
-        svm=fit_ocsvm(x, nu=0.1, gamma=1.0),
-        fusion=FusionStats(cosine_mean=0.1, cosine_std=0.2, svm_mean=-0.3, svm_std=0.4),
-        threshold=Threshold(policy="target-far", value=1.2, target_far=0.01, far=0.01, frr=0.1),
-        decision=DecisionParams(
-            unlock_level=6.0,
-            lock_level=-3.0,
-            bound=12.0,
-            llr_clip=3.0,
-            gap_seconds=3.0,
-            owner_mean=2.5,
-            owner_std=1.0,
-            impostor_mean=0.0,
-            impostor_std=1.0,
-        ),
-        created=utc_now(),
-        n_windows=30,
-    )
 
 
 def resign(path: Path, edit) -> None:
@@ -351,8 +317,8 @@ def other_checkpoint_template(path: Path, marker: Path, shipped: Shipped) -> Non
 
 def edited_template(path: Path, marker: Path, shipped: Shipped) -> None:
     document = json.loads(path.read_text())
-    assert '"n_windows": 30' in document["content"]
-    document["content"] = document["content"].replace('"n_windows": 30', '"n_windows": 3000')
+    assert '"n_windows": 40' in document["content"]
+    document["content"] = document["content"].replace('"n_windows": 40', '"n_windows": 4000')
     path.write_text(json.dumps(document))
 
 

@@ -19,15 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from factories import make_template
 from neuroauth.daemon.lslconfig import loopback_env
-from neuroauth.enroll.decision import DecisionParams
-from neuroauth.enroll.ocsvm import fit_ocsvm
-from neuroauth.enroll.scoring import FusionStats
 from neuroauth.enroll.store import TemplateStore
-from neuroauth.enroll.template import Template, Threshold, utc_now
 from neuroauth.models.checkpoint import load_checkpoint
 
 from neuroauth.atomic import temporaries_of
@@ -121,37 +117,6 @@ def children():
 def shipped_identity() -> tuple[str, int]:
     model = load_checkpoint(SHIPPED_CHECKPOINT)
     return model.identity(), model.embedder.dim
-
-
-def make_template(user: str, identity: str, dim: int, seed: int = 0) -> Template:
-    """A small valid template (no calibration) for ``user``, made with checkpoint ``identity``."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((30, dim))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    centroid = x.mean(axis=0) / np.linalg.norm(x.mean(axis=0))
-    return Template(
-        user=user,
-        checkpoint_identity=identity,
-        embedder="spectral",
-        dim=dim,
-        centroid=centroid,
-        svm=fit_ocsvm(x, nu=0.1, gamma=1.0),
-        fusion=FusionStats(cosine_mean=0.1, cosine_std=0.2, svm_mean=-0.3, svm_std=0.4),
-        threshold=Threshold(policy="target-far", value=1.2, target_far=0.01, far=0.01, frr=0.1),
-        decision=DecisionParams(
-            unlock_level=6.0,
-            lock_level=-3.0,
-            bound=12.0,
-            llr_clip=3.0,
-            gap_seconds=3.0,
-            owner_mean=2.5,
-            owner_std=1.0,
-            impostor_mean=0.0,
-            impostor_std=1.0,
-        ),
-        created=utc_now(),
-        n_windows=30,
-    )
 
 
 # A template write stopped half-way (`neuroauth enroll` saves through TemplateStore.save) ------
@@ -270,7 +235,7 @@ def test_an_interrupted_enrolment_leaves_the_old_template(
     assert status == (143 if signum == signal.SIGTERM else -signal.SIGKILL), enrolment.report()
     assert "template of ana written" not in enrolment.output()[0], enrolment.report()
     assert path.read_bytes() == before
-    assert store.load("ana", expected_identity=identity).n_windows == 30
+    assert store.load("ana", expected_identity=identity).n_windows == 40
     assert sorted(p.name for p in store.directory.iterdir()) == ["ana.template.json"]
     if signum == signal.SIGTERM:
         err = enrolment.output()[1]
