@@ -28,7 +28,7 @@ import pylsl
 from ..config import HeadsetSettings, Settings
 from ..enroll.decision import Decision, DecisionMachine, State
 from ..enroll.template import Template
-from ..errors import NeuroAuthError
+from ..errors import MontageError, NeuroAuthError
 from ..models.checkpoint import NeuroAuthModel
 from ..models.streaming import Advance, EngineConfig, StreamingEngine
 from .inlet import EegInlet, StreamLost, StreamSelector, backoff_delays, connect_with_backoff
@@ -194,7 +194,11 @@ class Service:
                     on_status=lambda text, h=h: log.info("%s: %s", h.device, text),
                     resolve_timeout=h.settings.resolve_timeout_s,
                 )
-                self.engine.add_stream(h.device, h.inlet.require_labels(), h.inlet.sfreq)
+                try:
+                    self.engine.add_stream(h.device, h.inlet.require_labels(), h.inlet.sfreq)
+                except MontageError as exc:  # the engine knows the headset; name the LSL stream
+                    stream = f"LSL stream {h.inlet.name!r} (source_id {h.inlet.source_id!r})"
+                    raise MontageError(stream, exc.missing, exc.available) from None
             except NeuroAuthError as exc:  # a stream we cannot use: wrong channels, rate, format
                 log.error("%s: %s", h.device, exc)
                 self._no_signal(h, pylsl.local_clock(), str(exc))

@@ -29,6 +29,10 @@ class QualityConfig:
     max_abs_volts: float = 0.2  # a raw sample beyond +-200 mV is no EEG amplifier's output
     flat_uv: float = 0.5  # peak-to-peak below this over a window: a flat channel
     clip_fraction: float = 0.05  # share of a window's samples at its extreme values: clipped
+    # how near its extremes, as a share of the window's span, a sample counts as at them: the
+    # resampler's anti-alias filter rings around a clipped stretch and lifts the extremes above
+    # the rail by about 1.5 % of the span, so a tighter tolerance misses the rail's samples
+    clip_tolerance: float = 0.02
     max_filtered_uv: float = 500.0  # filtered amplitude above this: artefact or garbage
 
     def to_dict(self) -> dict:
@@ -62,8 +66,8 @@ class QualityGate:
         span = high - low
         for c in np.flatnonzero(span < cfg.flat_uv):
             problems.append(f"channel {self._name(c)} flat ({span[c]:.2g} uV peak to peak)")
-        # clipped: many samples sit within 0.1 % of the span from the channel's extremes
-        tol = 1e-3 * span[:, None]
+        # clipped: many samples sit within clip_tolerance of the span from the channel's extremes
+        tol = cfg.clip_tolerance * span[:, None]
         at_edge = ((raw_uv >= high[:, None] - tol) | (raw_uv <= low[:, None] + tol)).mean(axis=1)
         for c in np.flatnonzero((at_edge > cfg.clip_fraction) & (span >= cfg.flat_uv)):
             share = 100 * at_edge[c]

@@ -24,7 +24,9 @@ cleared, samples not yet processed are discarded, and no window follows until a
 full window of new samples has been processed) when:
 
 - a sample is NaN, infinite or beyond the gate's range: the stream restarts after it;
-- the timestamps step back by more than 10 ms or skip more than ``max_gap_seconds``;
+- the timestamps step back by more than 10 ms, skip more than ``max_gap_seconds``, or
+  stand still over more than ``max_gap_seconds`` of samples (a clock that stepped back,
+  as it reaches the engine through an inlet that keeps timestamps ascending);
 - over ``RATE_CHECK_SECONDS`` of timestamps, the samples arrive at a rate more than
   ``rate_tolerance`` away from the rate the stream announced (a headset streaming
   250 Hz as 500 Hz would otherwise be read at the wrong frequencies). Until the
@@ -150,6 +152,7 @@ class _Stream:
         self.engine = engine
         self.gate = QualityGate(engine.config.quality, tuple(engine.model.montage))
         self.last_timestamp: float | None = None
+        self.still = 0  # samples since the timestamps last advanced (across restarts)
         self.restarts = 0
         self.reset()
 
@@ -333,12 +336,24 @@ class StreamingEngine:
         steps = np.diff(np.concatenate([[previous], ts]))  # steps[i]: from the sample before i to i
         back = np.flatnonzero(steps < -BACKWARD_TOLERANCE_S)
         gaps = np.flatnonzero(steps > 1.0 / s.sfreq + self.config.max_gap_seconds)
+        # samples since the timestamps last advanced, at each sample; a run breaks once, where it
+        # grows beyond max_gap_seconds
+        index = np.arange(len(steps))
+        moved = np.maximum.accumulate(np.where(steps > 0, index, -1))
+        run = index - moved + np.where(moved < 0, s.still, 0)
+        limit = self.config.max_gap_seconds * s.sfreq
+        still = np.flatnonzero((run > limit) & (run - 1 <= limit))
+        s.still = int(run[-1])
         if len(back):
             reasons.append(f"timestamps stepped back by {-steps[back].min():.3f} s")
         if len(gaps):
             reasons.append(f"a gap of {steps[gaps].max():.3f} s in the timestamps")
-        if len(back) or len(gaps):
-            start = max(start, int(max(np.concatenate([back, gaps]))))
+        if len(still):
+            reasons.append(
+                f"timestamps stood still over {limit / s.sfreq:g} s of samples (the clock stepped back)"
+            )
+        if len(back) or len(gaps) or len(still):
+            start = max(start, int(max(np.concatenate([back, gaps, still]))))
         return start, reasons
 
     def _limit_backlog(self, s: _Stream) -> None:

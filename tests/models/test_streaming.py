@@ -170,6 +170,28 @@ def test_broken_timestamps_restart_the_stream(model, recording, jump, reason):
     assert engine.advance().restarts == []
 
 
+def test_timestamps_standing_still_restart_the_stream_once(model, recording):
+    """A clock stepped back reaches the engine as one repeated timestamp (LSL keeps them ascending)."""
+    volts, names = recording
+    engine = StreamingEngine(model, EXACT)
+    engine.add_stream("s", names, 500)
+    limit = engine.config.max_gap_seconds
+    n = round(500 * (3 * limit + 1))  # three limits' worth of samples under one timestamp
+    end = 1000 + n + 1000
+    ts = T0 + np.arange(end) / 500
+    ts[1000 : 1000 + n] = ts[1000]
+    ts[1000 + n :] = ts[1000] + np.arange(1, 1001) / 500  # then ascending again
+    restarts = []
+    for i in range(0, end, 100):  # the still run spans many pushes
+        engine.push("s", volts[:, i : min(i + 100, end)], ts[i : i + 100])
+        restarts += engine.advance().restarts
+    (restart,) = restarts
+    assert "stood still" in restart.reason
+    # a few samples sharing a timestamp (a device stamping each chunk once) are no break
+    engine.push("s", volts[:, end : end + 64], np.full(64, ts[-1] + 1 / 500))
+    assert engine.advance().restarts == []
+
+
 def test_backlog_overflow_drops_the_oldest_and_restarts(model, recording, caplog):
     volts, names = recording
     engine = StreamingEngine(model, EngineConfig(max_backlog_seconds=5.0, rate_tolerance=None))
