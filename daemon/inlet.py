@@ -393,7 +393,7 @@ def backoff_delays(
 
 async def connect_with_backoff(
     selector: StreamSelector,
-    on_status: Callable[[str], None] | None = None,
+    on_retry: Callable[[str, float], None] | None = None,
     *,
     resolve_timeout: float = 2.0,
     min_delay: float = 0.5,
@@ -406,8 +406,9 @@ async def connect_with_backoff(
 
     Retries for ever: each failed attempt (no stream found within
     ``resolve_timeout``, or the stream vanished or stayed silent while opening)
-    is followed by a pause from :func:`backoff_delays`. ``on_status`` receives a
-    sentence per failed attempt (it runs on the event loop and must not block).
+    is followed by a pause from :func:`backoff_delays`. ``on_retry`` receives, per
+    failed attempt, a sentence saying what is wrong and the pause in seconds (it runs
+    on the event loop and must not block).
     Cancelling the task stops the wait. A stream that is found but cannot be
     used (text samples, no regular rate, a unit that is not a voltage) raises
     :class:`StreamError`: waiting would not change it.
@@ -433,6 +434,6 @@ async def connect_with_backoff(
             log.warning("%s", message)
         else:
             log.debug("%s", message)
-        if on_status is not None:
-            on_status(message)
+        if on_retry is not None:
+            on_retry(problem, delay)
         await asyncio.sleep(delay)

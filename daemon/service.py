@@ -191,7 +191,7 @@ class Service:
             try:
                 h.inlet = await connect_with_backoff(
                     selector,
-                    on_status=lambda text, h=h: log.info("%s: %s", h.device, text),
+                    on_retry=lambda problem, delay, h=h: self._waiting(h, problem, delay),
                     resolve_timeout=h.settings.resolve_timeout_s,
                 )
                 try:
@@ -298,6 +298,11 @@ class Service:
                     },
                 )
             self._publish_state(h, decision, only_changes=True)
+
+    def _waiting(self, h: Headset, problem: str, delay: float) -> None:
+        """No stream to read yet: the headset is NO_SIGNAL, and the reason names the stream sought."""
+        log.info("%s: %s; trying again in %.1f s", h.device, problem, delay)
+        self._no_signal(h, pylsl.local_clock(), problem)
 
     def _no_signal(self, h: Headset, timestamp: float, reason: str) -> None:
         h.reason = reason
