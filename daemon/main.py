@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     from .lslconfig import configure_lsl
+    from .memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any thread: memory stays flat over a long run
 
     configure_lsl(settings.lsl.loopback_only)  # before any other LSL call
     try:
