@@ -10,13 +10,16 @@ streams of its channels at its own rate, 200 Hz, fed one hop at a time):
   percentile of the hops measured.
 - ``recurrent_vs_recompute``: a recurrent denoiser step over 100 new samples
   against one pass over the whole 800-sample window, one stream (median times);
-  ``recurrent_vs_recompute_detail`` adds 200-sample steps and 64 streams batched.
+  ``recurrent_vs_recompute_detail`` adds 200-sample steps, 64 streams batched, and
+  the tensor operations each call makes from Python (``python_tensor_calls_*``):
+  their count, not the samples, sets the cost of a small step.
 - ``stream_equivalence_max_abs_err``: the largest difference between the denoiser
   fed a real recording in chunks of 1, 7, 100, 800 and random sizes and one
   ``forward`` over it, with the shipped denoiser (Mamba) and a denoiser without
   Mamba (random weights).
-- ``memory_per_stream_mb``: resident memory added per stream, 256 streams warmed up
-  (``state_per_stream_mb``: the part that is the stream's own state and buffers).
+- ``memory_per_stream_mb``: resident memory added per stream, 256 streams warmed up in a
+  fresh process (``state_per_stream_mb``: the part that is the stream's own state and
+  buffers).
 - ``hop_breakdown_ms``: the parts of one stream's hop, each timed alone.
 
 Run it on a quiet machine: other work on the cores shows in every figure.
@@ -25,15 +28,18 @@ Run it on a quiet machine: other work on the cores shows in every figure.
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 
 from .models.checkpoint import NeuroAuthModel, load_checkpoint
 from .models.denoiser import CausalDenoiser, DenoiserConfig
@@ -126,6 +132,24 @@ def streams_realtime(model: NeuroAuthModel) -> tuple[int, dict[int, float]]:
     return best, {n: round(t * 1e3, 1) for n, t in sorted(seen.items())}
 
 
+class _TensorCalls(TorchFunctionMode):
+    """Counts the tensor operations called from Python (attribute reads such as ``.shape`` aside)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", "") != "__get__"
+        return func(*args, **(kwargs or {}))
+
+
+def _tensor_calls(fn: Callable[[], object]) -> int:
+    with _TensorCalls() as calls:
+        fn()
+    return calls.count
+
+
 @torch.inference_mode()
 def recurrent_vs_recompute(model: NeuroAuthModel) -> tuple[float, dict]:
     net, c, window = model.denoiser, len(model.montage), model.spec.window
@@ -140,6 +164,9 @@ def recurrent_vs_recompute(model: NeuroAuthModel) -> tuple[float, dict]:
             detail[f"step_{n}_ms_{batch}_streams"] = round(step, 3)
             detail[f"ratio_{n}_{batch}_streams"] = round(step / recompute, 4)
             detail[f"target_{n}"] = round(1.2 * n / window, 4)
+    state, x, full = net.allocate_state(1, c), torch.randn(1, c, 100), torch.randn(1, c, window)
+    detail["python_tensor_calls_step_100"] = _tensor_calls(lambda: net.step(x, state))
+    detail["python_tensor_calls_recompute_window"] = _tensor_calls(lambda: net(full))
     return detail["ratio_100_1_streams"], detail
 
 
@@ -174,7 +201,11 @@ def _rss_mb() -> float:
 
 def memory_per_stream(model: NeuroAuthModel, n_streams: int = 256) -> tuple[float, float]:
     """Resident memory added per stream (state and its share of the working memory), and the
-    bytes of the state itself, in MB, with ``n_streams`` streams warmed up."""
+    bytes of the state itself, in MB, with ``n_streams`` streams warmed up.
+
+    Run it in a fresh process (:func:`memory_per_stream_fresh`): memory that earlier work
+    freed but the allocator kept is reused by the streams and hides their cost.
+    """
     engine, data = _engine_with(model, 0)
     _run_hops(engine, data, engine.hop, 0, 1)  # the allocator warmed up with no streams
     gc.collect()
@@ -184,6 +215,17 @@ def memory_per_stream(model: NeuroAuthModel, n_streams: int = 256) -> tuple[floa
     _run_hops(engine, data, engine.hop, 0, engine.window // engine.hop + 2)
     gc.collect()
     return (_rss_mb() - before) / n_streams, engine.state_bytes() / n_streams / 2**20
+
+
+def _memory_in_child(checkpoint: Path, n_streams: int) -> tuple[float, float]:
+    return memory_per_stream(load_checkpoint(checkpoint), n_streams)
+
+
+def memory_per_stream_fresh(checkpoint: Path, n_streams: int = 256) -> tuple[float, float]:
+    """:func:`memory_per_stream` in a new Python process that has done nothing else."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        return pool.submit(_memory_in_child, checkpoint, n_streams).result()
 
 
 @torch.inference_mode()
@@ -220,7 +262,7 @@ def run(checkpoint: Path, data_dir: Path, progress: Callable[[str], None] = prin
     progress("streaming equivalence on real EEG ...")
     equivalence = stream_equivalence(model, real_recording(data_dir, model))
     progress("memory per stream ...")
-    memory, state = memory_per_stream(model)
+    memory, state = memory_per_stream_fresh(checkpoint)
     progress("hop breakdown ...")
     breakdown = hop_breakdown(model)
     progress("streams served in real time (doubling, then bisection) ...")

@@ -21,10 +21,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +42,7 @@ from test_service import (
     Setup,
     retained,
     state_is,
-    status_is,
+    stop_with_sigterm,
     subscriber,
     until,
     write_config,
@@ -165,6 +164,30 @@ def configure(setup: Setup, *, check_rate: bool) -> None:
     changed, n = re.subn(r"(?m)^check_rate = \w+.*$", f"check_rate = {str(check_rate).lower()}", text)
     assert n == 1, text
     setup.config.write_text(changed)
+
+
+@dataclass(frozen=True)
+class FaultRun:
+    broker: object
+    outlet: FaultOutlet
+    setup: Setup
+    daemon: Daemon
+
+
+@pytest.fixture
+def on_faulty_stream(mosquitto, fault_outlet, neuroauthd, templates, tmp_path):
+    """``on_faulty_stream(*options, speed=SPEED, check_rate=False)``: a broker, a faulty outlet
+    started with ``options``, and neuroauthd reading it for the owner."""
+
+    def start(*options: str, speed: float = SPEED, check_rate: bool = False) -> FaultRun:
+        broker = mosquitto()
+        outlet = fault_outlet(*options, speed=speed)
+        setup = write_config(tmp_path, broker, templates, {DEVICE: outlet.source_id})
+        if check_rate:
+            configure(setup, check_rate=True)
+        return FaultRun(broker, outlet, setup, neuroauthd(setup.config))
+
+    return start
 
 
 # -- reading what the daemon said --------------------------------------------------------------------
@@ -292,113 +315,78 @@ def restart_warnings(daemon: Daemon, reason: str) -> list[str]:
     ]
 
 
-async def stop(daemon: Daemon, live: Arrivals, setup: Setup) -> None:
-    """The daemon is still running; SIGTERM stops it with status 0 after it says offline."""
-    assert daemon.running, daemon.context()
-    assert "Traceback" not in daemon.output(), daemon.context()
-    mark = live.mark()
-    daemon.send(signal.SIGTERM)
-    await live.wait_for(status_is(setup, "offline"), "offline after SIGTERM", after=mark)
-    assert await asyncio.to_thread(daemon.wait) == 0, daemon.context()
+def run_through_faults(
+    run: FaultRun, expected: list[tuple[str, str]], also: Callable[[Arrivals], None] = lambda live: None
+) -> None:
+    """Follow the daemon through ``expected`` (see :func:`follow_faults`), check every window
+    around the faults, then ``also(live)``; the daemon is still running and stops cleanly."""
+
+    broker, outlet, setup, daemon = run.broker, run.outlet, run.setup, run.daemon
+
+    async def scenario() -> None:
+        async with subscriber(broker, setup, daemon.context) as live:
+            await follow_faults(live, setup, outlet, expected)
+            check_windows(scores(live, setup), outlet.timeline(), WINDOW_S / SPEED)
+            also(live)
+            await stop_with_sigterm(daemon, live, setup)
+
+    asyncio.run(scenario())
 
 
 # -- the tests -----------------------------------------------------------------------------------------
 
 
-def test_nan_inf_and_huge_samples_restart_the_stream_and_it_recovers(
-    mosquitto, fault_outlet, neuroauthd, templates, tmp_path
-):
-    broker = mosquitto()
-    outlet = fault_outlet(
+def test_nan_inf_and_huge_samples_restart_the_stream_and_it_recovers(on_faulty_stream):
+    run = on_faulty_stream(
         *fault("nan", at=12, duration=0.5, channel="EEG Cz"),
         *fault("inf", at=26, duration=0.5, channel="EEG P4"),
         *fault("huge", at=40, duration=0.5, channel="EEG T3"),
     )
-    setup = write_config(tmp_path, broker, templates, {DEVICE: outlet.source_id})
-    daemon = neuroauthd(setup.config)
 
-    async def scenario() -> None:
-        async with subscriber(broker, setup, daemon.context) as live:
-            await follow_faults(
-                live,
-                setup,
-                outlet,
-                [("nan", NAN_INF_HUGE), ("inf", NAN_INF_HUGE), ("huge", NAN_INF_HUGE)],
-            )
-            no_signals = [m for m in states(live, setup) if m.body["state"] == "NO_SIGNAL"]
-            assert all(m.body["reason"].startswith("stream restarted: ") for m in no_signals), no_signals
-            check_windows(scores(live, setup), outlet.timeline(), WINDOW_S / SPEED)
-            assert len(restart_warnings(daemon, NAN_INF_HUGE)) >= 3, daemon.context()
-            await stop(daemon, live, setup)
+    def also(live: Arrivals) -> None:
+        no_signals = [m for m in states(live, run.setup) if m.body["state"] == "NO_SIGNAL"]
+        assert all(m.body["reason"].startswith("stream restarted: ") for m in no_signals), no_signals
+        assert len(restart_warnings(run.daemon, NAN_INF_HUGE)) >= 3, run.daemon.context()
 
-    asyncio.run(scenario())
+    expected = [("nan", NAN_INF_HUGE), ("inf", NAN_INF_HUGE), ("huge", NAN_INF_HUGE)]
+    run_through_faults(run, expected, also)
 
 
-def test_flat_and_clipped_channels_are_refused_and_it_recovers(
-    mosquitto, fault_outlet, neuroauthd, templates, tmp_path
-):
-    broker = mosquitto()
-    outlet = fault_outlet(
+def test_flat_and_clipped_channels_are_refused_and_it_recovers(on_faulty_stream):
+    run = on_faulty_stream(
         *fault("flat", at=12, duration=7, channel="EEG T3"),
         *fault("clip", at=30, duration=7, channel="EEG F8"),
     )
-    setup = write_config(tmp_path, broker, templates, {DEVICE: outlet.source_id})
-    daemon = neuroauthd(setup.config)
 
-    async def scenario() -> None:
-        async with subscriber(broker, setup, daemon.context) as live:
-            await follow_faults(
-                live, setup, outlet, [("flat", "channel T7 flat"), ("clip", "channel F8 clipped")]
-            )
-            check_windows(scores(live, setup), outlet.timeline(), WINDOW_S / SPEED)
-            await stop(daemon, live, setup)
-
-    asyncio.run(scenario())
+    expected = [("flat", "channel T7 flat"), ("clip", "channel F8 clipped")]
+    run_through_faults(run, expected)
 
 
-def test_timestamps_stepping_back_or_forward_and_bursts_restart_the_stream_and_it_recovers(
-    mosquitto, fault_outlet, neuroauthd, templates, tmp_path
-):
-    broker = mosquitto()
-    outlet = fault_outlet(
+def test_timestamps_stepping_back_or_forward_and_bursts_restart_the_stream_and_it_recovers(on_faulty_stream):
+    run = on_faulty_stream(
         *fault("backwards", at=12, duration=0.5),  # the timestamps step back by 0.5 s
         *fault("jump", at=26, duration=1.0),  # and forward by 1 s: a gap
         *fault("burst", at=40, duration=8),  # 8 s of signal held back, then sent at once
         *fault("burst-restamped", at=60, duration=2),  # the same, stamped when sent
     )
-    setup = write_config(tmp_path, broker, templates, {DEVICE: outlet.source_id})
-    daemon = neuroauthd(setup.config)
 
-    async def scenario() -> None:
-        async with subscriber(broker, setup, daemon.context) as live:
-            await follow_faults(
-                live,
-                setup,
-                outlet,
-                [
-                    ("backwards", "stream restarted: timestamps stood still"),
-                    ("jump", "stream restarted: a gap of 1.0"),
-                    ("burst", "stream restarted: a gap of "),
-                    ("burst-restamped", "stream restarted: a gap of 0.5"),
-                ],
-            )
-            check_windows(scores(live, setup), outlet.timeline(), WINDOW_S / SPEED)
-            assert restart_warnings(daemon, "timestamps stood still"), daemon.context()
-            assert len(restart_warnings(daemon, "in the timestamps")) >= 3, daemon.context()
-            await stop(daemon, live, setup)
+    def also(live: Arrivals) -> None:
+        assert restart_warnings(run.daemon, "timestamps stood still"), run.daemon.context()
+        assert len(restart_warnings(run.daemon, "in the timestamps")) >= 3, run.daemon.context()
 
-    asyncio.run(scenario())
+    expected = [
+        ("backwards", "stream restarted: timestamps stood still"),
+        ("jump", "stream restarted: a gap of 1.0"),
+        ("burst", "stream restarted: a gap of "),
+        ("burst-restamped", "stream restarted: a gap of 0.5"),
+    ]
+    run_through_faults(run, expected, also)
 
 
-def test_a_stream_delivering_half_its_announced_rate_is_never_scored(
-    mosquitto, fault_outlet, neuroauthd, templates, tmp_path
-):
-    broker = mosquitto()
+def test_a_stream_delivering_half_its_announced_rate_is_never_scored(on_faulty_stream):
     # a headset sampling at 250 Hz that announces 500 Hz, in real time: the rate check is on
-    outlet = fault_outlet("--announce", "500", "--actual", "250", speed=1.0)
-    setup = write_config(tmp_path, broker, templates, {DEVICE: outlet.source_id})
-    configure(setup, check_rate=True)
-    daemon = neuroauthd(setup.config)
+    run = on_faulty_stream("--announce", "500", "--actual", "250", speed=1.0, check_rate=True)
+    broker, setup, daemon = run.broker, run.setup, run.daemon
     reason = "stream restarted: samples arrive at 250.0 Hz but the stream announces 500 Hz"
 
     async def scenario() -> None:
@@ -420,7 +408,7 @@ def test_a_stream_delivering_half_its_announced_rate_is_never_scored(
             assert not scores(live, setup), live.report("windows of a stream at the wrong rate were cut")
             (state,) = await retained(broker, setup, daemon.context, [setup.state])
             assert state.body["state"] == "NO_SIGNAL" and state.body["reason"].startswith(reason), state
-            await stop(daemon, live, setup)
+            await stop_with_sigterm(daemon, live, setup)
 
     asyncio.run(scenario())
 
@@ -468,6 +456,6 @@ def test_a_stream_without_the_montage_channels_is_reported_and_retried_until_the
             assert before == {"UNKNOWN", "NO_SIGNAL"}, live.report(
                 f"states before the right stream: {before}"
             )
-            await stop(daemon, live, setup)
+            await stop_with_sigterm(daemon, live, setup)
 
     asyncio.run(scenario())

@@ -10,7 +10,6 @@ The parts are real: ``neuroauth.daemon.replay`` outlets and a mosquitto broker.
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 
 import pytest
@@ -20,11 +19,10 @@ from test_service import (
     OWNER_STREAM,
     SPEED,
     Arrivals,
-    Daemon,
     Setup,
     retained,
     state_is,
-    status_is,
+    stop_with_sigterm,
     subscriber,
     until,
     write_config,
@@ -42,16 +40,6 @@ WAITING_FOR_BROKER = "cannot connect to the MQTT broker"
 
 def states(live: Arrivals, setup: Setup, after: int = 0) -> list[str]:
     return [m.body["state"] for m in live.items[after:] if m.topic == setup.state and m.payload]
-
-
-async def stop(daemon: Daemon, live: Arrivals, setup: Setup) -> None:
-    """It is still running after everything; SIGTERM stops it with status 0 after it says offline."""
-    assert daemon.running, daemon.context()
-    assert "Traceback" not in daemon.output(), daemon.context()
-    mark = live.mark()
-    daemon.send(signal.SIGTERM)
-    await live.wait_for(status_is(setup, "offline"), "offline after SIGTERM", after=mark)
-    assert await asyncio.to_thread(daemon.wait) == 0, daemon.context()
 
 
 def test_a_stream_gone_for_a_second_and_for_a_minute_locks_until_it_is_back(
@@ -98,7 +86,7 @@ def test_a_stream_gone_for_a_second_and_for_a_minute_locks_until_it_is_back(
             await outage(live, 60.0)
             # while it was gone the daemon kept looking for it, and said so
             assert daemon.output().count(WAITING_FOR_STREAM) > tried, daemon.context()
-            await stop(daemon, live, setup)
+            await stop_with_sigterm(daemon, live, setup)
 
     asyncio.run(scenario())
 
@@ -156,6 +144,6 @@ def test_broker_and_stream_absent_at_start_then_both_gone_at_once_mid_run(
             await live.wait_for(state_is(setup, "OWNER"), "OWNER once both are back")
             seen = states(live, setup)
             assert seen[0] == "NO_SIGNAL" and seen[-1] == "OWNER", live.report(f"states: {seen}")
-            await stop(daemon, live, setup)
+            await stop_with_sigterm(daemon, live, setup)
 
     asyncio.run(scenario())

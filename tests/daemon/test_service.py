@@ -372,6 +372,16 @@ async def until(condition: Callable[[], bool], what: str, context: Callable[[], 
         await asyncio.sleep(0.05)
 
 
+async def stop_with_sigterm(daemon: Daemon, live: Arrivals, setup: Setup) -> None:
+    """The daemon is still running, unharmed; SIGTERM stops it with status 0 after it says offline."""
+    assert daemon.running, daemon.context()
+    assert "Traceback" not in daemon.output(), daemon.context()
+    mark = live.mark()
+    daemon.send(signal.SIGTERM)
+    await live.wait_for(status_is(setup, "offline"), "offline after SIGTERM", after=mark)
+    assert await asyncio.to_thread(daemon.wait) == 0, daemon.context()
+
+
 def check_event(message: Message, setup: Setup, kind: str, previous: str, state: str) -> dict[str, Any]:
     """An event as documented: QoS 1, not retained, with kind, device, seq and a unique event_id."""
     event = message.body
