@@ -48,11 +48,19 @@ def parse_status(text: str) -> dict[str, float] | None:
 
 
 def growth(samples: list[tuple[float, dict]], key: str) -> dict:
-    """First, last, max and the least-squares slope per hour of ``key`` after the warm-up."""
+    """First, last and max of ``key`` after the warm-up, its least-squares slope per hour of wall
+    time, and its range (max - min) over the second half of the run: what a leak would widen."""
     t = np.array([s[0] for s in samples])
     v = np.array([s[1][key] for s in samples])
     slope = float(np.polyfit(t / 3600, v, 1)[0]) if len(t) > 2 else float("nan")
-    return {"first": float(v[0]), "last": float(v[-1]), "max": float(v.max()), "slope_per_hour": slope}
+    late = v[t >= (t[0] + t[-1]) / 2]
+    return {
+        "first": float(v[0]),
+        "last": float(v[-1]),
+        "max": float(v.max()),
+        "slope_per_hour": slope,
+        "second_half_range": float(late.max() - late.min()),
+    }
 
 
 def main() -> int:
@@ -158,6 +166,7 @@ def main() -> int:
         "exit_code_on_sigterm": exit_code,
         "after_warmup": {k: growth(steady, k) for k in keys} if len(steady) > 2 else None,
         "at_start": samples[0][1] if samples else None,
+        "rss_mb_every_10_s": [s[1]["rss_mb"] for s in samples],
     }
     text = json.dumps(result, indent=2)
     print(text)
