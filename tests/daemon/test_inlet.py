@@ -195,21 +195,21 @@ def test_a_silent_stream_shows_as_a_stall(replay):
 
 def test_connect_with_backoff_waits_for_a_stream_that_starts_later(replay):
     source_id = replay.unique()
-    statuses: list[str] = []
+    retries: list[tuple[str, float]] = []
 
     async def scenario() -> EegInlet:
         task = asyncio.create_task(
             connect_with_backoff(
                 StreamSelector(source_id=source_id),
-                statuses.append,
+                lambda problem, delay: retries.append((problem, delay)),
                 resolve_timeout=0.3,
                 min_delay=0.1,
                 max_delay=0.5,
             )
         )
         deadline = time.monotonic() + 20.0
-        while not statuses:
-            assert time.monotonic() < deadline, "no status while no stream exists"
+        while not retries:
+            assert time.monotonic() < deadline, "no retry reported while no stream exists"
             await asyncio.sleep(0.05)
         assert not task.done()
         await asyncio.to_thread(replay, source_id=source_id)
@@ -219,7 +219,9 @@ def test_connect_with_backoff_waits_for_a_stream_that_starts_later(replay):
         assert inlet.source_id == source_id
         volts, _ = pull_for(inlet, 0.3)
         assert volts.shape[1] > 0
-    assert source_id in statuses[0] and "trying again" in statuses[0]
+    problem, delay = retries[0]
+    assert source_id in problem and "found within 0.3 s" in problem, problem
+    assert 0.1 <= delay <= 0.5, delay
 
 
 def test_connect_with_backoff_can_be_cancelled():
