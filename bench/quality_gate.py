@@ -42,6 +42,8 @@ def main() -> int:
     for path in paths:
         raw = read_raw(path)
         picks = resolve_montage(montage, raw.ch_names)
+        if picks and isinstance(picks[0], str):
+            parser.error(f"{path} lacks the channel(s) {', '.join(picks)}; choose another --montage")
         volts = raw.get_data(picks=picks).astype(np.float64)
         resampled, filtered = Preprocessor(spec, raw.info["sfreq"], len(picks)).stages(volts)
         c = len(picks)
@@ -50,6 +52,8 @@ def main() -> int:
             problems = gate.check(w[:c], w[c:] * spec.scale_uv)
             if problems:
                 refused.setdefault(path.name, []).append(problems)
+    if not checked:
+        parser.error(f"no recording in {args.data} is as long as one window ({spec.window_seconds:g} s)")
     total = sum(len(v) for v in refused.values())
     print(f"{len(paths)} recordings, {checked} windows, {total} refused ({100 * total / checked:.2f} %)")
     for name, problems in refused.items():

@@ -25,13 +25,14 @@ def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
 
     Call it before the process starts threads: arenas made before it stay. An
     operator's ``MALLOC_ARENA_MAX`` in the environment wins (glibc reads it at
-    start), and where the C library is not glibc nothing is done.
+    start), as does ``glibc.malloc.arena_max`` in ``GLIBC_TUNABLES``; where the C library
+    is not glibc nothing is done.
     """
-    if os.environ.get("MALLOC_ARENA_MAX"):
+    if os.environ.get("MALLOC_ARENA_MAX") or "glibc.malloc.arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: no CDLL(None) on Windows
         log.debug("no mallopt in this C library; malloc arenas left as they are")
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int

@@ -191,7 +191,7 @@ class Service:
             try:
                 h.inlet = await connect_with_backoff(
                     selector,
-                    on_retry=lambda problem, delay, h=h: self._waiting(h, problem, delay),
+                    on_retry=lambda problem, delay, h=h: self._on_connect_retry(h, problem, delay),
                     resolve_timeout=h.settings.resolve_timeout_s,
                 )
                 try:
@@ -235,7 +235,9 @@ class Service:
                     self._no_signal(h, pylsl.local_clock(), str(exc))
                     return
             elif h.inlet.seconds_since_last_sample() > 3 * stall:
-                self._no_signal(h, pylsl.local_clock(), f"no samples for {3 * stall:g} s; reconnecting")
+                reason = f"no samples for {3 * stall:g} s; reconnecting"
+                log.warning("%s: %s to %s", h.device, reason, h.inlet.name)
+                self._no_signal(h, pylsl.local_clock(), reason)
                 return
             await asyncio.sleep(PULL_INTERVAL_S)
 
@@ -299,10 +301,12 @@ class Service:
                 )
             self._publish_state(h, decision, only_changes=True)
 
-    def _waiting(self, h: Headset, problem: str, delay: float) -> None:
-        """No stream to read yet: the headset is NO_SIGNAL, and the reason names the stream sought."""
+    def _on_connect_retry(self, h: Headset, problem: str, delay: float) -> None:
+        """No stream to read: a headset not yet NO_SIGNAL (at start-up) becomes so, with ``problem``
+        (which names the stream sought) as the reason; one already NO_SIGNAL keeps its reason."""
         log.info("%s: %s; trying again in %.1f s", h.device, problem, delay)
-        self._no_signal(h, pylsl.local_clock(), problem)
+        if h.machine.state is not State.NO_SIGNAL:
+            self._no_signal(h, pylsl.local_clock(), problem)
 
     def _no_signal(self, h: Headset, timestamp: float, reason: str) -> None:
         h.reason = reason

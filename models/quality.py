@@ -35,6 +35,12 @@ class QualityConfig:
     clip_tolerance: float = 0.02
     max_filtered_uv: float = 500.0  # filtered amplitude above this: artefact or garbage
 
+    def __post_init__(self) -> None:
+        if not 0 < self.clip_tolerance < 0.5:
+            raise ValueError(f"clip_tolerance {self.clip_tolerance} must be within (0, 0.5) of the span")
+        if not 0 < self.clip_fraction < 1:
+            raise ValueError(f"clip_fraction {self.clip_fraction} must be within (0, 1)")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -26,7 +26,8 @@ full window of new samples has been processed) when:
 - a sample is NaN, infinite or beyond the gate's range: the stream restarts after it;
 - the timestamps step back by more than 10 ms, skip more than ``max_gap_seconds``, or
   stand still over more than ``max_gap_seconds`` of samples (a clock that stepped back,
-  as it reaches the engine through an inlet that keeps timestamps ascending);
+  as it reaches the engine through an inlet that keeps timestamps ascending; the
+  samples that stand still beyond that limit are dropped until the clock moves again);
 - over ``RATE_CHECK_SECONDS`` of timestamps, the samples arrive at a rate more than
   ``rate_tolerance`` away from the rate the stream announced (a headset streaming
   250 Hz as 500 Hz would otherwise be read at the wrong frequencies). Until the
@@ -152,7 +153,7 @@ class _Stream:
         self.engine = engine
         self.gate = QualityGate(engine.config.quality, tuple(engine.model.montage))
         self.last_timestamp: float | None = None
-        self.still = 0  # samples since the timestamps last advanced (across restarts)
+        self.still_run = 0  # samples since the timestamps last advanced (across restarts)
         self.restarts = 0
         self.reset()
 
@@ -336,24 +337,29 @@ class StreamingEngine:
         steps = np.diff(np.concatenate([[previous], ts]))  # steps[i]: from the sample before i to i
         back = np.flatnonzero(steps < -BACKWARD_TOLERANCE_S)
         gaps = np.flatnonzero(steps > 1.0 / s.sfreq + self.config.max_gap_seconds)
-        # samples since the timestamps last advanced, at each sample; a run breaks once, where it
-        # grows beyond max_gap_seconds
+        # samples since the timestamps last advanced, at each sample (carried across chunks): a run
+        # longer than max_gap_seconds restarts the stream once, where it crosses the limit, and every
+        # sample of it beyond the limit is dropped (its timestamp is not its own)
         index = np.arange(len(steps))
         moved = np.maximum.accumulate(np.where(steps > 0, index, -1))
-        run = index - moved + np.where(moved < 0, s.still, 0)
+        run = index - moved + np.where(moved < 0, s.still_run, 0)
+        s.still_run = int(run[-1])
         limit = self.config.max_gap_seconds * s.sfreq
-        still = np.flatnonzero((run > limit) & (run - 1 <= limit))
-        s.still = int(run[-1])
+        stuck = np.flatnonzero(run > limit)
+        crossed = bool(len(stuck)) and bool(np.any(run[stuck] - 1 <= limit))
         if len(back):
             reasons.append(f"timestamps stepped back by {-steps[back].min():.3f} s")
         if len(gaps):
             reasons.append(f"a gap of {steps[gaps].max():.3f} s in the timestamps")
-        if len(still):
+        if crossed:
             reasons.append(
-                f"timestamps stood still over {limit / s.sfreq:g} s of samples (the clock stepped back)"
+                f"timestamps stood still over {self.config.max_gap_seconds:g} s of samples "
+                "(the clock stepped back)"
             )
-        if len(back) or len(gaps) or len(still):
-            start = max(start, int(max(np.concatenate([back, gaps, still]))))
+        if len(back) or len(gaps):
+            start = max(start, int(max(np.concatenate([back, gaps]))))
+        if len(stuck):
+            start = max(start, int(stuck[-1]) + 1)
         return start, reasons
 
     def _limit_backlog(self, s: _Stream) -> None:

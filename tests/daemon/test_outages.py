@@ -10,12 +10,14 @@ The parts are real: ``neuroauth.daemon.replay`` outlets and a mosquitto broker.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import pytest
 import test_service
 from test_service import (
     DEVICE,
+    NO_SIGNAL_WITHIN_S,
     OWNER_STREAM,
     SPEED,
     Arrivals,
@@ -61,6 +63,7 @@ def test_a_stream_gone_for_a_second_and_for_a_minute_locks_until_it_is_back(
         no_signal = await live.wait_for(
             state_is(setup, "NO_SIGNAL"), "NO_SIGNAL once the stream is gone", after=mark
         )
+        assert no_signal.at - gone_at <= NO_SIGNAL_WITHIN_S, live.report("NO_SIGNAL came late")
         assert source_id in no_signal.body["reason"], no_signal
         await asyncio.sleep(max(0.0, gone_at + seconds - time.monotonic()))
 
@@ -86,6 +89,44 @@ def test_a_stream_gone_for_a_second_and_for_a_minute_locks_until_it_is_back(
             await outage(live, 60.0)
             # while it was gone the daemon kept looking for it, and said so
             assert daemon.output().count(WAITING_FOR_STREAM) > tried, daemon.context()
+            await stop_with_sigterm(daemon, live, setup)
+
+    asyncio.run(scenario())
+
+
+def test_a_silent_stream_locks_is_dropped_and_is_read_again_when_it_speaks(
+    mosquitto, replay, neuroauthd, templates, tmp_path
+):
+    broker = mosquitto()
+    source_id = replay.unique("src")
+    setup = write_config(tmp_path, broker, templates, {DEVICE: source_id})
+    stream = replay(OWNER_STREAM, source_id=source_id, speed=SPEED, loop=True)
+    daemon = neuroauthd(setup.config)
+
+    async def scenario() -> None:
+        async with subscriber(broker, setup, daemon.context) as live:
+            await live.wait_for(state_is(setup, "OWNER"), "OWNER before the stream falls silent")
+            # past the start-up grace (a window's length and 1 s from the connection), in which a
+            # missing window is the stream warming up
+            await asyncio.sleep(5.0)
+            mark = live.mark()
+            silent_at = time.monotonic()
+            stream.send(signal.SIGSTOP)  # the outlet's connection stays open; no sample comes
+            try:
+                no_signal = await live.wait_for(state_is(setup, "NO_SIGNAL"), "NO_SIGNAL", after=mark)
+                assert no_signal.at - silent_at <= NO_SIGNAL_WITHIN_S + 1.0, live.report("NO_SIGNAL late")
+                assert no_signal.body["reason"].startswith("no window for "), no_signal
+                # after three times no_signal_after_s without a sample the inlet is dropped and sought again
+                await until(
+                    lambda: "no samples for 9 s; reconnecting" in daemon.output(),
+                    "the daemon gives the silent inlet up",
+                    daemon.context,
+                )
+                assert daemon.running, daemon.context()
+            finally:
+                stream.send(signal.SIGCONT)
+            await live.wait_for(state_is(setup, "OWNER"), "OWNER once the stream speaks again", after=mark)
+            assert "OWNER" not in states(live, setup, mark)[:-1], live.report("OWNER while silent")
             await stop_with_sigterm(daemon, live, setup)
 
     asyncio.run(scenario())
