@@ -153,7 +153,8 @@ def main() -> int:
                     p.wait(timeout=10)
 
     steady = [s for s in samples if s[0] >= WARMUP_S]
-    keys = ("rss_mb", "tasks", "threads", "pending_samples", "stream_state_kb", "mqtt_events_queued")
+    keys = ("rss_mb", "tasks", "threads", "pending_samples", "stream_state_kb")
+    keys += ("mqtt_events_queued", "mqtt_scores_queued", "mqtt_dropped")
     result = {
         "headsets": args.headsets,
         "speed": args.speed,

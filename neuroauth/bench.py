@@ -218,11 +218,15 @@ def memory_per_stream(model: NeuroAuthModel, n_streams: int = 256) -> tuple[floa
 
 
 def _memory_in_child(checkpoint: Path, n_streams: int) -> tuple[float, float]:
+    from .daemon.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # the allocator as neuroauthd sets it up
     return memory_per_stream(load_checkpoint(checkpoint), n_streams)
 
 
 def memory_per_stream_fresh(checkpoint: Path, n_streams: int = 256) -> tuple[float, float]:
-    """:func:`memory_per_stream` in a new Python process that has done nothing else."""
+    """:func:`memory_per_stream` in a new Python process that has done nothing else, its malloc
+    arenas capped as in ``neuroauthd``."""
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn) as pool:
         return pool.submit(_memory_in_child, checkpoint, n_streams).result()

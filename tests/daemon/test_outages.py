@@ -44,14 +44,20 @@ def states(live: Arrivals, setup: Setup, after: int = 0) -> list[str]:
     return [m.body["state"] for m in live.items[after:] if m.topic == setup.state and m.payload]
 
 
-def test_a_stream_gone_for_a_second_and_for_a_minute_locks_until_it_is_back(
-    mosquitto, replay, neuroauthd, templates, tmp_path
-):
+@pytest.fixture
+def owner_streaming(mosquitto, replay, neuroauthd, templates, tmp_path):
+    """A broker, the owner's recording replayed, and neuroauthd reading it:
+    ``(broker, source_id, setup, stream, daemon)``."""
     broker = mosquitto()
     source_id = replay.unique("src")
     setup = write_config(tmp_path, broker, templates, {DEVICE: source_id})
     stream = replay(OWNER_STREAM, source_id=source_id, speed=SPEED, loop=True)
     daemon = neuroauthd(setup.config)
+    return broker, source_id, setup, stream, daemon
+
+
+def test_a_stream_gone_for_a_second_and_for_a_minute_locks_until_it_is_back(owner_streaming):
+    broker, source_id, setup, stream, daemon = owner_streaming
 
     async def outage(live: Arrivals, seconds: float) -> None:
         """OWNER, the outlet gone for ``seconds``, OWNER again; locked from the loss to the return."""
@@ -94,14 +100,8 @@ def test_a_stream_gone_for_a_second_and_for_a_minute_locks_until_it_is_back(
     asyncio.run(scenario())
 
 
-def test_a_silent_stream_locks_is_dropped_and_is_read_again_when_it_speaks(
-    mosquitto, replay, neuroauthd, templates, tmp_path
-):
-    broker = mosquitto()
-    source_id = replay.unique("src")
-    setup = write_config(tmp_path, broker, templates, {DEVICE: source_id})
-    stream = replay(OWNER_STREAM, source_id=source_id, speed=SPEED, loop=True)
-    daemon = neuroauthd(setup.config)
+def test_a_silent_stream_locks_is_dropped_and_is_read_again_when_it_speaks(owner_streaming):
+    broker, _, setup, stream, daemon = owner_streaming
 
     async def scenario() -> None:
         async with subscriber(broker, setup, daemon.context) as live:
