@@ -24,13 +24,19 @@ from ..atomic import atomic_write
 from ..errors import CheckpointError
 from .cohort import Cohort
 from .denoiser import CausalDenoiser, DenoiserConfig
+from .embedders.resnet import ResNetConfig, ResNetEmbedder
 from .embedders.spectral import SpectralConfig, SpectralEmbedder
+from .embedders.spectral_metric import SpectralMetricConfig, SpectralMetricEmbedder
 from .preprocess import SignalSpec
 
 FORMAT = "neuroauth-checkpoint"
 FORMAT_VERSION = 1
 
-EMBEDDERS: dict[str, tuple[type, type]] = {"spectral": (SpectralEmbedder, SpectralConfig)}
+EMBEDDERS: dict[str, tuple[type, type]] = {
+    "spectral": (SpectralEmbedder, SpectralConfig),
+    "spectral-metric": (SpectralMetricEmbedder, SpectralMetricConfig),
+    "resnet": (ResNetEmbedder, ResNetConfig),
+}
 
 
 @dataclass

@@ -117,6 +117,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _target_options(p)
 
+    p = sub.add_parser("embedders", help="compare embedders on disjoint folds of subjects (as crossval)")
+    _data_options(p, None)
+    _train_options(p)
+    p.add_argument("--folds", type=int, default=2, help="number of subject folds (default 2)")
+    p.add_argument(
+        "--candidates",
+        default="spectral,spectral-metric,resnet18-arcface,resnet18-multisimilarity",
+        help="comma-separated: spectral, spectral-metric, resnet18|resnet34-arcface|multisimilarity",
+    )
+    p.add_argument("--resnet-steps", type=int, default=400, help="resnet training steps (default 400)")
+    p.add_argument("--metric-steps", type=int, default=300, help="spectral-metric MLP steps (default 300)")
+    p.add_argument(
+        "--noise", default="all", help="noise types for the noisy figures: 'all', 'none' or a list"
+    )
+    p.add_argument("--json", type=Path, required=True, help="write the per-fold and summary figures here")
+    p.add_argument(
+        "--keep-checkpoints",
+        type=Path,
+        help="fold checkpoints of `neuroauth crossval --keep-checkpoints` to reuse (else trained)",
+    )
+
     p = sub.add_parser("enroll", help="record an owner (live LSL stream or a recording) and write a template")
     p.add_argument("--user", required=True, help="the owner's name (letters, digits, _ . -)")
     p.add_argument(
@@ -286,27 +307,30 @@ def format_continuous(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _noise_types(text: str) -> tuple[str, ...]:
+    """``--noise``: 'all', 'none' or a comma-separated list of noise types."""
+    from .training.noise import NOISE_TYPES
+
+    if text == "all":
+        return NOISE_TYPES
+    if text == "none":
+        return ()
+    noise = tuple(n.strip() for n in text.split(","))
+    unknown = set(noise) - set(NOISE_TYPES)
+    if unknown:
+        raise NeuroAuthError(f"--noise names unknown type(s) {sorted(unknown)}; choose from {NOISE_TYPES}")
+    return noise
+
+
 def cmd_evaluate(args) -> int:
     from .models.checkpoint import load_checkpoint
     from .training.evaluate import evaluate, write_plots
-    from .training.noise import NOISE_TYPES
 
     model = load_checkpoint(args.checkpoint)
     if args.continuous:
         return cmd_evaluate_continuous(args, model)
-    if args.noise == "all":
-        noise = NOISE_TYPES
-    elif args.noise == "none":
-        noise = ()
-    else:
-        noise = tuple(n.strip() for n in args.noise.split(","))
-        unknown = set(noise) - set(NOISE_TYPES)
-        if unknown:
-            raise NeuroAuthError(
-                f"--noise names unknown type(s) {sorted(unknown)}; choose from {NOISE_TYPES}"
-            )
     data = _load_data(args, model.montage, model.spec)
-    report, scores = evaluate(model, data, noise, args.seed)
+    report, scores = evaluate(model, data, _noise_types(args.noise), args.seed)
     print(format_report(report))
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
@@ -374,6 +398,30 @@ def format_report(report: dict) -> str:
                 f"{e['denoised']:10.3f}{e['without_denoiser']:13.3f}{base['noisy_eer'][kind]:10.3f}"
             )
     return "\n".join(lines)
+
+
+def cmd_embedders(args) -> int:
+    from .training.embedder_study import study
+    from .training.metric_learning import MetricTraining
+
+    options = _options(args)
+    data = _load_data(args, options.montage, options.spec)
+    result = study(
+        data,
+        options,
+        args.folds,
+        [c.strip() for c in args.candidates.split(",") if c.strip()],  # checked by study()
+        MetricTraining(steps=args.resnet_steps, seed=args.seed),
+        MetricTraining(steps=args.metric_steps, seed=args.seed),
+        keep=args.keep_checkpoints,
+        noise_types=_noise_types(args.noise),
+    )
+    atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    for name, candidate in result["candidates"].items():
+        eer = candidate["summary"]["window_eer"]
+        print(f"{name}: window EER {eer['mean']:.3f} +- {eer['std']:.3f}")
+    print(f"figures written to {args.json}")
+    return 0
 
 
 def cmd_enroll(args) -> int:
@@ -515,6 +563,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "crossval": cmd_crossval,
+    "embedders": cmd_embedders,
     "cohort": cmd_cohort,
     "enroll": cmd_enroll,
     "templates": cmd_templates,

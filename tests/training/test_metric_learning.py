@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from neuroauth.training.embedder_study import check_candidates
+from neuroauth.training.metric_learning import FeatureSampler, MetricTraining, RawWindowSampler, train_metric
+from torch import nn
+
+
+def _blobs(noise_seed, n_classes=6, per_class=40, dim=12):
+    """Classes that differ only along a few directions, buried in larger shared noise."""
+    centres = np.zeros((n_classes, dim))
+    centres[:, :3] = np.random.default_rng(0).standard_normal((n_classes, 3)) * 3.0
+    rng = np.random.default_rng(noise_seed)
+    noise_scale = np.r_[np.full(3, 0.3), np.full(dim - 3, 3.0)]
+    return [c + rng.standard_normal((per_class, dim)) * noise_scale for c in centres]
+
+
+def _nearest_centre_accuracy(net, features):
+    with torch.no_grad():
+        emb = [nn.functional.normalize(net(torch.as_tensor(f, dtype=torch.float32)), dim=1) for f in features]
+    centres = nn.functional.normalize(torch.stack([e.mean(0) for e in emb]), dim=1)
+    right = sum(int((e @ centres.T).argmax(1).eq(i).sum()) for i, e in enumerate(emb))
+    return right / sum(len(e) for e in emb)
+
+
+@pytest.mark.parametrize("loss", ["arcface", "multisimilarity"])
+def test_metric_learning_finds_the_directions_that_tell_classes_apart(loss):
+    train, held = _blobs(noise_seed=1), _blobs(noise_seed=2)  # the same classes, other examples
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 8))
+    before = _nearest_centre_accuracy(net, held)
+    record = train_metric(
+        net,
+        FeatureSampler(train, jitter=0.05),
+        len(train),
+        8,
+        MetricTraining(loss=loss, steps=300, lr=3e-3),
+        False,
+    )
+    after = _nearest_centre_accuracy(net, held)
+    assert after > 0.8 and after > before + 0.2, (before, after)
+    assert record["loss_curve"][-1][1] < record["loss_curve"][0][1]
+
+
+def test_raw_windows_are_crops_of_the_subjects_own_recordings():
+    recordings = [[np.full((2, 1000), float(s))] for s in range(3)]
+    sampler = RawWindowSampler(recordings, 800, amplitude=(1.0, 1.0), jitter=0.0)
+    batch = sampler(np.array([0, 2, 2]), np.random.default_rng(0))
+    assert batch.shape == (3, 2, 800)
+    assert torch.equal(batch[:, 0, 0], torch.tensor([0.0, 2.0, 2.0]))
+    with pytest.raises(ValueError, match="at least 800 samples"):
+        RawWindowSampler([[np.zeros((2, 500))]], 800)
+
+
+def test_bad_settings_and_candidates_are_named():
+    with pytest.raises(ValueError, match="loss 'triplet'"):
+        MetricTraining(loss="triplet")
+    with pytest.raises(ValueError, match=r"\['resnet50-arcface'\]"):
+        check_candidates(["spectral", "resnet50-arcface"])
+    assert check_candidates(["resnet34-multisimilarity"]) == ["resnet34-multisimilarity"]

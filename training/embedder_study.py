@@ -1,0 +1,134 @@
+"""``neuroauth embedders``: every embedder on people it never saw, beside the spectral one.
+
+The subjects are split into the same disjoint folds as ``neuroauth crossval``
+(same seed). For each fold, the fold's checkpoint (denoiser and spectral
+embedder, trained on the other subjects; reused from ``--keep-checkpoints``
+when trained alike) denoises every recording; each candidate embedder is then
+fitted on the fold's training subjects only and run through the verification
+protocol on the fold's subjects, clean and per noise type, with its training
+time and its cost per window. Figures are given per fold and as mean and spread
+over folds.
+
+Candidates: ``spectral`` (the checkpoint's own), ``spectral-metric`` (its loss
+and fusion weight chosen by cross-validation over the fold's training subjects)
+and ``resnet<depth>-<loss>`` (e.g. ``resnet18-arcface``, ``resnet34-multisimilarity``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..models.checkpoint import NeuroAuthModel
+from ..models.embedders.spectral import SpectralConfig, SpectralFeatures
+from .crossval import _kept, aggregate, subject_folds
+from .data import SubjectData
+from .embedder_training import window_features
+from .evaluate import evaluate
+from .learned_embedders import embed_cost_ms, fit_resnet, fit_spectral_metric
+from .metric_learning import LOSSES, MetricTraining
+from .protocol import denoise
+from .train import TrainOptions, train
+
+log = logging.getLogger(__name__)
+
+
+_RESNET = re.compile(r"resnet(18|34)-(" + "|".join(LOSSES) + r")")
+
+
+def check_candidates(names: Sequence[str]) -> list[str]:
+    """The candidate names, or a ValueError naming the unknown ones and the known forms."""
+    unknown = [n for n in names if n not in ("spectral", "spectral-metric") and not _RESNET.fullmatch(n)]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown embedder candidates {unknown}; use spectral, spectral-metric or "
+            f"resnet18|resnet34-{'|'.join(LOSSES)}"
+        )
+    return list(names)
+
+
+def _fit(
+    name: str,
+    model: NeuroAuthModel,
+    fit: Sequence[SubjectData],
+    resnet_training: MetricTraining,
+    metric_training: MetricTraining,
+    progress: bool,
+):
+    if name == "spectral":
+        return model.embedder, {"chosen": model.meta["embedder_selection"]["chosen"]}
+    spec, n_channels = model.spec, len(model.montage)
+    denoised = [(denoise(model, d.enrol.preprocessed()), denoise(model, d.probe.preprocessed())) for d in fit]
+    if name == "spectral-metric":
+        extractor = SpectralFeatures(
+            SpectralConfig(n_channels=n_channels, sfreq=spec.sfreq, window=spec.window)
+        )
+        windows = [
+            window_features(d.subject, e, p, extractor, spec) for d, (e, p) in zip(fit, denoised, strict=True)
+        ]
+        return fit_spectral_metric(windows, extractor, model.embedder.config, metric_training)
+    depth, loss = _RESNET.fullmatch(name).groups()
+    training = dataclasses.replace(resnet_training, loss=loss)
+    return fit_resnet([list(pair) for pair in denoised], n_channels, int(depth), training, progress)
+
+
+def study(
+    data: Sequence[SubjectData],
+    options: TrainOptions,
+    folds: int,
+    candidates: Sequence[str],
+    resnet_training: MetricTraining,
+    metric_training: MetricTraining,
+    keep: Path | None = None,
+    noise_types: Sequence[str] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Per candidate, every fold's evaluation report and their summary."""
+    candidates = check_candidates(candidates)
+    subjects = [d.subject for d in data]
+    groups = subject_folds(subjects, folds, options.seed)
+    by_subject = {d.subject: d for d in data}
+    per_candidate: dict[str, list[dict]] = {name: [] for name in candidates}
+    name = "mamba" if options.denoiser.use_mamba else "no_mamba"
+    for f, held_out in enumerate(groups):
+        fit = [by_subject[s] for s in subjects if s not in held_out]
+        held = [by_subject[s] for s in held_out]
+        with tempfile.TemporaryDirectory() as tmp:
+            out = (keep or Path(tmp)) / f"{name}-fold{f + 1}.pt"
+            model = _kept(out, fit, options) if keep is not None else None
+            if model is None:
+                model = train(fit, options, out, resume=False, progress=progress)
+        for candidate in candidates:
+            log.info("fold %d/%d: fitting %s on %d subjects", f + 1, len(groups), candidate, len(fit))
+            started = time.time()
+            embedder, record = _fit(candidate, model, fit, resnet_training, metric_training, progress)
+            seconds = time.time() - started
+            variant = dataclasses.replace(model, embedder=embedder, cohort=None)
+            kwargs = {} if noise_types is None else {"noise_types": noise_types}
+            report, _ = evaluate(variant, held, progress=progress, **kwargs)
+            if report["seen_in_training"]:
+                raise RuntimeError(
+                    f"held-out subjects {report['seen_in_training']} were in the training data"
+                )
+            if candidate == "spectral":  # fitted with the checkpoint: its stage 2 and cohort
+                seconds = model.meta["seconds"]["total"] - model.meta["seconds"]["denoiser"]
+            report["fit_seconds"] = round(seconds, 1)
+            report["embed_ms_per_window"] = embed_cost_ms(embedder, len(model.montage), model.spec.window)
+            report["stored_values"] = sum(t.numel() for t in embedder.state_dict().values())
+            report["fit"] = record
+            per_candidate[candidate].append(report)
+    return {
+        "folds": groups,
+        "montage": list(options.montage),
+        "mamba": options.denoiser.use_mamba,
+        "resnet_training": dataclasses.asdict(resnet_training),
+        "metric_training": dataclasses.asdict(metric_training),
+        "candidates": {
+            c: {"folds": reports, "summary": aggregate(reports)} for c, reports in per_candidate.items()
+        },
+    }

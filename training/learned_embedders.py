@@ -1,0 +1,167 @@
+"""Fitting the learned embedders on denoised training recordings.
+
+- :func:`fit_resnet`: the ``resnet`` embedder, trained end to end on augmented
+  raw windows (:mod:`.metric_learning`).
+- :func:`fit_spectral_metric`: the ``spectral-metric`` embedder, an MLP trained
+  on the whitened vectors of an already fitted spectral embedder, its fusion
+  weight and loss chosen by cross-validation over the training subjects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..models.embedders.resnet import ResNetConfig, ResNetEmbedder
+from ..models.embedders.spectral import SpectralConfig, SpectralEmbedder, SpectralFeatures
+from ..models.embedders.spectral_metric import SpectralMetricConfig, SpectralMetricEmbedder, fuse_vectors
+from .embedder_training import SubjectWindows, group_columns
+from .metric_learning import LOSSES, FeatureSampler, MetricTraining, RawWindowSampler, train_metric
+from .protocol import embed, score, verification_metrics
+from .wccn import fit_projection
+
+log = logging.getLogger(__name__)
+
+FUSE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def fit_resnet(
+    recordings: Sequence[Sequence[np.ndarray]],
+    n_channels: int,
+    depth: int,
+    training: MetricTraining,
+    progress: bool = True,
+) -> tuple[ResNetEmbedder, dict]:
+    """Train a ``resnet`` embedder on each subject's denoised recordings ``(C, N)``."""
+    net = ResNetEmbedder(ResNetConfig(n_channels=n_channels, depth=depth))
+    scale = np.concatenate([r for rs in recordings for r in rs], axis=1).std(axis=1)
+    net.input_scale.copy_(torch.as_tensor(np.maximum(scale, 1e-6), dtype=torch.float32))
+    sampler = RawWindowSampler(recordings, net.config.window)
+    record = train_metric(net, sampler, len(recordings), net.dim, training, progress)
+    return net.eval(), record | {"training": dataclasses.asdict(training)}
+
+
+class _Head(torch.nn.Module):
+    def __init__(self, embedder: SpectralMetricEmbedder) -> None:
+        super().__init__()
+        self.embedder = embedder
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return self.embedder.learned(s)
+
+
+def _spectral_from(projection, config: SpectralConfig) -> SpectralEmbedder:
+    spectral = SpectralEmbedder(dataclasses.replace(config, pca_dim=projection.matrix.shape[1]))
+    spectral.mean.copy_(torch.as_tensor(projection.mean, dtype=torch.float32))
+    spectral.scale.copy_(torch.as_tensor(projection.scale, dtype=torch.float32))
+    spectral.projection.copy_(torch.as_tensor(projection.matrix, dtype=torch.float32))
+    return spectral.eval()
+
+
+def _whitened(spectral: SpectralEmbedder, features: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return spectral.project(torch.as_tensor(features[:, columns], dtype=torch.float32)).numpy()
+
+
+def _train_head(
+    spectral: SpectralEmbedder,
+    data: Sequence[SubjectWindows],
+    columns: np.ndarray,
+    config: SpectralMetricConfig,
+    training: MetricTraining,
+) -> tuple[SpectralMetricEmbedder, dict]:
+    embedder = SpectralMetricEmbedder(config, spectral)
+    vectors = [_whitened(spectral, np.concatenate([d.enrol, d.probe]), columns) for d in data]
+    record = train_metric(_Head(embedder), FeatureSampler(vectors), len(data), config.dim, training, False)
+    return embedder.eval(), record
+
+
+def _fused_eer(
+    embedder: SpectralMetricEmbedder, held: Sequence[SubjectWindows], columns, fuse: float
+) -> float:
+    def vectors(features):
+        s = torch.as_tensor(_whitened(embedder.spectral, features, columns))
+        with torch.no_grad():
+            return fuse_vectors(s, embedder.learned(s), fuse).numpy()
+
+    enrolments = [vectors(d.enrol[: d.n_enrol]) for d in held]
+    probes = [vectors(d.probe) for d in held]
+    return verification_metrics(score(enrolments, probes, [d.subject for d in held]), ())["window_eer"]
+
+
+def fit_spectral_metric(
+    data: Sequence[SubjectWindows],
+    extractor: SpectralFeatures,
+    spectral_config: SpectralConfig,
+    training: MetricTraining,
+    splits: int = 4,
+) -> tuple[SpectralMetricEmbedder, dict]:
+    """Choose the loss and fusion weight by random half splits of ``data``'s subjects, then fit on all.
+
+    ``data`` holds the features of every group (as ``extractor`` computes them);
+    the spectral part uses the groups, PCA dimension and shrinkage of
+    ``spectral_config`` and is refitted on each split's fitting half.
+    """
+    columns = group_columns(extractor, spectral_config.features)
+    n = len(data)
+    if n < 4:
+        raise ValueError(f"choosing the fusion weight needs at least 4 training subjects, got {n}")
+
+    def projection_of(subset):
+        feats = np.concatenate([np.concatenate([d.enrol, d.probe])[:, columns] for d in subset])
+        labels = np.concatenate([np.full(len(d.enrol) + len(d.probe), i) for i, d in enumerate(subset)])
+        return fit_projection(feats, labels, spectral_config.pca_dim, spectral_config.shrinkage)
+
+    base = SpectralMetricConfig(spectral=spectral_config)
+    rng = np.random.default_rng(training.seed)
+    grid: dict[tuple[str, float], list[float]] = {}
+    for _ in range(splits):
+        order = rng.permutation(n)
+        fit = [data[i] for i in order[: n // 2]]
+        held = [data[i] for i in order[n // 2 :]]
+        spectral = _spectral_from(projection_of(fit), spectral_config)
+        for loss in LOSSES:
+            embedder, _ = _train_head(
+                spectral,
+                fit,
+                columns,
+                dataclasses.replace(base, spectral=spectral.config),
+                _with(training, loss),
+            )
+            for fuse in FUSE_WEIGHTS:
+                grid.setdefault((loss, fuse), []).append(_fused_eer(embedder, held, columns, fuse))
+    table = [
+        {"loss": loss, "fuse": fuse, "eer_mean": float(np.mean(v)), "eer_std": float(np.std(v))}
+        for (loss, fuse), v in grid.items()
+    ]
+    best = min(table, key=lambda r: (r["eer_mean"], r["eer_std"]))
+    log.info("spectral-metric: chose %s (CV window EER %.3f)", best, best["eer_mean"])
+    spectral = _spectral_from(projection_of(data), spectral_config)
+    config = SpectralMetricConfig(spectral=spectral.config, fuse=best["fuse"])
+    embedder, record = _train_head(spectral, data, columns, config, _with(training, best["loss"]))
+    return embedder, {"grid": table, "chosen": best, "training": dataclasses.asdict(training)} | record
+
+
+def _with(training: MetricTraining, loss: str) -> MetricTraining:
+    return dataclasses.replace(training, loss=loss)
+
+
+def embed_cost_ms(embedder: torch.nn.Module, n_channels: int, window: int, batch: int = 64) -> dict:
+    """Milliseconds per window when embedding one window alone and ``batch`` at once (median of 5)."""
+    embedder.eval()
+    costs = {}
+    for size in (1, batch):
+        x = np.random.default_rng(0).standard_normal((size, n_channels, window))
+        embed(embedder, x)  # warm up
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            embed(embedder, x)
+            times.append((time.perf_counter() - started) * 1000 / size)
+        costs["single" if size == 1 else f"batch_{batch}"] = float(np.median(times))
+    return costs

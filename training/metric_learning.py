@@ -1,0 +1,147 @@
+"""Metric learning of an embedder on the windows of the training subjects.
+
+Each step draws ``per_batch`` subjects and ``per_subject`` examples of each
+(the P x K batches metric losses need), asks a *sampler* for the inputs, and
+minimises one of two losses from pytorch-metric-learning:
+
+- ``arcface``: additive angular margin over one learned centre per subject;
+- ``multisimilarity``: the multi-similarity loss on the pairs its miner keeps,
+  the hard positives and hard negatives of the batch.
+
+The sampler carries the augmentation: for raw windows, random crops of the
+recordings (time shift), amplitude scaling and noise jitter
+(:class:`RawWindowSampler`); for feature vectors, jitter
+(:class:`FeatureSampler`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("arcface", "multisimilarity")
+
+
+@dataclass(frozen=True)
+class MetricTraining:
+    """How an embedder is trained; recorded beside its results."""
+
+    loss: str = "multisimilarity"
+    steps: int = 400
+    per_batch: int = 8  # subjects per batch
+    per_subject: int = 8  # examples per subject
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r} is not one of {LOSSES}")
+        if self.steps < 1 or self.per_batch < 2 or self.per_subject < 2:
+            raise ValueError("steps >= 1, per_batch >= 2 and per_subject >= 2 are needed")
+
+
+Sampler = Callable[[np.ndarray, np.random.Generator], torch.Tensor]
+
+
+class RawWindowSampler:
+    """Augmented windows ``(B, C, L)`` cut at random offsets from each subject's recordings."""
+
+    def __init__(
+        self,
+        recordings: Sequence[Sequence[np.ndarray]],  # per subject: recordings (C, N) in model units
+        window: int,
+        amplitude: tuple[float, float] = (0.9, 1.1),
+        jitter: float = 0.05,
+    ) -> None:
+        self.recordings = [[r for r in rs if r.shape[1] >= window] for rs in recordings]
+        if not all(self.recordings):
+            raise ValueError(f"every subject needs a recording of at least {window} samples")
+        self.window = window
+        self.amplitude = amplitude
+        self.jitter = jitter
+
+    def __call__(self, subjects: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        out = []
+        for s in subjects:
+            rs = self.recordings[s]
+            x = rs[rng.integers(len(rs))]
+            start = rng.integers(x.shape[1] - self.window + 1)
+            out.append(x[:, start : start + self.window])
+        batch = np.stack(out)
+        gain = rng.uniform(*self.amplitude, size=(len(batch), batch.shape[1], 1))
+        noise = rng.standard_normal(batch.shape) * self.jitter * batch.std(axis=2, keepdims=True)
+        return torch.as_tensor(batch * gain + noise, dtype=torch.float32)
+
+
+class FeatureSampler:
+    """Feature vectors of each subject's windows, with Gaussian jitter of ``jitter`` x their spread."""
+
+    def __init__(self, features: Sequence[np.ndarray], jitter: float = 0.1) -> None:
+        self.features = [np.asarray(f, dtype=np.float32) for f in features]
+        self.scale = np.concatenate(self.features).std(axis=0)
+        self.jitter = jitter
+
+    def __call__(self, subjects: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        rows = [f[rng.integers(len(f))] for f in (self.features[s] for s in subjects)]
+        x = np.stack(rows)
+        x = x + rng.standard_normal(x.shape).astype(np.float32) * self.jitter * self.scale
+        return torch.as_tensor(x)
+
+
+def _loss(kind: str, n_classes: int, dim: int):
+    from pytorch_metric_learning import losses, miners
+
+    if kind == "arcface":
+        return losses.ArcFaceLoss(num_classes=n_classes, embedding_size=dim), None
+    miner = miners.MultiSimilarityMiner(epsilon=0.1)  # keeps the hard positive and negative pairs
+    return losses.MultiSimilarityLoss(alpha=2.0, beta=50.0, base=0.5), miner
+
+
+def train_metric(
+    net: nn.Module,
+    sampler: Sampler,
+    n_subjects: int,
+    dim: int,
+    options: MetricTraining,
+    progress: bool = True,
+) -> dict:
+    """Train ``net`` (inputs -> embeddings of ``dim``) in place; returns the loss curve and time."""
+    if n_subjects < 2:
+        raise ValueError("metric learning needs at least two subjects")
+    torch.manual_seed(options.seed)
+    rng = np.random.default_rng(options.seed)
+    loss_fn, miner = _loss(options.loss, n_subjects, dim)
+    params = list(net.parameters()) + list(loss_fn.parameters())
+    optimiser = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=options.lr, total_steps=options.steps)
+    per_batch = min(options.per_batch, n_subjects)
+    net.train()
+    started = time.time()
+    curve = []
+    for step in tqdm(range(options.steps), desc=f"metric ({options.loss})", disable=not progress):
+        chosen = rng.choice(n_subjects, size=per_batch, replace=False)
+        subjects = np.repeat(chosen, options.per_subject)
+        labels = torch.as_tensor(subjects)
+        embeddings = net(sampler(subjects, rng))
+        pairs = miner(embeddings, labels) if miner is not None else None
+        loss = loss_fn(embeddings, labels, pairs)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if step % 20 == 0 or step == options.steps - 1:
+            curve.append([step, loss.item()])
+    net.eval()
+    seconds = time.time() - started
+    log.info("metric training (%s, %d steps) took %.0f s", options.loss, options.steps, seconds)
+    return {"loss_curve": curve, "seconds": round(seconds, 1)}
