@@ -49,6 +49,17 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _embedder_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--embedder",
+        default="spectral",
+        help="spectral (default), spectral-metric, or resnet18|resnet34-arcface|multisimilarity",
+    )
+    p.add_argument(
+        "--embedder-steps", type=int, default=300, help="metric-learning steps of a learned embedder"
+    )
+
+
 def _target_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--false-lockouts-per-hour",
@@ -73,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(p, None)
     p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     _train_options(p)
+    _embedder_options(p)
     p.add_argument("--no-resume", action="store_true", help="ignore <out>.partial and start afresh")
 
     p = sub.add_parser("evaluate", help="run the verification protocol on a data directory")
@@ -99,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("crossval", help="train and evaluate on disjoint folds of subjects")
     _data_options(p, None)
     _train_options(p)
+    _embedder_options(p)
     p.add_argument("--folds", type=int, default=2, help="number of subject folds (default 2)")
     p.add_argument(
         "--mamba",
@@ -217,6 +230,8 @@ def _options(args):
     from .models.montage import parse_montage
     from .training.denoiser_training import DenoiserTraining
     from .training.embedder_training import SpectralSearch
+    from .training.learned_embedders import check_embedder
+    from .training.metric_learning import MetricTraining
     from .training.train import TrainOptions
 
     return TrainOptions(
@@ -226,6 +241,8 @@ def _options(args):
         search=SpectralSearch(splits=args.cv_splits),
         val_subjects=args.val_subjects,
         seed=args.seed,
+        embedder=check_embedder(getattr(args, "embedder", "spectral")),
+        metric=MetricTraining(steps=getattr(args, "embedder_steps", 300), seed=args.seed),
     )
 
 
@@ -242,6 +259,13 @@ def cmd_train(args) -> int:
         f"PCA {chosen['pca_dim'] or 'none'}, "
         f"shrinkage {chosen['shrinkage']} (window EER {chosen['eer_mean']:.3f} +- {chosen['eer_std']:.3f})"
     )
+    metric = model.meta["embedder_selection"].get("metric", {})
+    if "chosen" in metric:
+        best = metric["chosen"]
+        print(
+            f"spectral-metric by cross-validation: loss {best['loss']}, spectral weight {best['fuse']} "
+            f"(window EER {best['eer_mean']:.3f} +- {best['eer_std']:.3f})"
+        )
     return 0
 
 

@@ -69,6 +69,7 @@ def _kept(path: Path, fit: Sequence[SubjectData], options: TrainOptions):
         and model.spec == options.spec
         and model.denoiser.config == options.denoiser
         and meta.get("seed") == options.seed
+        and meta.get("embedder_choice", "spectral") == options.embedder
         and len(meta.get("denoiser_validation_subjects", [])) == options.val_subjects
         and all(
             meta.get("denoiser_training", {}).get(k) == json.loads(json.dumps(v)) for k, v in stage1.items()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,26 +29,25 @@ from .crossval import _kept, aggregate, subject_folds
 from .data import SubjectData
 from .embedder_training import window_features
 from .evaluate import evaluate
-from .learned_embedders import embed_cost_ms, fit_resnet, fit_spectral_metric
-from .metric_learning import LOSSES, MetricTraining
+from .learned_embedders import (
+    check_embedder,
+    embed_cost_ms,
+    fit_resnet,
+    fit_spectral_metric,
+    resnet_candidate,
+)
+from .metric_learning import MetricTraining
 from .protocol import denoise
 from .train import TrainOptions, train
 
 log = logging.getLogger(__name__)
 
 
-_RESNET = re.compile(r"resnet(18|34)-(" + "|".join(LOSSES) + r")")
-
-
 def check_candidates(names: Sequence[str]) -> list[str]:
-    """The candidate names, or a ValueError naming the unknown ones and the known forms."""
-    unknown = [n for n in names if n not in ("spectral", "spectral-metric") and not _RESNET.fullmatch(n)]
-    if unknown or not names:
-        raise ValueError(
-            f"unknown embedder candidates {unknown}; use spectral, spectral-metric or "
-            f"resnet18|resnet34-{'|'.join(LOSSES)}"
-        )
-    return list(names)
+    """The candidate names, or a ValueError naming the first unknown one and the known forms."""
+    if not names:
+        raise ValueError("no embedder candidates given")
+    return [check_embedder(n) for n in names]
 
 
 def _fit(
@@ -72,9 +70,9 @@ def _fit(
             window_features(d.subject, e, p, extractor, spec) for d, (e, p) in zip(fit, denoised, strict=True)
         ]
         return fit_spectral_metric(windows, extractor, model.embedder.config, metric_training)
-    depth, loss = _RESNET.fullmatch(name).groups()
+    depth, loss = resnet_candidate(name)
     training = dataclasses.replace(resnet_training, loss=loss)
-    return fit_resnet([list(pair) for pair in denoised], n_channels, int(depth), training, progress)
+    return fit_resnet([list(pair) for pair in denoised], n_channels, depth, training, progress)
 
 
 def study(

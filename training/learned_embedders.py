@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Sequence
 
@@ -28,6 +29,22 @@ from .wccn import fit_projection
 log = logging.getLogger(__name__)
 
 FUSE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+_RESNET = re.compile(r"resnet(18|34)-(" + "|".join(LOSSES) + r")")
+
+
+def check_embedder(name: str) -> str:
+    """``name`` if it names an embedder training can fit, else a ValueError listing the forms."""
+    if name in ("spectral", "spectral-metric") or _RESNET.fullmatch(name):
+        return name
+    raise ValueError(
+        f"unknown embedder {name!r}; use spectral, spectral-metric or resnet18|resnet34-{'|'.join(LOSSES)}"
+    )
+
+
+def resnet_candidate(name: str) -> tuple[int, str]:
+    """Depth and loss of a ``resnet<depth>-<loss>`` name."""
+    depth, loss = _RESNET.fullmatch(check_embedder(name)).groups()
+    return int(depth), loss
 
 
 def fit_resnet(

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -32,6 +33,8 @@ from .cohort import build_cohort
 from .data import SubjectData
 from .denoiser_training import DenoiserTraining, train_denoiser
 from .embedder_training import SpectralSearch, fit_spectral, window_features
+from .learned_embedders import fit_resnet, fit_spectral_metric, resnet_candidate
+from .metric_learning import MetricTraining
 from .protocol import denoise, device, embed, windows_of
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,8 @@ class TrainOptions:
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     stage1: DenoiserTraining = field(default_factory=DenoiserTraining)
     search: SpectralSearch = field(default_factory=SpectralSearch)
+    embedder: str = "spectral"  # or "spectral-metric", "resnet18-arcface", ... (see embedder_study)
+    metric: MetricTraining = field(default_factory=MetricTraining)
     val_subjects: int = 3
     seed: int = 0
 
@@ -97,15 +102,20 @@ def train(
         SpectralConfig(n_channels=n_channels, sfreq=options.spec.sfreq, window=options.spec.window)
     )
     baseline = psd_extractor(n_channels, options.spec.sfreq, options.spec.window)
-    windows, baseline_feats = [], []
+    windows, denoised, baseline_feats = [], [], []
     for d in data:
         enrol, probe = d.enrol.preprocessed(), d.probe.preprocessed()
-        windows.append(
-            window_features(d.subject, denoise(model, enrol), denoise(model, probe), extractor, options.spec)
-        )
+        denoised.append([denoise(model, enrol), denoise(model, probe)])
+        windows.append(window_features(d.subject, *denoised[-1], extractor, options.spec))
         for x in (enrol, probe):
             baseline_feats.append(embed(baseline, windows_of(x, options.spec.sfreq, options.spec.window)))
     embedder, stage2 = fit_spectral(windows, options.spec, n_channels, options.search, options.seed, progress)
+    if options.embedder == "spectral-metric":
+        embedder, stage2["metric"] = fit_spectral_metric(windows, extractor, embedder.config, options.metric)
+    elif options.embedder != "spectral":
+        depth, loss = resnet_candidate(options.embedder)
+        training = dataclasses.replace(options.metric, loss=loss)
+        embedder, stage2["metric"] = fit_resnet(denoised, n_channels, depth, training, progress)
 
     model.embedder = embedder
     model.cohort = build_cohort(model, data, progress)
@@ -118,6 +128,7 @@ def train(
         "denoiser_fit_subjects": fit_subjects,
         "denoiser_validation_subjects": val_subjects,
         "seed": options.seed,
+        "embedder_choice": options.embedder,
         "device": str(dev),
         "denoiser_training": asdict(options.stage1) | stage1,
         "embedder_selection": stage2,

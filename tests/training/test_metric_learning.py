@@ -57,6 +57,29 @@ def test_raw_windows_are_crops_of_the_subjects_own_recordings():
 def test_bad_settings_and_candidates_are_named():
     with pytest.raises(ValueError, match="loss 'triplet'"):
         MetricTraining(loss="triplet")
-    with pytest.raises(ValueError, match=r"\['resnet50-arcface'\]"):
+    with pytest.raises(ValueError, match="unknown embedder 'resnet50-arcface'"):
         check_candidates(["spectral", "resnet50-arcface"])
     assert check_candidates(["resnet34-multisimilarity"]) == ["resnet34-multisimilarity"]
+
+
+@pytest.mark.parametrize("embedder", ["spectral-metric", "resnet18-multisimilarity"])
+def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(embedder, bundled_4ch, tmp_path):
+    from neuroauth.models.checkpoint import load_checkpoint
+    from neuroauth.training.denoiser_training import DenoiserTraining
+    from neuroauth.training.embedder_training import SpectralSearch
+    from neuroauth.training.train import TrainOptions, train
+
+    options = TrainOptions(
+        stage1=DenoiserTraining(steps=4, batch=4, val_every=2, val_examples=8),
+        search=SpectralSearch(pca_dims=(8,), shrinkages=(0.5,), splits=1),
+        val_subjects=1,
+        embedder=embedder,
+        metric=MetricTraining(steps=3, per_batch=4, per_subject=4),
+    )
+    out = tmp_path / "learned.pt"
+    train(bundled_4ch, options, out, resume=False, progress=False)
+    model = load_checkpoint(out)
+    assert model.embedder_name == embedder.split("18")[0]
+    assert model.meta["embedder_choice"] == embedder
+    assert model.cohort.dim == model.embedder.dim
+    assert "metric" in model.meta["embedder_selection"]
