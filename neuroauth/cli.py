@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--crossval", type=Path, nargs="*", default=[], help="JSON files from `neuroauth crossval`"
     )
     p.add_argument(
+        "--embedders", type=Path, nargs="*", default=[], help="JSON files from `neuroauth embedders`"
+    )
+    p.add_argument(
         "--checkpoints", type=Path, nargs="*", default=[], help="checkpoints whose selection to show"
     )
     return parser
@@ -567,7 +570,7 @@ def cmd_bench(args) -> int:
 def cmd_report(args) -> int:
     from .training.report import render
 
-    print(render(args.crossval, args.checkpoints), end="")
+    print(render(args.crossval, args.checkpoints, args.embedders), end="")
     return 0
 
 

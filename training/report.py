@@ -129,9 +129,103 @@ def checkpoint_table(paths: Sequence[Path]) -> str:
     return "\n".join(rows)
 
 
-def render(crossval_paths: Sequence[Path], checkpoints: Sequence[Path]) -> str:
+def embedder_table(studies: Sequence[dict]) -> str:
+    """Every embedder of ``neuroauth embedders`` runs, clean, with its cost, beside the PSD baseline."""
+    rows = [
+        "| montage | embedder | window EER | AUROC | P@1 | EER, 10 windows | fitting time (s) | "
+        "ms per window, alone / in 64 | stored values |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for study in studies:
+        name = _montage_name(study)
+        baseline = None
+        for candidate, data in study["candidates"].items():
+            s, folds = data["summary"], data["folds"]
+            baseline = s["baseline_psd"]
+            cost = s["embed_ms_per_window"]
+            rows.append(
+                _row(
+                    name,
+                    candidate,
+                    _ms(s["window_eer"]),
+                    _ms(s["auroc"]),
+                    _ms(s["p_at_1"]),
+                    _ms(s["eer_at"]["10"]),
+                    " / ".join(f"{r['fit_seconds']:.0f}" for r in folds),
+                    f"{cost['single']['mean']:.2f} / {cost['batch_64']['mean']:.3f}",
+                    f"{folds[0]['stored_values']:,}",
+                )
+            )
+        if baseline is not None:
+            rows.append(
+                _row(
+                    name,
+                    "PSD baseline",
+                    _ms(baseline["window_eer"]),
+                    _ms(baseline["auroc"]),
+                    _ms(baseline["p_at_1"]),
+                    _ms(baseline["eer_at"]["10"]),
+                    "",
+                    "",
+                    "",
+                )
+            )
+    return "\n".join(rows)
+
+
+def embedder_noise_table(studies: Sequence[dict]) -> str:
+    """Window EER of every embedder per noise type (denoised probes), beside the PSD baseline."""
+    kinds = list(next(iter(studies[0]["candidates"].values()))["summary"].get("noisy_eer", {}))
+    rows = [
+        "| montage | embedder | " + " | ".join(kinds) + " |",
+        "|---|---|" + "---|" * len(kinds),
+    ]
+    for study in studies:
+        name = _montage_name(study)
+        summaries = {c: d["summary"] for c, d in study["candidates"].items()}
+        for candidate, s in summaries.items():
+            rows.append(_row(name, candidate, *(_ms(_dig(s, "noisy_eer", k, "denoised")) for k in kinds)))
+        any_s = next(iter(summaries.values()))
+        rows.append(
+            _row(name, "PSD baseline", *(_ms(_dig(any_s, "baseline_psd", "noisy_eer", k)) for k in kinds))
+        )
+    return "\n".join(rows)
+
+
+def spectral_metric_table(studies: Sequence[dict]) -> str:
+    """The loss and spectral weight each fold's inner cross-validation chose for ``spectral-metric``."""
+    rows = [
+        "| montage | fold | chosen loss | spectral weight | inner-CV EER | inner-CV EER at weight 1 | "
+        "held-out EER |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for study in studies:
+        for f, report in enumerate(study["candidates"].get("spectral-metric", {}).get("folds", [])):
+            grid, best = report["fit"]["grid"], report["fit"]["chosen"]
+            alone = next(r for r in grid if r["loss"] == best["loss"] and r["fuse"] == 1.0)
+            rows.append(
+                f"| {_montage_name(study)} | {f + 1} | {best['loss']} | {best['fuse']} | "
+                f"{best['eer_mean']:.3f} ± {best['eer_std']:.3f} | "
+                f"{alone['eer_mean']:.3f} ± {alone['eer_std']:.3f} | {report['window_eer']:.3f} |"
+            )
+    return "\n".join(rows)
+
+
+def render(
+    crossval_paths: Sequence[Path], checkpoints: Sequence[Path], embedder_paths: Sequence[Path] = ()
+) -> str:
     results = [json.loads(Path(p).read_text()) for p in crossval_paths]
+    studies = [json.loads(Path(p).read_text()) for p in embedder_paths]
     parts = []
+    if studies:
+        parts += [
+            embedder_table(studies),
+            "",
+            embedder_noise_table(studies),
+            "",
+            spectral_metric_table(studies),
+            "",
+        ]
     if results:
         folds = results[0]["folds"]
         parts += [
