@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="spectral,spectral-metric,resnet18-arcface,resnet18-multisimilarity",
         help="comma-separated: spectral, spectral-metric, resnet18|resnet34-arcface|multisimilarity",
     )
-    p.add_argument("--resnet-steps", type=int, default=400, help="resnet training steps (default 400)")
+    p.add_argument("--resnet-steps", type=int, default=300, help="resnet training steps (default 300)")
     p.add_argument("--metric-steps", type=int, default=300, help="spectral-metric MLP steps (default 300)")
     p.add_argument(
         "--noise", default="all", help="noise types for the noisy figures: 'all', 'none' or a list"
