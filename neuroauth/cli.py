@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--noise", default="all", help="noise types for the noisy figures: 'all', 'none' or a list"
     )
+    p.add_argument("--int8", action="store_true", help="also measure an int8 copy of every learned embedder")
     p.add_argument("--json", type=Path, required=True, help="write the per-fold and summary figures here")
     p.add_argument(
         "--keep-checkpoints",
@@ -442,6 +443,7 @@ def cmd_embedders(args) -> int:
         MetricTraining(steps=args.metric_steps, seed=args.seed),
         keep=args.keep_checkpoints,
         noise_types=_noise_types(args.noise),
+        int8=args.int8,
     )
     atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     for name, candidate in result["candidates"].items():

@@ -6,7 +6,8 @@ embedder, trained on the other subjects; reused from ``--keep-checkpoints``
 when trained alike) denoises every recording; each candidate embedder is then
 fitted on the fold's training subjects only and run through the verification
 protocol on the fold's subjects, clean and per noise type, with its training
-time and its cost per window. Figures are given per fold and as mean and spread
+time and its cost per window; with ``int8``, the clean figures, size and cost of
+an int8 copy of every learned embedder too. Figures are given per fold and as mean and spread
 over folds.
 
 Candidates: ``spectral`` (the checkpoint's own), ``spectral-metric`` (its loss
@@ -23,6 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from ..models.checkpoint import NeuroAuthModel
 from ..models.embedders.spectral import SpectralConfig, SpectralFeatures
 from .crossval import _kept, aggregate, subject_folds
@@ -37,7 +40,8 @@ from .learned_embedders import (
     resnet_candidate,
 )
 from .metric_learning import MetricTraining
-from .protocol import denoise
+from .protocol import denoise, windows_of
+from .quantization import int8_copy, stored_bytes
 from .train import TrainOptions, train
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,31 @@ def _fit(
     return fit_resnet([list(pair) for pair in denoised], n_channels, depth, training, progress)
 
 
+def _int8_report(
+    embedder,
+    model: NeuroAuthModel,
+    fit: Sequence[SubjectData],
+    held: Sequence[SubjectData],
+    eer: float,
+    progress,
+) -> dict:
+    """Clean figures of an int8 copy of ``embedder``, calibrated on windows of the training subjects."""
+    spec = model.spec
+    recordings = [denoise(model, d.enrol.preprocessed()) for d in fit]
+    windows = np.concatenate([windows_of(r, spec.sfreq, spec.window)[::8] for r in recordings])
+    quantised = int8_copy(embedder, windows)
+    report, _ = evaluate(
+        dataclasses.replace(model, embedder=quantised, cohort=None), held, (), progress=progress
+    )
+    return {
+        "window_eer": report["window_eer"],
+        "eer_change": report["window_eer"] - eer,
+        "stored_bytes": stored_bytes(quantised),
+        "float_stored_bytes": stored_bytes(embedder),
+        "embed_ms_per_window": embed_cost_ms(quantised, len(model.montage), spec.window),
+    }
+
+
 def study(
     data: Sequence[SubjectData],
     options: TrainOptions,
@@ -84,6 +113,7 @@ def study(
     metric_training: MetricTraining,
     keep: Path | None = None,
     noise_types: Sequence[str] | None = None,
+    int8: bool = False,
     progress: bool = True,
 ) -> dict:
     """Per candidate, every fold's evaluation report and their summary."""
@@ -119,6 +149,8 @@ def study(
             report["embed_ms_per_window"] = embed_cost_ms(embedder, len(model.montage), model.spec.window)
             report["stored_values"] = sum(t.numel() for t in embedder.state_dict().values())
             report["fit"] = record
+            if int8 and candidate != "spectral":
+                report["int8"] = _int8_report(embedder, model, fit, held, report["window_eer"], progress)
             per_candidate[candidate].append(report)
     return {
         "folds": groups,
