@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from neuroauth.models.preprocess import SignalSpec
+from neuroauth.training.report import embedder_table
+
+
+class _Subject:
+    def __init__(self, name):
+        self.subject = name
+
+
+@dataclass
+class _Model:
+    montage: tuple = ("T7", "F8", "Cz", "P4")
+    spec: SignalSpec = field(default_factory=SignalSpec)
+    embedder: torch.nn.Module = field(default_factory=lambda: torch.nn.Linear(2, 2))
+    meta: dict = field(
+        default_factory=lambda: {
+            "embedder_selection": {"chosen": {}},
+            "seconds": {"total": 10.0, "denoiser": 8.0},
+        }
+    )
+    cohort: object = None
+
+
+def _metrics(eer):
+    return {
+        "window_eer": eer,
+        "auroc": 0.9,
+        "p_at_1": 0.8,
+        "eer_at": {"5": eer, "10": eer, "30": eer},
+        "seen_in_training": [],
+        "baseline_psd": {"window_eer": 0.3, "auroc": 0.8, "p_at_1": 0.6, "eer_at": {"10": 0.3}},
+    }
+
+
+def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monkeypatch):
+    import neuroauth.training.embedder_study as es
+
+    log = []
+    eers = {"spectral": 0.1, "spectral-metric": 0.2}
+
+    def fake_fit(name, model, fit, *args):
+        log.append(("fit", name, {d.subject for d in fit}))
+        return torch.nn.Linear(2, 3), {"name": name}
+
+    def fake_evaluate(model, data, progress, **kwargs):
+        name = log[-1][1]
+        log.append(("eval", name, {d.subject for d in data}))
+        return _metrics(eers[name]), None
+
+    monkeypatch.setattr(es, "train", lambda *a, **k: _Model())
+    monkeypatch.setattr(es, "_fit", fake_fit)
+    monkeypatch.setattr(es, "evaluate", fake_evaluate)
+    monkeypatch.setattr(es, "embed_cost_ms", lambda *a: {"single": 1.0, "batch_64": 0.1})
+    data = [_Subject(f"S{i}") for i in range(10)]
+    result = es.study(
+        data,
+        es.TrainOptions(),
+        2,
+        ["spectral", "spectral-metric"],
+        es.MetricTraining(),
+        es.MetricTraining(),
+        progress=False,
+    )
+    pairs = list(zip(log[::2], log[1::2], strict=True))
+    assert len(pairs) == 4  # two candidates on each of two folds
+    for (_, fitted_name, fitted), (_, evaluated_name, evaluated) in pairs:
+        assert fitted_name == evaluated_name
+        assert not fitted & evaluated and fitted | evaluated == {d.subject for d in data}
+    assert result["candidates"]["spectral"]["folds"][0]["fit_seconds"] == 2.0  # checkpoint minus denoiser
+    table = embedder_table([result])
+    assert "| 4 ch | spectral | 0.100 ± 0.000 |" in table
+    assert "| 4 ch | spectral-metric | 0.200 ± 0.000 |" in table
+    assert "| 4 ch | PSD baseline | 0.300 ± 0.000 |" in table
