@@ -76,3 +76,16 @@ def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monke
     assert "| 4 ch | spectral | 0.100 ± 0.000 |" in table
     assert "| 4 ch | spectral-metric | 0.200 ± 0.000 |" in table
     assert "| 4 ch | PSD baseline | 0.300 ± 0.000 |" in table
+
+
+def test_an_int8_resnet_is_measured_on_the_held_out_subjects(tiny_checkpoint, bundled_4ch):
+    from neuroauth.models.checkpoint import load_checkpoint
+    from neuroauth.models.embedders.resnet import ResNetConfig, ResNetEmbedder
+    from neuroauth.training.embedder_study import _int8_report
+
+    torch.manual_seed(0)
+    embedder = ResNetEmbedder(ResNetConfig(n_channels=4, dim=16)).eval()
+    report = _int8_report(embedder, load_checkpoint(tiny_checkpoint), bundled_4ch[:2], bundled_4ch[2:], 0.5)
+    assert 0.0 <= report["window_eer"] <= 1.0
+    assert report["eer_change"] == report["window_eer"] - 0.5
+    assert report["stored_bytes"] < report["float_stored_bytes"] / 3
