@@ -73,7 +73,8 @@ def group_columns(extractor: SpectralFeatures, groups: Sequence[str]) -> np.ndar
     return np.concatenate([np.arange(s.start, s.stop) for g, s in slices.items() if g in groups])
 
 
-def _fit_matrix(data: Sequence[SubjectWindows], columns: np.ndarray):
+def labelled_features(data: Sequence[SubjectWindows], columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Columns ``columns`` of every window of ``data`` and the index of its subject."""
     feats = np.concatenate([np.concatenate([d.enrol, d.probe])[:, columns] for d in data])
     labels = np.concatenate([np.full(len(d.enrol) + len(d.probe), i) for i, d in enumerate(data)])
     return feats, labels
@@ -107,7 +108,7 @@ def cross_validate(
         held = [data[i] for i in order[n // 2 :]]
         for groups in search.feature_sets:
             columns = group_columns(extractor, groups)
-            feats, labels = _fit_matrix(fit, columns)
+            feats, labels = labelled_features(fit, columns)
             mean, scale = zscore_stats(feats)
             z = (feats - mean) / scale
             axes = principal_axes(z, max(search.pca_dims))  # identity if no PCA is searched
@@ -148,7 +149,7 @@ def fit_spectral(
         "chosen spectral setting %s (CV window EER %.3f +- %.3f)", best, best["eer_mean"], best["eer_std"]
     )
     columns = group_columns(extractor, best["features"])
-    feats, labels = _fit_matrix(data, columns)
+    feats, labels = labelled_features(data, columns)
     projection = fit_projection(feats, labels, best["pca_dim"], best["shrinkage"])
     config = SpectralConfig(
         n_channels=n_channels,

@@ -21,7 +21,7 @@ import torch
 from ..models.embedders.resnet import ResNetConfig, ResNetEmbedder
 from ..models.embedders.spectral import SpectralConfig, SpectralEmbedder, SpectralFeatures
 from ..models.embedders.spectral_metric import SpectralMetricConfig, SpectralMetricEmbedder, fuse_vectors
-from .embedder_training import SubjectWindows, group_columns
+from .embedder_training import SubjectWindows, group_columns, labelled_features
 from .metric_learning import LOSSES, FeatureSampler, MetricTraining, RawWindowSampler, train_metric
 from .protocol import embed, score, verification_metrics
 from .wccn import fit_projection
@@ -130,8 +130,7 @@ def fit_spectral_metric(
         raise ValueError(f"choosing the fusion weight needs at least 4 training subjects, got {n}")
 
     def projection_of(subset):
-        feats = np.concatenate([np.concatenate([d.enrol, d.probe])[:, columns] for d in subset])
-        labels = np.concatenate([np.full(len(d.enrol) + len(d.probe), i) for i, d in enumerate(subset)])
+        feats, labels = labelled_features(subset, columns)
         return fit_projection(feats, labels, spectral_config.pca_dim, spectral_config.shrinkage)
 
     base = SpectralMetricConfig(spectral=spectral_config)
