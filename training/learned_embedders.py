@@ -55,6 +55,7 @@ def fit_resnet(
     progress: bool = True,
 ) -> tuple[ResNetEmbedder, dict]:
     """Train a ``resnet`` embedder on each subject's denoised recordings ``(C, N)``."""
+    torch.manual_seed(training.seed)  # the initial weights too, so that a fit can be repeated
     net = ResNetEmbedder(ResNetConfig(n_channels=n_channels, depth=depth))
     scale = np.concatenate([r for rs in recordings for r in rs], axis=1).std(axis=1)
     net.input_scale.copy_(torch.as_tensor(np.maximum(scale, 1e-6), dtype=torch.float32))
@@ -92,6 +93,7 @@ def _train_head(
     config: SpectralMetricConfig,
     training: MetricTraining,
 ) -> tuple[SpectralMetricEmbedder, dict]:
+    torch.manual_seed(training.seed)
     embedder = SpectralMetricEmbedder(config, spectral)
     vectors = [_whitened(spectral, np.concatenate([d.enrol, d.probe]), columns) for d in data]
     record = train_metric(_Head(embedder), FeatureSampler(vectors), len(data), config.dim, training, False)

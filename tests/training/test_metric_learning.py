@@ -83,3 +83,18 @@ def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(embedd
     assert model.meta["embedder_choice"] == embedder
     assert model.cohort.dim == model.embedder.dim
     assert "metric" in model.meta["embedder_selection"]
+
+
+def test_a_resnet_fit_repeats_exactly_with_its_seed():
+    from neuroauth.training.learned_embedders import fit_resnet
+
+    rng = np.random.default_rng(0)
+    recordings = [[rng.standard_normal((2, 1200))] for _ in range(2)]
+    training = MetricTraining(steps=2, per_batch=2, per_subject=2)
+    torch.manual_seed(1)
+    first, _ = fit_resnet(recordings, 2, 18, training, progress=False)
+    torch.manual_seed(2)  # whatever ran before must not matter
+    second, _ = fit_resnet(recordings, 2, 18, training, progress=False)
+    x = torch.as_tensor(rng.standard_normal((3, 2, 800)), dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.equal(first(x), second(x))
