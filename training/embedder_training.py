@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -156,12 +156,16 @@ def fit_spectral(
         sfreq=spec.sfreq,
         window=spec.window,
         features=tuple(best["features"]),
-        pca_dim=projection.matrix.shape[1],
         shrinkage=best["shrinkage"],
     )
-    embedder = SpectralEmbedder(config)
+    report = {"search": asdict(search), "grid": grid, "chosen": best}
+    return spectral_embedder(projection, config), report
+
+
+def spectral_embedder(projection: Projection, config: SpectralConfig) -> SpectralEmbedder:
+    """The spectral embedder of ``config`` holding ``projection`` (its PCA dimension taken from it)."""
+    embedder = SpectralEmbedder(replace(config, pca_dim=projection.matrix.shape[1]))
     embedder.mean.copy_(torch.as_tensor(projection.mean, dtype=torch.float32))
     embedder.scale.copy_(torch.as_tensor(projection.scale, dtype=torch.float32))
     embedder.projection.copy_(torch.as_tensor(projection.matrix, dtype=torch.float32))
-    report = {"search": asdict(search), "grid": grid, "chosen": best}
-    return embedder.eval(), report
+    return embedder.eval()

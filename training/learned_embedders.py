@@ -21,7 +21,7 @@ import torch
 from ..models.embedders.resnet import ResNetConfig, ResNetEmbedder
 from ..models.embedders.spectral import SpectralConfig, SpectralEmbedder, SpectralFeatures
 from ..models.embedders.spectral_metric import SpectralMetricConfig, SpectralMetricEmbedder, fuse_vectors
-from .embedder_training import SubjectWindows, group_columns, labelled_features
+from .embedder_training import SubjectWindows, group_columns, labelled_features, spectral_embedder
 from .metric_learning import LOSSES, FeatureSampler, MetricTraining, RawWindowSampler, train_metric
 from .protocol import embed, score, verification_metrics
 from .wccn import fit_projection
@@ -71,14 +71,6 @@ class _Head(torch.nn.Module):
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         return self.embedder.learned(s)
-
-
-def _spectral_from(projection, config: SpectralConfig) -> SpectralEmbedder:
-    spectral = SpectralEmbedder(dataclasses.replace(config, pca_dim=projection.matrix.shape[1]))
-    spectral.mean.copy_(torch.as_tensor(projection.mean, dtype=torch.float32))
-    spectral.scale.copy_(torch.as_tensor(projection.scale, dtype=torch.float32))
-    spectral.projection.copy_(torch.as_tensor(projection.matrix, dtype=torch.float32))
-    return spectral.eval()
 
 
 def _whitened(spectral: SpectralEmbedder, features: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -142,7 +134,7 @@ def fit_spectral_metric(
         order = rng.permutation(n)
         fit = [data[i] for i in order[: n // 2]]
         held = [data[i] for i in order[n // 2 :]]
-        spectral = _spectral_from(projection_of(fit), spectral_config)
+        spectral = spectral_embedder(projection_of(fit), spectral_config)
         for loss in LOSSES:
             embedder, _ = _train_head(
                 spectral,
@@ -159,7 +151,7 @@ def fit_spectral_metric(
     ]
     best = min(table, key=lambda r: (r["eer_mean"], r["eer_std"]))
     log.info("spectral-metric: chose %s (CV window EER %.3f)", best, best["eer_mean"])
-    spectral = _spectral_from(projection_of(data), spectral_config)
+    spectral = spectral_embedder(projection_of(data), spectral_config)
     config = SpectralMetricConfig(spectral=spectral.config, fuse=best["fuse"])
     embedder, record = _train_head(spectral, data, columns, config, _with(training, best["loss"]))
     return embedder, {"grid": table, "chosen": best, "training": dataclasses.asdict(training)} | record
