@@ -48,7 +48,8 @@ from .models.quality import QualityGate
 from .models.streaming import StreamingEngine
 
 
-def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 5) -> float:
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 5) -> float:
+    """Median wall time of ``fn`` in milliseconds, over ``repeats`` calls after ``warmup``."""
     for _ in range(warmup):
         fn()
     times = []
@@ -156,11 +157,11 @@ def recurrent_vs_recompute(model: NeuroAuthModel) -> tuple[float, dict]:
     detail = {}
     for batch in (1, 64):
         full = torch.randn(batch, c, window)
-        recompute = _median_ms(lambda full=full: net(full), 30 if batch == 1 else 5)
+        recompute = median_ms(lambda full=full: net(full), 30 if batch == 1 else 5)
         detail[f"recompute_window_ms_{batch}_streams"] = round(recompute, 3)
         for n in (100, 200):
             state, x = net.allocate_state(batch, c), torch.randn(batch, c, n)
-            step = _median_ms(lambda x=x, state=state: net.step(x, state), 50 if batch == 1 else 5)
+            step = median_ms(lambda x=x, state=state: net.step(x, state), 50 if batch == 1 else 5)
             detail[f"step_{n}_ms_{batch}_streams"] = round(step, 3)
             detail[f"ratio_{n}_{batch}_streams"] = round(step / recompute, 4)
             detail[f"target_{n}"] = round(1.2 * n / window, 4)
@@ -241,10 +242,10 @@ def hop_breakdown(model: NeuroAuthModel) -> dict:
     window = torch.randn(1, c, model.spec.window)
     gate, raw = QualityGate(), _signal(model, model.spec.window / sfreq, 2)
     return {
-        "preprocess": round(_median_ms(lambda: pre.stages(chunk), 100), 3),
-        "denoiser_step": round(_median_ms(lambda: model.denoiser.step(x, state), 100), 3),
-        "quality_gate": round(_median_ms(lambda: gate.check(raw, raw * 1e6), 100), 3),
-        "embedder": round(_median_ms(lambda: model.embedder(window), 100), 3),
+        "preprocess": round(median_ms(lambda: pre.stages(chunk), 100), 3),
+        "denoiser_step": round(median_ms(lambda: model.denoiser.step(x, state), 100), 3),
+        "quality_gate": round(median_ms(lambda: gate.check(raw, raw * 1e6), 100), 3),
+        "embedder": round(median_ms(lambda: model.embedder(window), 100), 3),
     }
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -163,15 +162,12 @@ def _with(training: MetricTraining, loss: str) -> MetricTraining:
 
 def embed_cost_ms(embedder: torch.nn.Module, n_channels: int, window: int, batch: int = 64) -> dict:
     """Milliseconds per window when embedding one window alone and ``batch`` at once (median of 5)."""
+    from ..bench import median_ms
+
     embedder.eval()
     costs = {}
     for size in (1, batch):
         x = np.random.default_rng(0).standard_normal((size, n_channels, window))
-        embed(embedder, x)  # warm up
-        times = []
-        for _ in range(5):
-            started = time.perf_counter()
-            embed(embedder, x)
-            times.append((time.perf_counter() - started) * 1000 / size)
-        costs["single" if size == 1 else f"batch_{batch}"] = float(np.median(times))
+        per_call = median_ms(lambda x=x: embed(embedder, x), repeats=5, warmup=1)
+        costs["single" if size == 1 else f"batch_{batch}"] = per_call / size
     return costs

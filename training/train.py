@@ -102,11 +102,14 @@ def train(
         SpectralConfig(n_channels=n_channels, sfreq=options.spec.sfreq, window=options.spec.window)
     )
     baseline = psd_extractor(n_channels, options.spec.sfreq, options.spec.window)
+    keep_denoised = options.embedder.startswith("resnet")  # trained on the signal, not on features
     windows, denoised, baseline_feats = [], [], []
     for d in data:
         enrol, probe = d.enrol.preprocessed(), d.probe.preprocessed()
-        denoised.append([denoise(model, enrol), denoise(model, probe)])
-        windows.append(window_features(d.subject, *denoised[-1], extractor, options.spec))
+        pair = [denoise(model, enrol), denoise(model, probe)]
+        windows.append(window_features(d.subject, *pair, extractor, options.spec))
+        if keep_denoised:
+            denoised.append(pair)
         for x in (enrol, probe):
             baseline_feats.append(embed(baseline, windows_of(x, options.spec.sfreq, options.spec.window)))
     embedder, stage2 = fit_spectral(windows, options.spec, n_channels, options.search, options.seed, progress)

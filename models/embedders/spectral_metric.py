@@ -36,10 +36,6 @@ class SpectralMetricConfig:
         if self.hidden < 1 or self.dim < 1:
             raise ValueError("hidden and dim must be positive")
 
-    @property
-    def n_channels(self) -> int:
-        return self.spectral.n_channels
-
     def to_dict(self) -> dict:
         return asdict(self)
 
