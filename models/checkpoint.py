@@ -24,9 +24,11 @@ from ..atomic import atomic_write
 from ..errors import CheckpointError
 from .cohort import Cohort
 from .denoiser import CausalDenoiser, DenoiserConfig
+from .embedders.fused import FusedConfig, FusedEmbedder
 from .embedders.resnet import ResNetConfig, ResNetEmbedder
 from .embedders.spectral import SpectralConfig, SpectralEmbedder
 from .embedders.spectral_metric import SpectralMetricConfig, SpectralMetricEmbedder
+from .embedders.temporal import TemporalConfig, TemporalEmbedder
 from .preprocess import SignalSpec
 
 FORMAT = "neuroauth-checkpoint"
@@ -36,6 +38,8 @@ EMBEDDERS: dict[str, tuple[type, type]] = {
     "spectral": (SpectralEmbedder, SpectralConfig),
     "spectral-metric": (SpectralMetricEmbedder, SpectralMetricConfig),
     "resnet": (ResNetEmbedder, ResNetConfig),
+    "temporal": (TemporalEmbedder, TemporalConfig),
+    "fused": (FusedEmbedder, FusedConfig),
 }
 
 

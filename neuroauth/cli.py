@@ -53,10 +53,28 @@ def _embedder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--embedder",
         default="spectral",
-        help="spectral (default), spectral-metric, or resnet18|resnet34-arcface|multisimilarity",
+        help="spectral (default), spectral-metric, resnet18|resnet34-<loss>, temporal-ssl, "
+        "temporal[-ssl]-<loss>, or a resnet or temporal name followed by +spectral "
+        "(<loss>: arcface or multisimilarity)",
     )
     p.add_argument(
         "--embedder-steps", type=int, default=300, help="metric-learning steps of a learned embedder"
+    )
+    _learned_options(p)
+
+
+def _learned_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ssl-steps",
+        type=int,
+        default=300,
+        help="contrastive pre-training steps of temporal-ssl (default 300)",
+    )
+    p.add_argument(
+        "--fusion-splits",
+        type=int,
+        default=2,
+        help="half splits of the training subjects choosing a +spectral fusion weight (default 2)",
     )
 
 
@@ -137,10 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--candidates",
         default="spectral,spectral-metric,resnet18-arcface,resnet18-multisimilarity",
-        help="comma-separated: spectral, spectral-metric, resnet18|resnet34-arcface|multisimilarity",
+        help="comma-separated embedder names, as for train --embedder",
     )
     p.add_argument("--resnet-steps", type=int, default=300, help="resnet training steps (default 300)")
-    p.add_argument("--metric-steps", type=int, default=300, help="spectral-metric MLP steps (default 300)")
+    p.add_argument(
+        "--metric-steps",
+        type=int,
+        default=300,
+        help="metric-learning steps of the spectral-metric MLP and the temporal network (default 300)",
+    )
+    _learned_options(p)
     p.add_argument(
         "--noise", default="all", help="noise types for the noisy figures: 'all', 'none' or a list"
     )
@@ -234,8 +258,7 @@ def _options(args):
     from .models.montage import parse_montage
     from .training.denoiser_training import DenoiserTraining
     from .training.embedder_training import SpectralSearch
-    from .training.learned_embedders import check_embedder
-    from .training.metric_learning import MetricTraining
+    from .training.learned_embedders import LearnedTraining, check_embedder
     from .training.train import TrainOptions
 
     return TrainOptions(
@@ -246,7 +269,12 @@ def _options(args):
         val_subjects=args.val_subjects,
         seed=args.seed,
         embedder=check_embedder(getattr(args, "embedder", "spectral")),
-        metric=MetricTraining(steps=getattr(args, "embedder_steps", 300), seed=args.seed),
+        learned=LearnedTraining.with_steps(
+            getattr(args, "embedder_steps", 300),
+            getattr(args, "ssl_steps", 300),
+            args.seed,
+            getattr(args, "fusion_splits", 2),
+        ),
     )
 
 
@@ -429,7 +457,9 @@ def format_report(report: dict) -> str:
 
 
 def cmd_embedders(args) -> int:
+    from .training.contrastive import ContrastiveTraining
     from .training.embedder_study import study
+    from .training.learned_embedders import LearnedTraining
     from .training.metric_learning import MetricTraining
 
     options = _options(args)
@@ -439,8 +469,12 @@ def cmd_embedders(args) -> int:
         options,
         args.folds,
         [c.strip() for c in args.candidates.split(",") if c.strip()],  # checked by study()
-        MetricTraining(steps=args.resnet_steps, seed=args.seed),
-        MetricTraining(steps=args.metric_steps, seed=args.seed),
+        LearnedTraining(
+            resnet=MetricTraining(steps=args.resnet_steps, seed=args.seed),
+            metric=MetricTraining(steps=args.metric_steps, seed=args.seed),
+            contrastive=ContrastiveTraining(steps=args.ssl_steps, seed=args.seed),
+            fusion_splits=args.fusion_splits,
+        ),
         keep=args.keep_checkpoints,
         noise_types=_noise_types(args.noise),
         int8=args.int8,

@@ -32,14 +32,7 @@ from .crossval import _kept, aggregate, subject_folds
 from .data import SubjectData
 from .embedder_training import window_features
 from .evaluate import evaluate
-from .learned_embedders import (
-    check_embedder,
-    embed_cost_ms,
-    fit_resnet,
-    fit_spectral_metric,
-    resnet_candidate,
-)
-from .metric_learning import MetricTraining
+from .learned_embedders import LearnedTraining, check_embedder, embed_cost_ms, fit_embedder, needs_signal
 from .protocol import ENROL_SECONDS, denoise, embed, score, verification_metrics, windows_of
 from .quantization import int8_copy, stored_bytes
 from .train import TrainOptions, train
@@ -55,28 +48,18 @@ def check_candidates(names: Sequence[str]) -> list[str]:
 
 
 def _fit(
-    name: str,
-    model: NeuroAuthModel,
-    fit: Sequence[SubjectData],
-    resnet_training: MetricTraining,
-    metric_training: MetricTraining,
-    progress: bool,
+    name: str, model: NeuroAuthModel, fit: Sequence[SubjectData], training: LearnedTraining, progress: bool
 ):
     if name == "spectral":
         return model.embedder, {"chosen": model.meta["embedder_selection"]["chosen"]}
-    spec, n_channels = model.spec, len(model.montage)
-    denoised = [(denoise(model, d.enrol.preprocessed()), denoise(model, d.probe.preprocessed())) for d in fit]
-    if name == "spectral-metric":
-        extractor = SpectralFeatures(
-            SpectralConfig(n_channels=n_channels, sfreq=spec.sfreq, window=spec.window)
-        )
-        windows = [
-            window_features(d.subject, e, p, extractor, spec) for d, (e, p) in zip(fit, denoised, strict=True)
-        ]
-        return fit_spectral_metric(windows, extractor, model.embedder.config, metric_training)
-    depth, loss = resnet_candidate(name)
-    training = dataclasses.replace(resnet_training, loss=loss)
-    return fit_resnet([list(pair) for pair in denoised], n_channels, depth, training, progress)
+    spec = model.spec
+    denoised = [[denoise(model, d.enrol.preprocessed()), denoise(model, d.probe.preprocessed())] for d in fit]
+    config = SpectralConfig(n_channels=len(model.montage), sfreq=spec.sfreq, window=spec.window)
+    extractor = SpectralFeatures(config)
+    pairs = zip(fit, denoised, strict=True)
+    windows = [window_features(d.subject, e, p, extractor, spec) for d, (e, p) in pairs]
+    recordings = denoised if needs_signal(name) else None
+    return fit_embedder(name, model.embedder, windows, recordings, extractor, spec, training, progress)
 
 
 def _int8_report(
@@ -107,8 +90,7 @@ def study(
     options: TrainOptions,
     folds: int,
     candidates: Sequence[str],
-    resnet_training: MetricTraining,
-    metric_training: MetricTraining,
+    training: LearnedTraining,
     keep: Path | None = None,
     noise_types: Sequence[str] | None = None,
     int8: bool = False,
@@ -132,7 +114,7 @@ def study(
         for candidate in candidates:
             log.info("fold %d/%d: fitting %s on %d subjects", f + 1, len(groups), candidate, len(fit))
             started = time.time()
-            embedder, record = _fit(candidate, model, fit, resnet_training, metric_training, progress)
+            embedder, record = _fit(candidate, model, fit, training, progress)
             seconds = time.time() - started
             variant = dataclasses.replace(model, embedder=embedder, cohort=None)
             kwargs = {} if noise_types is None else {"noise_types": noise_types}
@@ -154,8 +136,10 @@ def study(
         "folds": groups,
         "montage": list(options.montage),
         "mamba": options.denoiser.use_mamba,
-        "resnet_training": dataclasses.asdict(resnet_training),
-        "metric_training": dataclasses.asdict(metric_training),
+        "resnet_training": dataclasses.asdict(training.resnet),
+        "metric_training": dataclasses.asdict(training.metric),
+        "contrastive_training": dataclasses.asdict(training.contrastive),
+        "fusion_splits": training.fusion_splits,
         "candidates": {
             c: {"folds": reports, "summary": aggregate(reports)} for c, reports in per_candidate.items()
         },

@@ -1,163 +1,169 @@
-"""Fitting the learned embedders on denoised training recordings.
+"""Every embedder training can fit, by name, on the denoised recordings of the training subjects.
 
-- :func:`fit_resnet`: the ``resnet`` embedder, trained end to end on augmented
-  raw windows (:mod:`.metric_learning`).
-- :func:`fit_spectral_metric`: the ``spectral-metric`` embedder, an MLP trained
-  on the whitened vectors of an already fitted spectral embedder, its fusion
-  weight and loss chosen by cross-validation over the training subjects.
+Names (:func:`check_embedder`):
+
+- ``spectral``: the spectral embedder with WCCN (:mod:`.embedder_training`);
+- ``spectral-metric``: an MLP on its whitened vectors (:mod:`.spectral_metric_training`);
+- ``resnet18-<loss>``, ``resnet34-<loss>``: a ResNet trained end to end by
+  metric learning on augmented windows (:mod:`.metric_learning`);
+- ``temporal-<loss>``, ``temporal-ssl``, ``temporal-ssl-<loss>``: the small
+  temporal network, trained by metric learning, by contrastive self-supervised
+  pre-training (:mod:`.contrastive`), or by both in that order;
+- any ResNet or temporal name followed by ``+spectral``: that embedder fused with
+  the spectral one, the weight chosen on the training subjects (:mod:`.fusion`).
+
+``<loss>`` is ``arcface`` or ``multisimilarity``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..models.embedders.resnet import ResNetConfig, ResNetEmbedder
-from ..models.embedders.spectral import SpectralConfig, SpectralEmbedder, SpectralFeatures
-from ..models.embedders.spectral_metric import SpectralMetricConfig, SpectralMetricEmbedder, fuse_vectors
-from .embedder_training import SubjectWindows, group_columns, labelled_features, spectral_embedder
-from .metric_learning import LOSSES, FeatureSampler, MetricTraining, RawWindowSampler, train_metric
-from .protocol import embed, score, verification_metrics
-from .wccn import fit_projection
+from ..models.embedders.spectral import SpectralEmbedder, SpectralFeatures
+from ..models.embedders.temporal import TemporalConfig, TemporalEmbedder
+from ..models.preprocess import SignalSpec
+from .contrastive import ContrastiveTraining, pretrain_contrastive
+from .embedder_training import SubjectWindows
+from .fusion import Recordings, fit_fused
+from .metric_learning import LOSSES, MetricTraining, RawWindowSampler, train_metric
+from .protocol import embed
+from .spectral_metric_training import fit_spectral_metric
 
-log = logging.getLogger(__name__)
+_LOSS = "|".join(LOSSES)
+_NAME = re.compile(
+    rf"(?:resnet(?P<depth>18|34)-(?P<loss>{_LOSS})"
+    rf"|temporal(?P<ssl>-ssl)?(?:-(?P<tloss>{_LOSS}))?)(?P<fused>\+spectral)?"
+)
+FORMS = (
+    f"spectral, spectral-metric, resnet18|resnet34-({_LOSS}), temporal-ssl, temporal[-ssl]-({_LOSS}), "
+    "or a resnet or temporal name followed by +spectral"
+)
 
-FUSE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-_RESNET = re.compile(r"resnet(18|34)-(" + "|".join(LOSSES) + r")")
+
+@dataclass(frozen=True)
+class LearnedTraining:
+    """How the learned embedders are trained; recorded beside their results."""
+
+    resnet: MetricTraining = field(default_factory=MetricTraining)
+    metric: MetricTraining = field(default_factory=MetricTraining)  # spectral-metric MLP, temporal network
+    contrastive: ContrastiveTraining = field(default_factory=ContrastiveTraining)
+    fusion_splits: int = 2  # half splits choosing a fusion weight (each trains the learned part once)
+
+    def __post_init__(self) -> None:
+        if self.fusion_splits < 1:
+            raise ValueError(f"fusion_splits must be at least 1, got {self.fusion_splits}")
+
+    @classmethod
+    def with_steps(cls, steps: int, ssl_steps: int, seed: int, fusion_splits: int = 2) -> LearnedTraining:
+        """The same number of metric-learning ``steps`` for every learned embedder."""
+        metric = MetricTraining(steps=steps, seed=seed)
+        contrastive = ContrastiveTraining(steps=ssl_steps, seed=seed)
+        return cls(metric, metric, contrastive, fusion_splits)
 
 
 def check_embedder(name: str) -> str:
     """``name`` if it names an embedder training can fit, else a ValueError listing the forms."""
-    if name in ("spectral", "spectral-metric") or _RESNET.fullmatch(name):
+    match = _NAME.fullmatch(name)
+    learned = match is not None and (match["depth"] or match["ssl"] or match["tloss"])
+    if name in ("spectral", "spectral-metric") or learned:
         return name
-    raise ValueError(
-        f"unknown embedder {name!r}; use spectral, spectral-metric or resnet18|resnet34-{'|'.join(LOSSES)}"
-    )
+    raise ValueError(f"unknown embedder {name!r}; use {FORMS}")
 
 
-def resnet_candidate(name: str) -> tuple[int, str]:
-    """Depth and loss of a ``resnet<depth>-<loss>`` name."""
-    depth, loss = _RESNET.fullmatch(check_embedder(name)).groups()
-    return int(depth), loss
+def needs_signal(name: str) -> bool:
+    """Whether ``name`` is trained on the denoised signal (and not only on spectral features)."""
+    return check_embedder(name) not in ("spectral", "spectral-metric")
+
+
+def _input_scaled(net: nn.Module, recordings: Recordings) -> None:
+    scale = np.concatenate([r for rs in recordings for r in rs], axis=1).std(axis=1)
+    net.input_scale.copy_(torch.as_tensor(np.maximum(scale, 1e-6), dtype=torch.float32))
 
 
 def fit_resnet(
-    recordings: Sequence[Sequence[np.ndarray]],
-    n_channels: int,
-    depth: int,
-    training: MetricTraining,
-    progress: bool = True,
+    recordings: Recordings, n_channels: int, depth: int, training: MetricTraining, progress: bool = True
 ) -> tuple[ResNetEmbedder, dict]:
     """Train a ``resnet`` embedder on each subject's denoised recordings ``(C, N)``."""
     torch.manual_seed(training.seed)  # the initial weights too, so that a fit can be repeated
     net = ResNetEmbedder(ResNetConfig(n_channels=n_channels, depth=depth))
-    scale = np.concatenate([r for rs in recordings for r in rs], axis=1).std(axis=1)
-    net.input_scale.copy_(torch.as_tensor(np.maximum(scale, 1e-6), dtype=torch.float32))
+    _input_scaled(net, recordings)
     sampler = RawWindowSampler(recordings, net.config.window)
     record = train_metric(net, sampler, len(recordings), net.dim, training, progress)
     return net.eval(), record | {"training": dataclasses.asdict(training)}
 
 
-class _Head(torch.nn.Module):
-    def __init__(self, embedder: SpectralMetricEmbedder) -> None:
-        super().__init__()
-        self.embedder = embedder
+def fit_temporal(
+    recordings: Recordings,
+    config: TemporalConfig,
+    contrastive: ContrastiveTraining | None,
+    metric: MetricTraining | None,
+    progress: bool = True,
+) -> tuple[TemporalEmbedder, dict]:
+    """Train a ``temporal`` embedder: contrastive pre-training, metric learning, or both in that order."""
+    if contrastive is None and metric is None:
+        raise ValueError("the temporal embedder needs contrastive pre-training, metric learning or both")
+    torch.manual_seed((metric or contrastive).seed)
+    net = TemporalEmbedder(config)
+    _input_scaled(net, recordings)
+    record = {}
+    if contrastive is not None:  # no labels: every recording of the training subjects
+        unlabelled = [r for rs in recordings for r in rs]
+        record["contrastive"] = pretrain_contrastive(net, unlabelled, config.window, contrastive, progress)
+        record["contrastive"]["training"] = dataclasses.asdict(contrastive)
+    if metric is not None:
+        sampler = RawWindowSampler(recordings, config.window)
+        record["metric"] = train_metric(net, sampler, len(recordings), net.dim, metric, progress)
+        record["metric"]["training"] = dataclasses.asdict(metric)
+    return net.eval(), record
 
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        return self.embedder.learned(s)
 
-
-def _whitened(spectral: SpectralEmbedder, features: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return spectral.project(torch.as_tensor(features[:, columns], dtype=torch.float32)).numpy()
-
-
-def _train_head(
+def fit_embedder(
+    name: str,
     spectral: SpectralEmbedder,
-    data: Sequence[SubjectWindows],
-    columns: np.ndarray,
-    config: SpectralMetricConfig,
-    training: MetricTraining,
-) -> tuple[SpectralMetricEmbedder, dict]:
-    torch.manual_seed(training.seed)
-    embedder = SpectralMetricEmbedder(config, spectral)
-    vectors = [_whitened(spectral, np.concatenate([d.enrol, d.probe]), columns) for d in data]
-    record = train_metric(_Head(embedder), FeatureSampler(vectors), len(data), config.dim, training, False)
-    return embedder.eval(), record
-
-
-def _fused_eer(
-    embedder: SpectralMetricEmbedder, held: Sequence[SubjectWindows], columns, fuse: float
-) -> float:
-    def vectors(features):
-        s = torch.as_tensor(_whitened(embedder.spectral, features, columns))
-        with torch.no_grad():
-            return fuse_vectors(s, embedder.learned(s), fuse).numpy()
-
-    enrolments = [vectors(d.enrol[: d.n_enrol]) for d in held]
-    probes = [vectors(d.probe) for d in held]
-    return verification_metrics(score(enrolments, probes, [d.subject for d in held]), ())["window_eer"]
-
-
-def fit_spectral_metric(
-    data: Sequence[SubjectWindows],
+    windows: Sequence[SubjectWindows],
+    recordings: Recordings | None,
     extractor: SpectralFeatures,
-    spectral_config: SpectralConfig,
-    training: MetricTraining,
-    splits: int = 4,
-) -> tuple[SpectralMetricEmbedder, dict]:
-    """Choose the loss and fusion weight by random half splits of ``data``'s subjects, then fit on all.
+    spec: SignalSpec,
+    training: LearnedTraining,
+    progress: bool = True,
+) -> tuple[nn.Module, dict]:
+    """The embedder ``name`` fitted on the training subjects, and the record of its fitting.
 
-    ``data`` holds the features of every group (as ``extractor`` computes them);
-    the spectral part uses the groups, PCA dimension and shrinkage of
-    ``spectral_config`` and is refitted on each split's fitting half.
+    ``spectral`` is the spectral embedder already fitted on them; ``windows``
+    holds the features of their windows and ``recordings`` (for the embedders
+    that read the signal, see :func:`needs_signal`) their denoised recordings,
+    subject by subject in the same order.
     """
-    columns = group_columns(extractor, spectral_config.features)
-    n = len(data)
-    if n < 4:
-        raise ValueError(f"choosing the fusion weight needs at least 4 training subjects, got {n}")
+    if check_embedder(name) == "spectral":
+        return spectral, {}
+    if name == "spectral-metric":
+        return fit_spectral_metric(windows, extractor, spectral.config, training.metric)
+    if recordings is None:
+        raise ValueError(f"the {name} embedder is trained on the denoised recordings; none were given")
+    match = _NAME.fullmatch(name)
+    n_channels = spectral.config.n_channels
 
-    def projection_of(subset):
-        feats, labels = labelled_features(subset, columns)
-        return fit_projection(feats, labels, spectral_config.pca_dim, spectral_config.shrinkage)
+    def fit_learned(subset: Recordings) -> tuple[nn.Module, dict]:
+        if match["depth"]:
+            resnet = dataclasses.replace(training.resnet, loss=match["loss"])
+            return fit_resnet(subset, n_channels, int(match["depth"]), resnet, progress)
+        config = TemporalConfig(n_channels=n_channels, window=spec.window)
+        contrastive = training.contrastive if match["ssl"] else None
+        metric = dataclasses.replace(training.metric, loss=match["tloss"]) if match["tloss"] else None
+        return fit_temporal(subset, config, contrastive, metric, progress)
 
-    base = SpectralMetricConfig(spectral=spectral_config)
-    rng = np.random.default_rng(training.seed)
-    grid: dict[tuple[str, float], list[float]] = {}
-    for _ in range(splits):
-        order = rng.permutation(n)
-        fit = [data[i] for i in order[: n // 2]]
-        held = [data[i] for i in order[n // 2 :]]
-        spectral = spectral_embedder(projection_of(fit), spectral_config)
-        for loss in LOSSES:
-            embedder, _ = _train_head(
-                spectral,
-                fit,
-                columns,
-                dataclasses.replace(base, spectral=spectral.config),
-                _with(training, loss),
-            )
-            for fuse in FUSE_WEIGHTS:
-                grid.setdefault((loss, fuse), []).append(_fused_eer(embedder, held, columns, fuse))
-    table = [
-        {"loss": loss, "fuse": fuse, "eer_mean": float(np.mean(v)), "eer_std": float(np.std(v))}
-        for (loss, fuse), v in grid.items()
-    ]
-    best = min(table, key=lambda r: (r["eer_mean"], r["eer_std"]))
-    log.info("spectral-metric: chose %s (CV window EER %.3f)", best, best["eer_mean"])
-    spectral = spectral_embedder(projection_of(data), spectral_config)
-    config = SpectralMetricConfig(spectral=spectral.config, fuse=best["fuse"])
-    embedder, record = _train_head(spectral, data, columns, config, _with(training, best["loss"]))
-    return embedder, {"grid": table, "chosen": best, "training": dataclasses.asdict(training)} | record
-
-
-def _with(training: MetricTraining, loss: str) -> MetricTraining:
-    return dataclasses.replace(training, loss=loss)
+    if not match["fused"]:
+        return fit_learned(recordings)
+    splits, seed = training.fusion_splits, training.metric.seed
+    return fit_fused(windows, recordings, extractor, spectral, fit_learned, spec, splits, seed)
 
 
 def embed_cost_ms(embedder: torch.nn.Module, n_channels: int, window: int, batch: int = 64) -> dict:

@@ -2,8 +2,11 @@
 
 - Linear layers (the ``spectral-metric`` MLP, the ResNet head): dynamic
   quantisation, int8 weights, activations quantised per batch at run time.
-- The ResNet backbone: static post-training quantisation (FX graph mode, the
-  x86 backend), its activation ranges calibrated on training windows.
+- The convolutional part of the ResNet (its backbone) and of the temporal
+  network (its feature maps): static post-training quantisation (FX graph
+  mode, the x86 backend), activation ranges calibrated on training windows.
+  A fused embedder has its learned part quantised so; its spectral part,
+  a single projection, stays in float.
 
 PyTorch marks ``torch.ao.quantization`` deprecated in favour of the separate
 torchao package; it still works in the torch this project pins, and its
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from ..models.embedders.resnet import COLUMNS, ROWS, ResNetEmbedder
+from ..models.embedders.temporal import TemporalEmbedder
 
 
 def stored_bytes(module: nn.Module) -> int:
@@ -30,16 +34,19 @@ def stored_bytes(module: nn.Module) -> int:
     return buffer.getbuffer().nbytes
 
 
-def _planes(embedder: ResNetEmbedder, windows: np.ndarray) -> torch.Tensor:
-    x = torch.as_tensor(windows, dtype=torch.float32) / embedder.input_scale[:, None]
-    return x.reshape(len(x), embedder.config.n_channels, ROWS, COLUMNS)
+def _inputs(owner: ResNetEmbedder | TemporalEmbedder, windows: np.ndarray) -> torch.Tensor:
+    """What the convolutional part of ``owner`` reads for ``windows``."""
+    x = torch.as_tensor(windows, dtype=torch.float32) / owner.input_scale[:, None]
+    if isinstance(owner, ResNetEmbedder):
+        return x.reshape(len(x), owner.config.n_channels, ROWS, COLUMNS)
+    return x[:, None]
 
 
 def int8_copy(embedder: nn.Module, calibration: np.ndarray | None = None) -> nn.Module:
     """An int8 copy of ``embedder`` (the original is left as it is).
 
-    ``calibration``: windows ``(B, C, L)`` of training subjects, needed for a
-    ResNet backbone's activation ranges.
+    ``calibration``: windows ``(B, C, L)`` of training subjects, needed for the
+    activation ranges of convolutional parts.
     """
     from torch.ao.quantization import get_default_qconfig_mapping, quantize_dynamic
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
@@ -47,13 +54,18 @@ def int8_copy(embedder: nn.Module, calibration: np.ndarray | None = None) -> nn.
     quantised = copy.deepcopy(embedder).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if isinstance(quantised, ResNetEmbedder):
+        owners = [m for m in quantised.modules() if isinstance(m, ResNetEmbedder | TemporalEmbedder)]
+        for owner in owners:
             if calibration is None or len(calibration) == 0:
-                raise ValueError("an int8 ResNet needs calibration windows of the training subjects")
-            planes = _planes(quantised, calibration)
-            prepared = prepare_fx(quantised.backbone, get_default_qconfig_mapping("x86"), (planes[:1],))
+                raise ValueError(
+                    f"an int8 {owner.name} embedder needs calibration windows of the training subjects"
+                )
+            inputs = _inputs(owner, calibration)
+            attribute = "backbone" if isinstance(owner, ResNetEmbedder) else "features"
+            part = getattr(owner, attribute)
+            prepared = prepare_fx(part, get_default_qconfig_mapping("x86"), (inputs[:1],))
             with torch.no_grad():
-                for batch in planes.split(64):
+                for batch in inputs.split(64):
                     prepared(batch)
-            quantised.backbone = convert_fx(prepared)
+            setattr(owner, attribute, convert_fx(prepared))
         return quantize_dynamic(quantised, {nn.Linear}, dtype=torch.qint8)

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -33,8 +32,7 @@ from .cohort import build_cohort
 from .data import SubjectData
 from .denoiser_training import DenoiserTraining, train_denoiser
 from .embedder_training import SpectralSearch, fit_spectral, window_features
-from .learned_embedders import fit_resnet, fit_spectral_metric, resnet_candidate
-from .metric_learning import MetricTraining
+from .learned_embedders import LearnedTraining, fit_embedder, needs_signal
 from .protocol import denoise, device, embed, windows_of
 
 log = logging.getLogger(__name__)
@@ -49,8 +47,8 @@ class TrainOptions:
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     stage1: DenoiserTraining = field(default_factory=DenoiserTraining)
     search: SpectralSearch = field(default_factory=SpectralSearch)
-    embedder: str = "spectral"  # or "spectral-metric", "resnet18-arcface", ... (see embedder_study)
-    metric: MetricTraining = field(default_factory=MetricTraining)
+    embedder: str = "spectral"  # or "spectral-metric", "temporal-ssl", ... (see learned_embedders)
+    learned: LearnedTraining = field(default_factory=LearnedTraining)
     val_subjects: int = 3
     seed: int = 0
 
@@ -102,7 +100,7 @@ def train(
         SpectralConfig(n_channels=n_channels, sfreq=options.spec.sfreq, window=options.spec.window)
     )
     baseline = psd_extractor(n_channels, options.spec.sfreq, options.spec.window)
-    keep_denoised = options.embedder.startswith("resnet")  # trained on the signal, not on features
+    keep_denoised = needs_signal(options.embedder)
     windows, denoised, baseline_feats = [], [], []
     for d in data:
         enrol, probe = d.enrol.preprocessed(), d.probe.preprocessed()
@@ -112,13 +110,19 @@ def train(
             denoised.append(pair)
         for x in (enrol, probe):
             baseline_feats.append(embed(baseline, windows_of(x, options.spec.sfreq, options.spec.window)))
-    embedder, stage2 = fit_spectral(windows, options.spec, n_channels, options.search, options.seed, progress)
-    if options.embedder == "spectral-metric":
-        embedder, stage2["metric"] = fit_spectral_metric(windows, extractor, embedder.config, options.metric)
-    elif options.embedder != "spectral":
-        depth, loss = resnet_candidate(options.embedder)
-        training = dataclasses.replace(options.metric, loss=loss)
-        embedder, stage2["metric"] = fit_resnet(denoised, n_channels, depth, training, progress)
+    spectral, stage2 = fit_spectral(windows, options.spec, n_channels, options.search, options.seed, progress)
+    embedder, learned = fit_embedder(
+        options.embedder,
+        spectral,
+        windows,
+        denoised if keep_denoised else None,
+        extractor,
+        options.spec,
+        options.learned,
+        progress,
+    )
+    if learned:
+        stage2["learned"] = learned
 
     model.embedder = embedder
     model.cohort = build_cohort(model, data, progress)

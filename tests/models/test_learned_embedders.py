@@ -83,3 +83,79 @@ def test_learned_embedders_travel_in_the_checkpoint(kind, tiny_checkpoint, tmp_p
     x = torch.randn(2, 4, 800)
     with torch.no_grad():
         assert torch.equal(F.normalize(model.embedder(x)), F.normalize(reloaded.embedder(x)))
+
+
+def test_temporal_gives_unit_vectors_and_ignores_where_a_rhythm_falls():
+    from neuroauth.models.embedders.temporal import TemporalConfig, TemporalEmbedder
+
+    torch.manual_seed(0)
+    net = TemporalEmbedder(TemporalConfig(n_channels=4)).eval()
+    t = torch.arange(1600) / 200.0
+    rhythm = torch.sin(2 * torch.pi * 10 * t).repeat(4, 1)  # 10 Hz on every channel
+    chirp = torch.sin(2 * torch.pi * (4 + 3 * t) * t).repeat(4, 1)  # sweeping 4 -> 28 Hz
+    with torch.no_grad():
+        early, late = net(torch.stack([rhythm[:, :800], rhythm[:, 405:1205]]))
+        other = net(chirp[None, :, :800])[0]
+    assert torch.allclose(torch.stack([early.norm(), late.norm()]), torch.ones(2), atol=1e-5)
+    # statistics pooling: the same rhythm a phase apart embeds alike, a different signal does not
+    assert (early @ late) > 0.99 and (early @ late) > (early @ other) + 0.01
+    with pytest.raises(ValueError, match=r"\(batch, 4, 800\)"):
+        net(torch.randn(2, 4, 600))
+    with pytest.raises(ValueError, match="positive"):
+        TemporalConfig(n_channels=0)
+
+
+def _temporal(n_channels: int = 4):
+    from neuroauth.models.embedders.temporal import TemporalConfig, TemporalEmbedder
+
+    torch.manual_seed(1)
+    return TemporalEmbedder(TemporalConfig(n_channels=n_channels, dim=16)).eval()
+
+
+@pytest.mark.parametrize("fuse", [0.0, 0.6, 1.0])
+def test_fused_cosine_is_the_weighted_sum_of_the_spectral_and_learned_cosines(fuse):
+    from neuroauth.models.embedders.fused import FusedConfig, FusedEmbedder
+
+    spectral, learned = _spectral(), _temporal()
+    net = FusedEmbedder(FusedConfig(spectral.config, "temporal", learned.config, fuse), spectral, learned)
+    a, b = torch.randn(5, 4, 800), torch.randn(5, 4, 800)
+    with torch.no_grad():
+        fused = (net(a) * net(b)).sum(1)
+        expected = fuse * (spectral(a) * spectral(b)).sum(1) + (1 - fuse) * (learned(a) * learned(b)).sum(1)
+    assert torch.allclose(fused, expected, atol=1e-5)
+
+
+def test_fused_refuses_parts_that_do_not_fit_together():
+    from neuroauth.models.embedders.fused import FusedConfig
+
+    spectral, learned = _spectral(), _temporal()
+    with pytest.raises(ValueError, match="not one of"):
+        FusedConfig(spectral.config, "eegnet", learned.config)
+    with pytest.raises(ValueError, match="does not belong to a resnet"):
+        FusedConfig(spectral.config, "resnet", learned.config)
+    with pytest.raises(ValueError, match="same channels"):
+        FusedConfig(spectral.config, "temporal", _temporal(3).config)
+
+
+@pytest.mark.parametrize("kind", ["temporal", "fused"])
+def test_temporal_and_fused_embedders_travel_in_the_checkpoint(kind, tiny_checkpoint, tmp_path):
+    from neuroauth.models.embedders.fused import FusedConfig, FusedEmbedder
+
+    model = load_checkpoint(tiny_checkpoint)
+    learned = _temporal()
+    learned.input_scale.fill_(3.0)
+    with torch.no_grad():
+        for p in learned.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    embedder = learned
+    if kind == "fused":
+        config = FusedConfig(model.embedder.config, "temporal", learned.config, fuse=0.7)
+        embedder = FusedEmbedder(config, model.embedder, learned)
+    model = dataclasses.replace(model, embedder=embedder.eval(), cohort=None)
+    save_checkpoint(model, tmp_path / "m.pt")
+    reloaded = load_checkpoint(tmp_path / "m.pt")
+    assert reloaded.embedder_name == kind
+    assert reloaded.embedder.config == embedder.config
+    x = torch.randn(2, 4, 800)
+    with torch.no_grad():
+        assert torch.equal(model.embedder(x), reloaded.embedder(x))

@@ -62,8 +62,7 @@ def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monke
         es.TrainOptions(),
         2,
         ["spectral", "spectral-metric"],
-        es.MetricTraining(),
-        es.MetricTraining(),
+        es.LearnedTraining(),
         progress=False,
     )
     pairs = list(zip(log[::2], log[1::2], strict=True))

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -60,13 +63,39 @@ def test_bad_settings_and_candidates_are_named():
     with pytest.raises(ValueError, match="unknown embedder 'resnet50-arcface'"):
         check_candidates(["spectral", "resnet50-arcface"])
     assert check_candidates(["resnet34-multisimilarity"]) == ["resnet34-multisimilarity"]
+    good = ["temporal-ssl", "temporal-arcface", "temporal-ssl-multisimilarity+spectral"]
+    good.append("resnet18-arcface+spectral")
+    assert check_candidates(good) == good
+    for bad in ("temporal", "temporal+spectral", "spectral+spectral", "temporal-ssl-triplet"):
+        with pytest.raises(ValueError, match=re.escape(f"unknown embedder '{bad}'; use spectral,")):
+            check_candidates([bad])
 
 
-@pytest.mark.parametrize("embedder", ["spectral-metric", "resnet18-multisimilarity"])
-def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(embedder, bundled_4ch, tmp_path):
+def test_a_signal_embedder_is_not_fitted_without_the_signal():
+    from neuroauth.training.learned_embedders import LearnedTraining, fit_embedder, needs_signal
+
+    assert needs_signal("temporal-ssl+spectral") and not needs_signal("spectral-metric")
+    spectral = SimpleNamespace(config=SimpleNamespace(n_channels=4))
+    with pytest.raises(ValueError, match="trained on the denoised recordings"):
+        fit_embedder("temporal-ssl", spectral, [], None, None, None, LearnedTraining(), False)
+
+
+@pytest.mark.parametrize(
+    ("embedder", "shipped"),
+    [
+        ("spectral-metric", "spectral-metric"),
+        ("resnet18-multisimilarity", "resnet"),
+        ("temporal-ssl-arcface+spectral", "fused"),
+    ],
+)
+def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
+    embedder, shipped, bundled_4ch, tmp_path
+):
     from neuroauth.models.checkpoint import load_checkpoint
+    from neuroauth.training.contrastive import ContrastiveTraining
     from neuroauth.training.denoiser_training import DenoiserTraining
     from neuroauth.training.embedder_training import SpectralSearch
+    from neuroauth.training.learned_embedders import LearnedTraining
     from neuroauth.training.train import TrainOptions, train
 
     options = TrainOptions(
@@ -74,15 +103,20 @@ def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(embedd
         search=SpectralSearch(pca_dims=(8,), shrinkages=(0.5,), splits=1),
         val_subjects=1,
         embedder=embedder,
-        metric=MetricTraining(steps=3, per_batch=4, per_subject=4),
+        learned=LearnedTraining(
+            resnet=MetricTraining(steps=3, per_batch=4, per_subject=4),
+            metric=MetricTraining(steps=3, per_batch=4, per_subject=4),
+            contrastive=ContrastiveTraining(steps=2, batch=8),
+            fusion_splits=1,
+        ),
     )
     out = tmp_path / "learned.pt"
     train(bundled_4ch, options, out, resume=False, progress=False)
     model = load_checkpoint(out)
-    assert model.embedder_name == embedder.split("18")[0]
+    assert model.embedder_name == shipped
     assert model.meta["embedder_choice"] == embedder
     assert model.cohort.dim == model.embedder.dim
-    assert "metric" in model.meta["embedder_selection"]
+    assert model.meta["embedder_selection"]["learned"]
 
 
 def test_a_resnet_fit_repeats_exactly_with_its_seed():

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from neuroauth.models.embedders.spectral import SpectralConfig, SpectralFeatures
+from neuroauth.models.embedders.temporal import TemporalConfig, TemporalEmbedder
+from neuroauth.models.preprocess import SignalSpec
+from neuroauth.training.embedder_training import group_columns, window_features
+from neuroauth.training.fusion import fit_fused, fit_spectral_part, half_splits
+
+SPEC = SignalSpec()
+
+
+class _DCReader(TemporalEmbedder):
+    """Knows people by the offset of their first channel, which spectral features cannot see."""
+
+    def forward(self, x):
+        code = x[:, 0].mean(1).div(5.0).round().long().clamp(0, self.dim - 1)
+        return F.one_hot(code, self.dim).float()
+
+
+class _Guesser(TemporalEmbedder):
+    """Knows nobody: a random direction for every window."""
+
+    def forward(self, x):
+        return F.normalize(torch.randn(len(x), self.dim), dim=1)
+
+
+def _people(rhythmic: bool, n: int = 8):
+    rng = np.random.default_rng(0)
+    recordings = []
+    for k in range(n):
+        pair = []
+        for seconds in (70, 30):
+            x = rng.standard_normal((4, seconds * 200))
+            t = np.arange(x.shape[1]) / 200.0
+            if rhythmic:  # each person their own alpha peak
+                x += 2.0 * np.sin(2 * np.pi * (7 + 1.5 * k) * t)
+            else:  # the same noise for all, and an offset that only the DC reader sees
+                x[0] += 5.0 * k
+            pair.append(x)
+        recordings.append(pair)
+    config = SpectralConfig(n_channels=4, pca_dim=16, features=("psd", "bandpower"))
+    extractor = SpectralFeatures(SpectralConfig(n_channels=4))
+    windows = [window_features(f"S{k}", e, p, extractor, SPEC) for k, (e, p) in enumerate(recordings)]
+    spectral = fit_spectral_part(windows, group_columns(extractor, config.features), config)
+    return windows, recordings, extractor, spectral
+
+
+@pytest.mark.parametrize(("rhythmic", "learned_cls"), [(False, _DCReader), (True, _Guesser)])
+def test_the_fusion_weight_follows_whichever_part_tells_people_apart(rhythmic, learned_cls):
+    windows, recordings, extractor, spectral = _people(rhythmic)
+    fitted = []
+
+    def fit_learned(subset):
+        fitted.append(len(subset))
+        return learned_cls(TemporalConfig(n_channels=4, dim=16)).eval(), {"subjects": len(subset)}
+
+    torch.manual_seed(0)
+    fused, record = fit_fused(windows, recordings, extractor, spectral, fit_learned, SPEC, splits=2, seed=0)
+    assert fitted == [4, 4, 8]  # once per split on its fitting half, then on everyone
+    grid = {row["fuse"]: row["eer_mean"] for row in record["grid"]}
+    if learned_cls is _DCReader:
+        assert grid[1.0] > 0.3 and grid[0.0] < 0.05  # spectral is blind here, the learned part is not
+        assert fused.config.fuse <= 0.5
+    else:
+        assert grid[1.0] < 0.05 and grid[0.0] > 0.3
+        assert fused.config.fuse >= 0.75
+    assert fused.spectral is spectral and fused.config.learned_name == "temporal"
+
+
+def test_half_splits_are_disjoint_and_need_four_subjects():
+    for fit, held in half_splits(9, 3, seed=1):
+        assert len(fit) == 4 and len(held) == 5 and not set(fit) & set(held)
+    with pytest.raises(ValueError, match="at least 4 training subjects"):
+        half_splits(3, 2, seed=0)

@@ -1,0 +1,111 @@
+"""Fusing a learned embedder with the spectral one, its weight chosen on training subjects only.
+
+The weight ``w`` of the spectral cosine (:mod:`..models.embedders.fused`) is
+chosen by random half splits of the training subjects: on each split the
+spectral projection and the learned embedder are fitted on one half, and the
+fused window EER of the other half is measured for every weight of
+:data:`FUSE_WEIGHTS`. The weight with the lowest mean EER wins; the learned
+embedder is then fitted on all training subjects and joined to the spectral
+embedder already fitted on them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models.embedders.fused import FusedConfig, FusedEmbedder
+from ..models.embedders.spectral import SpectralConfig, SpectralEmbedder, SpectralFeatures
+from ..models.embedders.spectral_metric import fuse_vectors
+from ..models.preprocess import SignalSpec
+from .embedder_training import SubjectWindows, group_columns, labelled_features, spectral_embedder
+from .protocol import embed, score, verification_metrics, windows_of
+from .wccn import fit_projection
+
+log = logging.getLogger(__name__)
+
+FUSE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+Pairs = Sequence[tuple[np.ndarray, np.ndarray]]  # per subject: (enrolment vectors, probe vectors)
+Recordings = Sequence[Sequence[np.ndarray]]  # per subject: denoised recordings (C, N)
+
+
+def half_splits(n: int, splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``splits`` random splits of ``n`` subjects into a fitting half and a held half."""
+    if n < 4:
+        raise ValueError(f"choosing by cross-validation needs at least 4 training subjects, got {n}")
+    rng = np.random.default_rng(seed)
+    orders = [rng.permutation(n) for _ in range(splits)]
+    return [(order[: n // 2], order[n // 2 :]) for order in orders]
+
+
+def fit_spectral_part(data: Sequence[SubjectWindows], columns: np.ndarray, config: SpectralConfig):
+    """A spectral embedder with ``config``'s settings fitted on ``data`` only."""
+    feats, labels = labelled_features(data, columns)
+    return spectral_embedder(fit_projection(feats, labels, config.pca_dim, config.shrinkage), config)
+
+
+def spectral_vectors(spectral: SpectralEmbedder, features: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """The spectral embedder's unit vectors of precomputed window features (all groups)."""
+    with torch.no_grad():
+        return spectral.project(torch.as_tensor(features[:, columns], dtype=torch.float32)).numpy()
+
+
+def fusion_eers(spectral: Pairs, learned: Pairs, subjects: Sequence[str], weights=FUSE_WEIGHTS) -> dict:
+    """Window EER of the fused vectors for each spectral weight."""
+    out = {}
+    for w in weights:
+
+        def fused(a, b, w=w):
+            return fuse_vectors(torch.as_tensor(a), torch.as_tensor(b), w).numpy()
+
+        enrolments = [fused(s[0], m[0]) for s, m in zip(spectral, learned, strict=True)]
+        probes = [fused(s[1], m[1]) for s, m in zip(spectral, learned, strict=True)]
+        out[w] = verification_metrics(score(enrolments, probes, list(subjects)), ())["window_eer"]
+    return out
+
+
+def choose_weight(grid: dict[float, list[float]]) -> tuple[list[dict], dict]:
+    """The table of mean and spread of the EER per weight, and its best row."""
+    table = [{"fuse": w, "eer_mean": float(np.mean(v)), "eer_std": float(np.std(v))} for w, v in grid.items()]
+    return table, min(table, key=lambda r: (r["eer_mean"], r["eer_std"]))
+
+
+def fit_fused(
+    windows: Sequence[SubjectWindows],
+    recordings: Recordings,
+    extractor: SpectralFeatures,
+    spectral: SpectralEmbedder,
+    fit_learned: Callable[[Recordings], tuple[nn.Module, dict]],
+    spec: SignalSpec,
+    splits: int,
+    seed: int,
+) -> tuple[FusedEmbedder, dict]:
+    """``spectral`` (fitted on all of ``windows``) fused with the embedder ``fit_learned`` trains.
+
+    ``windows`` and ``recordings`` hold the same subjects in the same order: the
+    features of every window (1 s hop) and the denoised recordings they come from.
+    """
+    columns = group_columns(extractor, spectral.config.features)
+    grid: dict[float, list[float]] = {w: [] for w in FUSE_WEIGHTS}
+    for fit, held in half_splits(len(windows), splits, seed):
+        part = fit_spectral_part([windows[i] for i in fit], columns, spectral.config)
+        learned, _ = fit_learned([recordings[i] for i in fit])
+        s_pairs, m_pairs = [], []
+        for i in held:
+            d, (enrol, probe) = windows[i], recordings[i]
+            s_enrol = spectral_vectors(part, d.enrol[: d.n_enrol], columns)
+            s_pairs.append((s_enrol, spectral_vectors(part, d.probe, columns)))
+            learned_enrol = embed(learned, windows_of(enrol, spec.sfreq, spec.window)[: d.n_enrol])
+            m_pairs.append((learned_enrol, embed(learned, windows_of(probe, spec.sfreq, spec.window))))
+        for w, eer in fusion_eers(s_pairs, m_pairs, [windows[i].subject for i in held]).items():
+            grid[w].append(eer)
+    table, best = choose_weight(grid)
+    log.info("fusion: spectral weight %.2f (CV window EER %.3f)", best["fuse"], best["eer_mean"])
+    learned, record = fit_learned(recordings)
+    config = FusedConfig(spectral.config, learned.name, learned.config, fuse=best["fuse"])
+    return FusedEmbedder(config, spectral, learned), {"grid": table, "chosen": best, "learned": record}
