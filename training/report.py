@@ -192,23 +192,35 @@ def embedder_noise_table(studies: Sequence[dict]) -> str:
     return "\n".join(rows)
 
 
-def spectral_metric_table(studies: Sequence[dict]) -> str:
-    """The loss and spectral weight each fold's inner cross-validation chose for ``spectral-metric``."""
+def _by_eer(row: dict) -> tuple[float, float]:
+    return row["eer_mean"], row["eer_std"]
+
+
+def fusion_table(studies: Sequence[dict]) -> str:
+    """Per fused candidate and fold: the spectral weight (and loss) its inner cross-validation chose."""
     rows = [
-        "| montage | fold | chosen loss | spectral weight | inner-CV EER | "
-        "best with a learned part (loss, weight) | held-out EER |",
-        "|---|---|---|---|---|---|---|",
+        "| montage | embedder | fold | chosen spectral weight (loss) | inner-CV EER | "
+        "best with a learned part: EER (weight, loss) | spectral alone, inner CV | held-out EER |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+
+    def loss(row):
+        return f", {row['loss']}" if "loss" in row else ""
+
     for study in studies:
-        for f, report in enumerate(study["candidates"].get("spectral-metric", {}).get("folds", [])):
-            grid, best = report["fit"]["grid"], report["fit"]["chosen"]
-            learned = min((r for r in grid if r["fuse"] < 1.0), key=lambda r: (r["eer_mean"], r["eer_std"]))
-            rows.append(
-                f"| {_montage_name(study)} | {f + 1} | {best['loss']} | {best['fuse']} | "
-                f"{best['eer_mean']:.3f} ± {best['eer_std']:.3f} | "
-                f"{learned['eer_mean']:.3f} ± {learned['eer_std']:.3f} "
-                f"({learned['loss']}, {learned['fuse']}) | {report['window_eer']:.3f} |"
-            )
+        for candidate, data in study["candidates"].items():
+            for f, report in enumerate(data["folds"]):
+                grid, best = report["fit"].get("grid"), report["fit"].get("chosen")
+                if not grid or "fuse" not in grid[0]:
+                    continue
+                learned = min((r for r in grid if r["fuse"] < 1.0), key=_by_eer)
+                alone = min((r for r in grid if r["fuse"] == 1.0), key=_by_eer)
+                rows.append(
+                    f"| {_montage_name(study)} | {candidate} | {f + 1} | {best['fuse']}{loss(best)} | "
+                    f"{_ms({'mean': best['eer_mean'], 'std': best['eer_std']})} | "
+                    f"{learned['eer_mean']:.3f} ({learned['fuse']}{loss(learned)}) | "
+                    f"{alone['eer_mean']:.3f} | {report['window_eer']:.3f} |"
+                )
     return "\n".join(rows)
 
 
@@ -224,7 +236,7 @@ def render(
             "",
             embedder_noise_table(studies),
             "",
-            spectral_metric_table(studies),
+            fusion_table(studies),
             "",
         ]
     if results:

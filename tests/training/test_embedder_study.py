@@ -88,3 +88,23 @@ def test_an_int8_resnet_is_measured_on_the_held_out_subjects(tiny_checkpoint, bu
     assert 0.0 <= report["window_eer"] <= 1.0
     assert report["eer_change"] == report["window_eer"] - 0.5
     assert report["stored_bytes"] < report["float_stored_bytes"] / 3
+
+
+def test_the_fusion_table_shows_each_folds_choice_beside_the_spectral_part_alone():
+    from neuroauth.training.report import fusion_table
+
+    grid = [
+        {"fuse": 0.5, "eer_mean": 0.10, "eer_std": 0.01},
+        {"fuse": 0.75, "eer_mean": 0.08, "eer_std": 0.02},
+        {"fuse": 1.0, "eer_mean": 0.09, "eer_std": 0.01},
+    ]
+    fused = {"window_eer": 0.07, "fit": {"grid": grid, "chosen": grid[1]}}
+    spectral = {"window_eer": 0.09, "fit": {"chosen": {"features": ["psd"]}}}
+    study = {
+        "montage": ["T7", "F8", "Cz", "P4"],
+        "candidates": {"spectral": {"folds": [spectral]}, "temporal-ssl+spectral": {"folds": [fused]}},
+    }
+    rows = fusion_table([study]).splitlines()
+    assert rows[2:] == [
+        "| 4 ch | temporal-ssl+spectral | 1 | 0.75 | 0.080 ± 0.020 | 0.080 (0.75) | 0.090 | 0.070 |"
+    ]
