@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .signal_input import scaled_windows
+
 ROWS, COLUMNS = 25, 32
 
 
@@ -85,12 +87,6 @@ class ResNetEmbedder(nn.Module):
         return self.config.dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cfg = self.config
-        if x.ndim != 3 or x.shape[1] != cfg.n_channels or x.shape[2] != cfg.window:
-            raise ValueError(
-                f"resnet embedder expects windows (batch, {cfg.n_channels}, {cfg.window}), "
-                f"got {tuple(x.shape)}"
-            )
-        x = x.float() / self.input_scale[:, None]
-        planes = x.reshape(x.shape[0], cfg.n_channels, ROWS, COLUMNS)
+        x = scaled_windows(x, self.input_scale, self.config.window, self.name)
+        planes = x.reshape(x.shape[0], self.config.n_channels, ROWS, COLUMNS)
         return F.normalize(self.head(self.backbone(planes)), dim=1)

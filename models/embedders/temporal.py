@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .signal_input import scaled_windows
+
 
 @dataclass(frozen=True)
 class TemporalConfig:
@@ -98,13 +100,7 @@ class TemporalEmbedder(nn.Module):
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """The statistics-pooled features ``(B, 2 * separable)`` of windows ``(B, C, L)``."""
-        cfg = self.config
-        if x.ndim != 3 or x.shape[1] != cfg.n_channels or x.shape[2] != cfg.window:
-            raise ValueError(
-                f"temporal embedder expects windows (batch, {cfg.n_channels}, {cfg.window}), "
-                f"got {tuple(x.shape)}"
-            )
-        x = x.float() / self.input_scale[:, None]
+        x = scaled_windows(x, self.input_scale, self.config.window, self.name)
         maps = self.features(x[:, None]).squeeze(2)  # (B, separable, T)
         spread = maps.var(dim=2, unbiased=False).add(1e-6).log().mul(0.5)
         return torch.cat([maps.mean(dim=2), spread], dim=1)
