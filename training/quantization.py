@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..models.embedders.resnet import COLUMNS, ROWS, ResNetEmbedder
+from ..models.embedders.signal_input import scaled_windows
 from ..models.embedders.temporal import TemporalEmbedder
 
 
@@ -36,7 +37,7 @@ def stored_bytes(module: nn.Module) -> int:
 
 def _inputs(owner: ResNetEmbedder | TemporalEmbedder, windows: np.ndarray) -> torch.Tensor:
     """What the convolutional part of ``owner`` reads for ``windows``."""
-    x = torch.as_tensor(windows, dtype=torch.float32) / owner.input_scale[:, None]
+    x = scaled_windows(torch.as_tensor(windows), owner.input_scale, owner.config.window, owner.name)
     if isinstance(owner, ResNetEmbedder):
         return x.reshape(len(x), owner.config.n_channels, ROWS, COLUMNS)
     return x[:, None]
