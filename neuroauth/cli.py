@@ -291,14 +291,22 @@ def cmd_train(args) -> int:
         f"PCA {chosen['pca_dim'] or 'none'}, "
         f"shrinkage {chosen['shrinkage']} (window EER {chosen['eer_mean']:.3f} +- {chosen['eer_std']:.3f})"
     )
-    metric = model.meta["embedder_selection"].get("metric", {})
-    if "chosen" in metric:
-        best = metric["chosen"]
-        print(
-            f"spectral-metric by cross-validation: loss {best['loss']}, spectral weight {best['fuse']} "
-            f"(window EER {best['eer_mean']:.3f} +- {best['eer_std']:.3f})"
-        )
+    fusion = format_fusion_choice(model.meta)
+    if fusion:
+        print(fusion)
     return 0
+
+
+def format_fusion_choice(meta: dict) -> str | None:
+    """The spectral weight (and loss) cross-validation chose for a fused embedder, if one was trained."""
+    best = meta["embedder_selection"].get("learned", {}).get("chosen")
+    if best is None:
+        return None
+    loss = f", loss {best['loss']}" if "loss" in best else ""
+    return (
+        f"{meta['embedder_choice']} by cross-validation: spectral weight {best['fuse']}{loss} "
+        f"(window EER {best['eer_mean']:.3f} +- {best['eer_std']:.3f})"
+    )
 
 
 def _targets(args, settings=None):

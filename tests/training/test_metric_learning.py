@@ -98,6 +98,8 @@ def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
     from neuroauth.training.learned_embedders import LearnedTraining
     from neuroauth.training.train import TrainOptions, train
 
+    from neuroauth.cli import format_fusion_choice
+
     options = TrainOptions(
         stage1=DenoiserTraining(steps=4, batch=4, val_every=2, val_examples=8),
         search=SpectralSearch(pca_dims=(8,), shrinkages=(0.5,), splits=1),
@@ -117,6 +119,13 @@ def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
     assert model.meta["embedder_choice"] == embedder
     assert model.cohort.dim == model.embedder.dim
     assert model.meta["embedder_selection"]["learned"]
+    fusion = format_fusion_choice(model.meta)
+    if shipped in ("spectral-metric", "fused"):
+        assert fusion.startswith(
+            f"{embedder} by cross-validation: spectral weight {model.embedder.config.fuse}"
+        )
+    else:
+        assert fusion is None
 
 
 def test_a_resnet_fit_repeats_exactly_with_its_seed():
