@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -470,19 +471,19 @@ def cmd_embedders(args) -> int:
     from .training.learned_embedders import LearnedTraining
     from .training.metric_learning import MetricTraining
 
-    options = _options(args)
+    learned = LearnedTraining(
+        resnet=MetricTraining(steps=args.resnet_steps, seed=args.seed),
+        metric=MetricTraining(steps=args.metric_steps, seed=args.seed),
+        contrastive=ContrastiveTraining(steps=args.ssl_steps, seed=args.seed),
+        fusion_splits=args.fusion_splits,
+    )
+    options = dataclasses.replace(_options(args), learned=learned)
     data = _load_data(args, options.montage, options.spec)
     result = study(
         data,
         options,
         args.folds,
         [c.strip() for c in args.candidates.split(",") if c.strip()],  # checked by study()
-        LearnedTraining(
-            resnet=MetricTraining(steps=args.resnet_steps, seed=args.seed),
-            metric=MetricTraining(steps=args.metric_steps, seed=args.seed),
-            contrastive=ContrastiveTraining(steps=args.ssl_steps, seed=args.seed),
-            fusion_splits=args.fusion_splits,
-        ),
         keep=args.keep_checkpoints,
         noise_types=_noise_types(args.noise),
         int8=args.int8,

@@ -3,16 +3,16 @@
 The subjects are split into the same disjoint folds as ``neuroauth crossval``
 (same seed). For each fold, the fold's checkpoint (denoiser and spectral
 embedder, trained on the other subjects; reused from ``--keep-checkpoints``
-when trained alike) denoises every recording; each candidate embedder is then
-fitted on the fold's training subjects only and run through the verification
-protocol on the fold's subjects, clean and per noise type, with its training
-time and its cost per window; with ``int8``, the clean figures, size and cost of
-an int8 copy of every learned embedder too. Figures are given per fold and as mean and spread
-over folds.
+when trained alike) denoises every recording. The training subjects' denoised
+recordings and window features are computed once per fold; each candidate
+embedder is then fitted on them only (its fitting time excludes that shared
+preparation) and run through the verification protocol on the fold's subjects,
+clean and per noise type, with its cost per window; with ``int8``, the clean
+figures, size and cost of an int8 copy of every learned embedder too. Figures
+are given per fold and as mean and spread over folds.
 
-Candidates: ``spectral`` (the checkpoint's own), ``spectral-metric`` (its loss
-and fusion weight chosen by cross-validation over the fold's training subjects)
-and ``resnet<depth>-<loss>`` (e.g. ``resnet18-arcface``, ``resnet34-multisimilarity``).
+Candidates: any name of :mod:`.learned_embedders`; ``spectral`` is the
+checkpoint's own.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from ..models.checkpoint import NeuroAuthModel
 from ..models.embedders.spectral import SpectralConfig, SpectralFeatures
 from .crossval import _kept, aggregate, subject_folds
 from .data import SubjectData
-from .embedder_training import window_features
+from .embedder_training import SubjectWindows, window_features
 from .evaluate import evaluate
 from .learned_embedders import LearnedTraining, check_embedder, embed_cost_ms, fit_embedder, needs_signal
 from .protocol import ENROL_SECONDS, denoise, embed, score, verification_metrics, windows_of
@@ -47,23 +48,39 @@ def check_candidates(names: Sequence[str]) -> list[str]:
     return [check_embedder(n) for n in names]
 
 
-def _fit(
-    name: str, model: NeuroAuthModel, fit: Sequence[SubjectData], training: LearnedTraining, progress: bool
-):
-    if name == "spectral":
-        return model.embedder, {"chosen": model.meta["embedder_selection"]["chosen"]}
+@dataclass
+class _FoldInputs:
+    """What every candidate of a fold is fitted on, subject by subject in the same order."""
+
+    subjects: list[str]
+    recordings: list[list[np.ndarray]]  # the denoised enrolment and probe recordings
+    windows: list[SubjectWindows]  # the spectral features of their windows (every group)
+    extractor: SpectralFeatures
+
+
+def _fold_inputs(model: NeuroAuthModel, fit: Sequence[SubjectData]) -> _FoldInputs:
     spec = model.spec
     denoised = [[denoise(model, d.enrol.preprocessed()), denoise(model, d.probe.preprocessed())] for d in fit]
-    config = SpectralConfig(n_channels=len(model.montage), sfreq=spec.sfreq, window=spec.window)
-    extractor = SpectralFeatures(config)
-    pairs = zip(fit, denoised, strict=True)
-    windows = [window_features(d.subject, e, p, extractor, spec) for d, (e, p) in pairs]
-    recordings = denoised if needs_signal(name) else None
-    return fit_embedder(name, model.embedder, windows, recordings, extractor, spec, training, progress)
+    extractor = SpectralFeatures(
+        SpectralConfig(n_channels=len(model.montage), sfreq=spec.sfreq, window=spec.window)
+    )
+    windows = [
+        window_features(d.subject, e, p, extractor, spec) for d, (e, p) in zip(fit, denoised, strict=True)
+    ]
+    return _FoldInputs([d.subject for d in fit], denoised, windows, extractor)
+
+
+def _fit(name: str, model: NeuroAuthModel, inputs: _FoldInputs, training: LearnedTraining, progress: bool):
+    if name == "spectral":
+        return model.embedder, {"chosen": model.meta["embedder_selection"]["chosen"]}
+    recordings = inputs.recordings if needs_signal(name) else None
+    return fit_embedder(
+        name, model.embedder, inputs.windows, recordings, inputs.extractor, model.spec, training, progress
+    )
 
 
 def _int8_report(
-    embedder, model: NeuroAuthModel, fit: Sequence[SubjectData], held: Sequence[SubjectData], eer: float
+    embedder, model: NeuroAuthModel, inputs: _FoldInputs, held: Sequence[SubjectData], eer: float
 ) -> dict:
     """Clean window EER, size and cost of an int8 copy of ``embedder``, calibrated on training windows."""
     spec = model.spec
@@ -71,7 +88,8 @@ def _int8_report(
     def windows(recording, seconds=None):
         return windows_of(denoise(model, recording.preprocessed()), spec.sfreq, spec.window, seconds)
 
-    calibration = np.concatenate([windows(d.enrol)[::8] for d in fit])
+    enrolments = (enrol for enrol, _ in inputs.recordings)
+    calibration = np.concatenate([windows_of(e, spec.sfreq, spec.window)[::8] for e in enrolments])
     quantised = int8_copy(embedder, calibration)
     enrolments = [embed(quantised, windows(d.enrol, ENROL_SECONDS)) for d in held]
     probes = [embed(quantised, windows(d.probe)) for d in held]
@@ -90,13 +108,13 @@ def study(
     options: TrainOptions,
     folds: int,
     candidates: Sequence[str],
-    training: LearnedTraining,
     keep: Path | None = None,
     noise_types: Sequence[str] | None = None,
     int8: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Per candidate, every fold's evaluation report and their summary."""
+    """Per candidate, every fold's evaluation report and their summary; learned candidates are
+    trained as ``options.learned`` says."""
     candidates = check_candidates(candidates)
     subjects = [d.subject for d in data]
     groups = subject_folds(subjects, folds, options.seed)
@@ -111,10 +129,11 @@ def study(
             model = _kept(out, fit, options) if keep is not None else None
             if model is None:
                 model = train(fit, options, out, resume=False, progress=progress)
+        inputs = _fold_inputs(model, fit) if set(candidates) - {"spectral"} else None
         for candidate in candidates:
             log.info("fold %d/%d: fitting %s on %d subjects", f + 1, len(groups), candidate, len(fit))
             started = time.time()
-            embedder, record = _fit(candidate, model, fit, training, progress)
+            embedder, record = _fit(candidate, model, inputs, options.learned, progress)
             seconds = time.time() - started
             variant = dataclasses.replace(model, embedder=embedder, cohort=None)
             kwargs = {} if noise_types is None else {"noise_types": noise_types}
@@ -130,16 +149,16 @@ def study(
             report["stored_values"] = sum(t.numel() for t in embedder.state_dict().values())
             report["fit"] = record
             if int8 and candidate != "spectral":
-                report["int8"] = _int8_report(embedder, model, fit, held, report["window_eer"])
+                report["int8"] = _int8_report(embedder, model, inputs, held, report["window_eer"])
             per_candidate[candidate].append(report)
     return {
         "folds": groups,
         "montage": list(options.montage),
         "mamba": options.denoiser.use_mamba,
-        "resnet_training": dataclasses.asdict(training.resnet),
-        "metric_training": dataclasses.asdict(training.metric),
-        "contrastive_training": dataclasses.asdict(training.contrastive),
-        "fusion_splits": training.fusion_splits,
+        "resnet_training": dataclasses.asdict(options.learned.resnet),
+        "metric_training": dataclasses.asdict(options.learned.metric),
+        "contrastive_training": dataclasses.asdict(options.learned.contrastive),
+        "fusion_splits": options.learned.fusion_splits,
         "candidates": {
             c: {"folds": reports, "summary": aggregate(reports)} for c, reports in per_candidate.items()
         },

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 from neuroauth.models.preprocess import SignalSpec
@@ -43,9 +44,12 @@ def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monke
     log = []
     eers = {"spectral": 0.1, "spectral-metric": 0.2}
 
-    def fake_fit(name, model, fit, *args):
-        log.append(("fit", name, {d.subject for d in fit}))
+    def fake_fit(name, model, inputs, *args):
+        log.append(("fit", name, set(inputs.subjects)))
         return torch.nn.Linear(2, 3), {"name": name}
+
+    def fake_inputs(model, fit):  # what the real one denoises and featurises: the fit subjects'
+        return SimpleNamespace(subjects=[d.subject for d in fit])
 
     def fake_evaluate(model, data, progress, **kwargs):
         name = log[-1][1]
@@ -54,6 +58,7 @@ def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monke
 
     monkeypatch.setattr(es, "train", lambda *a, **k: _Model())
     monkeypatch.setattr(es, "_fit", fake_fit)
+    monkeypatch.setattr(es, "_fold_inputs", fake_inputs)
     monkeypatch.setattr(es, "evaluate", fake_evaluate)
     monkeypatch.setattr(es, "embed_cost_ms", lambda *a: {"single": 1.0, "batch_64": 0.1})
     data = [_Subject(f"S{i}") for i in range(10)]
@@ -62,7 +67,6 @@ def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monke
         es.TrainOptions(),
         2,
         ["spectral", "spectral-metric"],
-        es.LearnedTraining(),
         progress=False,
     )
     pairs = list(zip(log[::2], log[1::2], strict=True))
@@ -80,11 +84,14 @@ def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monke
 def test_an_int8_resnet_is_measured_on_the_held_out_subjects(tiny_checkpoint, bundled_4ch):
     from neuroauth.models.checkpoint import load_checkpoint
     from neuroauth.models.embedders.resnet import ResNetConfig, ResNetEmbedder
-    from neuroauth.training.embedder_study import _int8_report
+    from neuroauth.training.embedder_study import _fold_inputs, _int8_report
 
     torch.manual_seed(0)
     embedder = ResNetEmbedder(ResNetConfig(n_channels=4, dim=16)).eval()
-    report = _int8_report(embedder, load_checkpoint(tiny_checkpoint), bundled_4ch[:2], bundled_4ch[2:], 0.5)
+    model = load_checkpoint(tiny_checkpoint)
+    inputs = _fold_inputs(model, bundled_4ch[:2])
+    assert inputs.subjects == [d.subject for d in bundled_4ch[:2]]
+    report = _int8_report(embedder, model, inputs, bundled_4ch[2:], 0.5)
     assert 0.0 <= report["window_eer"] <= 1.0
     assert report["eer_change"] == report["window_eer"] - 0.5
     assert report["stored_bytes"] < report["float_stored_bytes"] / 3
