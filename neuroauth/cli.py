@@ -55,8 +55,8 @@ def _embedder_options(p: argparse.ArgumentParser) -> None:
         "--embedder",
         default="spectral",
         help="spectral (default), spectral-metric, resnet18|resnet34-<loss>, temporal-ssl, "
-        "temporal[-ssl]-<loss>, or a resnet or temporal name followed by +spectral "
-        "(<loss>: arcface or multisimilarity)",
+        "temporal[-ssl]-<loss>, temporal-joint-<loss> (fine-tunes the denoiser too), "
+        "or a resnet or temporal name followed by +spectral (<loss>: arcface or multisimilarity)",
     )
     p.add_argument(
         "--embedder-steps", type=int, default=300, help="metric-learning steps of a learned embedder"
@@ -76,6 +76,13 @@ def _learned_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=2,
         help="half splits of the training subjects choosing a +spectral fusion weight (default 2)",
+    )
+    p.add_argument(
+        "--joint-weight",
+        type=float,
+        default=0.05,
+        help="temporal-joint: weight per dB of the denoiser's SI-SNR loss beside the metric loss "
+        "(default 0.05)",
     )
 
 
@@ -275,6 +282,7 @@ def _options(args):
             getattr(args, "ssl_steps", 300),
             args.seed,
             getattr(args, "fusion_splits", 2),
+            getattr(args, "joint_weight", 0.05),
         ),
     )
 
@@ -468,6 +476,7 @@ def format_report(report: dict) -> str:
 def cmd_embedders(args) -> int:
     from .training.contrastive import ContrastiveTraining
     from .training.embedder_study import study
+    from .training.joint import JointTraining
     from .training.learned_embedders import LearnedTraining
     from .training.metric_learning import MetricTraining
 
@@ -476,6 +485,7 @@ def cmd_embedders(args) -> int:
         metric=MetricTraining(steps=args.metric_steps, seed=args.seed),
         contrastive=ContrastiveTraining(steps=args.ssl_steps, seed=args.seed),
         fusion_splits=args.fusion_splits,
+        joint=JointTraining(denoise_weight=args.joint_weight),
     )
     options = dataclasses.replace(_options(args), learned=learned)
     data = _load_data(args, options.montage, options.spec)

@@ -76,11 +76,27 @@ class CropSampler:
             clean[b] = target
             noisy[b] = target
             if kind != "none":
-                noise = signal.sosfilt(self.sos, make_noise(kind, 1, crop, self.spec.sfreq, rng), axis=1)
-                snr = rng.uniform(*self.settings.snr_db)
-                gain = np.sqrt(np.mean(target**2) / (np.mean(noise**2) * 10 ** (snr / 10)))
-                noisy[b] = target + gain * noise
+                noisy[b] = with_noise(target, kind, self.spec.sfreq, self.sos, self.settings.snr_db, rng)
         return noisy, clean
+
+
+def with_noise(
+    clean: np.ndarray,
+    kind: str,
+    sfreq: float,
+    sos: np.ndarray,
+    snr_db: tuple[float, float],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``clean (C, N)`` plus noise of ``kind`` that went through the stream's filter ``sos``.
+
+    The noise is scaled to an SNR drawn uniformly from ``snr_db``, measured over
+    all channels of the crop.
+    """
+    noise = signal.sosfilt(sos, make_noise(kind, clean.shape[0], clean.shape[1], sfreq, rng), axis=1)
+    snr = rng.uniform(*snr_db)
+    gain = np.sqrt(np.mean(clean**2) / (np.mean(noise**2) * 10 ** (snr / 10)))
+    return clean + gain * noise
 
 
 def loss_fn(net: CausalDenoiser, noisy: torch.Tensor, clean: torch.Tensor, warmup: int) -> torch.Tensor:

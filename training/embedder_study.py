@@ -12,7 +12,8 @@ figures, size and cost of an int8 copy of every learned embedder too. Figures
 are given per fold and as mean and spread over folds.
 
 Candidates: any name of :mod:`.learned_embedders`; ``spectral`` is the
-checkpoint's own.
+checkpoint's own. A candidate that trains the denoiser too (``temporal-joint-*``)
+starts from the fold's denoiser and is evaluated with its own.
 """
 
 from __future__ import annotations
@@ -33,7 +34,15 @@ from .crossval import _kept, aggregate, subject_folds
 from .data import SubjectData
 from .embedder_training import SubjectWindows, window_features
 from .evaluate import evaluate
-from .learned_embedders import LearnedTraining, check_embedder, embed_cost_ms, fit_embedder, needs_signal
+from .learned_embedders import (
+    LearnedTraining,
+    check_embedder,
+    embed_cost_ms,
+    fit_embedder,
+    fit_with_denoiser,
+    needs_signal,
+    trains_denoiser,
+)
 from .protocol import ENROL_SECONDS, denoise, embed, score, verification_metrics, windows_of
 from .quantization import int8_copy, stored_bytes
 from .train import TrainOptions, train
@@ -53,42 +62,61 @@ class _FoldInputs:
     """What every candidate of a fold is fitted on, subject by subject in the same order."""
 
     subjects: list[str]
-    recordings: list[list[np.ndarray]]  # the denoised enrolment and probe recordings
+    raw: list[list[np.ndarray]]  # the preprocessed enrolment and probe recordings, before denoising
+    recordings: list[list[np.ndarray]]  # the same, denoised
     windows: list[SubjectWindows]  # the spectral features of their windows (every group)
     extractor: SpectralFeatures
 
 
 def _fold_inputs(model: NeuroAuthModel, fit: Sequence[SubjectData]) -> _FoldInputs:
     spec = model.spec
-    denoised = [[denoise(model, d.enrol.preprocessed()), denoise(model, d.probe.preprocessed())] for d in fit]
+    raw = [[d.enrol.preprocessed(), d.probe.preprocessed()] for d in fit]
+    denoised = [[denoise(model, x) for x in pair] for pair in raw]
     extractor = SpectralFeatures(
         SpectralConfig(n_channels=len(model.montage), sfreq=spec.sfreq, window=spec.window)
     )
     windows = [
         window_features(d.subject, e, p, extractor, spec) for d, (e, p) in zip(fit, denoised, strict=True)
     ]
-    return _FoldInputs([d.subject for d in fit], denoised, windows, extractor)
+    return _FoldInputs([d.subject for d in fit], raw, denoised, windows, extractor)
 
 
-def _fit(name: str, model: NeuroAuthModel, inputs: _FoldInputs, training: LearnedTraining, progress: bool):
+def _fit(
+    name: str, model: NeuroAuthModel, inputs: _FoldInputs, training: LearnedTraining, progress: bool
+) -> tuple[NeuroAuthModel, dict]:
+    """``model`` with the candidate ``name`` fitted on the fold's training subjects, and its record."""
     if name == "spectral":
-        return model.embedder, {"chosen": model.meta["embedder_selection"]["chosen"]}
+        return dataclasses.replace(model, cohort=None), {"chosen": model.meta["embedder_selection"]["chosen"]}
+    if trains_denoiser(name):
+        denoiser, embedder, record = fit_with_denoiser(
+            name, model.denoiser, inputs.raw, model.spec, training, progress
+        )
+        return dataclasses.replace(model, denoiser=denoiser, embedder=embedder, cohort=None), record
     recordings = inputs.recordings if needs_signal(name) else None
-    return fit_embedder(
+    embedder, record = fit_embedder(
         name, model.embedder, inputs.windows, recordings, inputs.extractor, model.spec, training, progress
     )
+    return dataclasses.replace(model, embedder=embedder, cohort=None), record
 
 
 def _int8_report(
-    embedder, model: NeuroAuthModel, inputs: _FoldInputs, held: Sequence[SubjectData], eer: float
+    model: NeuroAuthModel,
+    stage1: NeuroAuthModel,
+    inputs: _FoldInputs,
+    held: Sequence[SubjectData],
+    eer: float,
 ) -> dict:
-    """Clean window EER, size and cost of an int8 copy of ``embedder``, calibrated on training windows."""
-    spec = model.spec
+    """Clean window EER, size and cost of an int8 copy of ``model``'s embedder, calibrated on training
+    windows (of ``stage1``'s denoiser, whose outputs ``inputs`` holds, unless ``model`` has its own)."""
+    spec, embedder = model.spec, model.embedder
 
     def windows(recording, seconds=None):
         return windows_of(denoise(model, recording.preprocessed()), spec.sfreq, spec.window, seconds)
 
-    enrolments = (enrol for enrol, _ in inputs.recordings)
+    if model.denoiser is stage1.denoiser:
+        enrolments = [enrol for enrol, _ in inputs.recordings]
+    else:
+        enrolments = [denoise(model, enrol) for enrol, _ in inputs.raw]
     calibration = np.concatenate([windows_of(e, spec.sfreq, spec.window)[::8] for e in enrolments])
     quantised = int8_copy(embedder, calibration)
     enrolments = [embed(quantised, windows(d.enrol, ENROL_SECONDS)) for d in held]
@@ -133,9 +161,9 @@ def study(
         for candidate in candidates:
             log.info("fold %d/%d: fitting %s on %d subjects", f + 1, len(groups), candidate, len(fit))
             started = time.time()
-            embedder, record = _fit(candidate, model, inputs, options.learned, progress)
+            variant, record = _fit(candidate, model, inputs, options.learned, progress)
             seconds = time.time() - started
-            variant = dataclasses.replace(model, embedder=embedder, cohort=None)
+            embedder = variant.embedder
             kwargs = {} if noise_types is None else {"noise_types": noise_types}
             report, _ = evaluate(variant, held, progress=progress, **kwargs)
             if report["seen_in_training"]:
@@ -149,7 +177,7 @@ def study(
             report["stored_values"] = sum(t.numel() for t in embedder.state_dict().values())
             report["fit"] = record
             if int8 and candidate != "spectral":
-                report["int8"] = _int8_report(embedder, model, inputs, held, report["window_eer"])
+                report["int8"] = _int8_report(variant, model, inputs, held, report["window_eer"])
             per_candidate[candidate].append(report)
     return {
         "folds": groups,
@@ -159,6 +187,7 @@ def study(
         "metric_training": dataclasses.asdict(options.learned.metric),
         "contrastive_training": dataclasses.asdict(options.learned.contrastive),
         "fusion_splits": options.learned.fusion_splits,
+        "joint_training": dataclasses.asdict(options.learned.joint),
         "candidates": {
             c: {"folds": reports, "summary": aggregate(reports)} for c, reports in per_candidate.items()
         },

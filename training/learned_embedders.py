@@ -9,6 +9,9 @@ Names (:func:`check_embedder`):
 - ``temporal-<loss>``, ``temporal-ssl``, ``temporal-ssl-<loss>``: the small
   temporal network, trained by metric learning, by contrastive self-supervised
   pre-training (:mod:`.contrastive`), or by both in that order;
+- ``temporal-joint-<loss>``: the temporal network trained by metric learning
+  together with the denoiser, which it replaces (:mod:`.joint`); see
+  :func:`trains_denoiser`;
 - any ResNet or temporal name followed by ``+spectral``: that embedder fused with
   the spectral one, the weight chosen on the training subjects (:mod:`.fusion`).
 
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.denoiser import CausalDenoiser
 from ..models.embedders.resnet import ResNetConfig, ResNetEmbedder
 from ..models.embedders.spectral import SpectralEmbedder, SpectralFeatures
 from ..models.embedders.temporal import TemporalConfig, TemporalEmbedder
@@ -33,6 +37,7 @@ from ..models.preprocess import SignalSpec
 from .contrastive import ContrastiveTraining, pretrain_contrastive
 from .embedder_training import SubjectWindows
 from .fusion import Recordings, fit_fused
+from .joint import JointTraining, fit_joint
 from .metric_learning import LOSSES, MetricTraining, RawWindowSampler, train_metric
 from .protocol import embed
 from .spectral_metric_training import fit_spectral_metric
@@ -41,10 +46,11 @@ _LOSS = "|".join(LOSSES)
 _NAME = re.compile(
     rf"(?:resnet(?P<depth>18|34)-(?P<loss>{_LOSS})"
     rf"|temporal(?P<ssl>-ssl)?(?:-(?P<tloss>{_LOSS}))?)(?P<fused>\+spectral)?"
+    rf"|temporal-joint-(?P<jloss>{_LOSS})"
 )
 FORMS = (
     f"spectral, spectral-metric, resnet18|resnet34-({_LOSS}), temporal-ssl, temporal[-ssl]-({_LOSS}), "
-    "or a resnet or temporal name followed by +spectral"
+    f"temporal-joint-({_LOSS}), or a resnet or temporal name other than joint followed by +spectral"
 )
 
 
@@ -56,24 +62,29 @@ class LearnedTraining:
     metric: MetricTraining = field(default_factory=MetricTraining)  # spectral-metric MLP, temporal network
     contrastive: ContrastiveTraining = field(default_factory=ContrastiveTraining)
     fusion_splits: int = 2  # half splits choosing a fusion weight (each trains the learned part once)
+    joint: JointTraining = field(default_factory=JointTraining)  # temporal-joint: the denoiser's part
 
     def __post_init__(self) -> None:
         if self.fusion_splits < 1:
             raise ValueError(f"fusion_splits must be at least 1, got {self.fusion_splits}")
 
     @classmethod
-    def with_steps(cls, steps: int, ssl_steps: int, seed: int, fusion_splits: int = 2) -> LearnedTraining:
+    def with_steps(
+        cls, steps: int, ssl_steps: int, seed: int, fusion_splits: int = 2, joint_weight: float = 0.05
+    ) -> LearnedTraining:
         """The same number of metric-learning ``steps`` for every learned embedder."""
         metric = MetricTraining(steps=steps, seed=seed)
         contrastive = ContrastiveTraining(steps=ssl_steps, seed=seed)
-        return cls(metric, metric, contrastive, fusion_splits)
+        return cls(metric, metric, contrastive, fusion_splits, JointTraining(denoise_weight=joint_weight))
+
+
+def _learned(match: re.Match | None) -> bool:
+    return match is not None and bool(match["depth"] or match["ssl"] or match["tloss"] or match["jloss"])
 
 
 def check_embedder(name: str) -> str:
     """``name`` if it names an embedder training can fit, else a ValueError listing the forms."""
-    match = _NAME.fullmatch(name)
-    learned = match is not None and (match["depth"] or match["ssl"] or match["tloss"])
-    if name in ("spectral", "spectral-metric") or learned:
+    if name in ("spectral", "spectral-metric") or _learned(_NAME.fullmatch(name)):
         return name
     raise ValueError(f"unknown embedder {name!r}; use {FORMS}")
 
@@ -81,6 +92,12 @@ def check_embedder(name: str) -> str:
 def needs_signal(name: str) -> bool:
     """Whether ``name`` is trained on the denoised signal (and not only on spectral features)."""
     return check_embedder(name) not in ("spectral", "spectral-metric")
+
+
+def trains_denoiser(name: str) -> bool:
+    """Whether ``name`` comes with its own denoiser, fitted by :func:`fit_with_denoiser`."""
+    match = _NAME.fullmatch(check_embedder(name))
+    return match is not None and match["jloss"] is not None
 
 
 def _input_scaled(net: nn.Module, recordings: Recordings) -> None:
@@ -144,6 +161,8 @@ def fit_embedder(
     """
     if check_embedder(name) == "spectral":
         return spectral, {}
+    if trains_denoiser(name):
+        raise ValueError(f"the {name} embedder is trained with the denoiser; fit it with fit_with_denoiser")
     if name == "spectral-metric":
         return fit_spectral_metric(windows, extractor, spectral.config, training.metric)
     if recordings is None:
@@ -164,6 +183,27 @@ def fit_embedder(
         return fit_learned(recordings)
     splits, seed = training.fusion_splits, training.metric.seed
     return fit_fused(windows, recordings, extractor, spectral, fit_learned, spec, splits, seed)
+
+
+def fit_with_denoiser(
+    name: str,
+    denoiser: CausalDenoiser,
+    recordings: Recordings,
+    spec: SignalSpec,
+    training: LearnedTraining,
+    progress: bool = True,
+) -> tuple[CausalDenoiser, nn.Module, dict]:
+    """A new denoiser and the embedder ``name`` (see :func:`trains_denoiser`), trained together.
+
+    ``recordings`` holds each training subject's preprocessed recordings, before
+    any denoising; ``denoiser`` (the stage-1 one) is the starting point and is
+    left untouched.
+    """
+    if not trains_denoiser(name):
+        raise ValueError(f"the {name} embedder does not train the denoiser; fit it with fit_embedder")
+    metric = dataclasses.replace(training.metric, loss=_NAME.fullmatch(name)["jloss"])
+    config = TemporalConfig(n_channels=recordings[0][0].shape[0], window=spec.window)
+    return fit_joint(denoiser, recordings, config, spec, metric, training.joint, progress)
 
 
 def embed_cost_ms(embedder: torch.nn.Module, n_channels: int, window: int, batch: int = 64) -> dict:

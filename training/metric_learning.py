@@ -114,16 +114,34 @@ def train_metric(
     dim: int,
     options: MetricTraining,
     progress: bool = True,
+    auxiliary: Callable[[], torch.Tensor] | None = None,
+    slower: tuple[nn.Module, float] | None = None,
 ) -> dict:
-    """Train ``net`` (inputs -> embeddings of ``dim``) in place; returns the loss curve and time."""
+    """Train ``net`` (inputs -> embeddings of ``dim``) in place; returns the loss curve and time.
+
+    ``auxiliary``, called after each forward pass, gives a term added to the
+    metric loss (its values are recorded too); ``slower = (part, factor)``
+    trains the parameters of ``part``, a submodule of ``net``, at ``factor``
+    times the learning rate.
+    """
     if n_subjects < 2:
         raise ValueError("metric learning needs at least two subjects")
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
     loss_fn, miner = _loss(options.loss, n_subjects, dim)
-    params = list(net.parameters()) + list(loss_fn.parameters())
-    optimiser = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=options.lr, total_steps=options.steps)
+    slow = {id(p) for p in slower[0].parameters()} if slower else set()
+    groups = [
+        [p for p in net.parameters() if id(p) not in slow] + list(loss_fn.parameters()),
+        [p for p in net.parameters() if id(p) in slow],
+    ]
+    rates = [options.lr, options.lr * slower[1] if slower else options.lr]
+    optimiser = torch.optim.AdamW(
+        [{"params": ps, "lr": lr} for ps, lr in zip(groups, rates, strict=True) if ps],
+        weight_decay=options.weight_decay,
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=[lr for ps, lr in zip(groups, rates, strict=True) if ps], total_steps=options.steps
+    )
     per_batch = min(options.per_batch, n_subjects)
     net.train()
     started = time.time()
@@ -135,12 +153,13 @@ def train_metric(
         embeddings = net(sampler(subjects, rng))
         pairs = miner(embeddings, labels) if miner is not None else None
         loss = loss_fn(embeddings, labels, pairs)
+        extra = auxiliary() if auxiliary is not None else None
         optimiser.zero_grad()
-        loss.backward()
+        (loss if extra is None else loss + extra).backward()
         optimiser.step()
         schedule.step()
         if step % 20 == 0 or step == options.steps - 1:
-            curve.append([step, loss.item()])
+            curve.append([step, loss.item()] + ([] if extra is None else [extra.item()]))
     net.eval()
     seconds = time.time() - started
     log.info("metric training (%s, %d steps) took %.0f s", options.loss, options.steps, seconds)

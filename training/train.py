@@ -4,7 +4,9 @@
 2. Train the causal denoiser (SI-SNR) on the training subjects, validating on
    the validation subjects; resumable from ``<out>.partial``.
 3. Denoise every training recording, cut windows, and fit the spectral
-   embedder with settings chosen by cross-validation over all training subjects.
+   embedder with settings chosen by cross-validation over all training subjects;
+   then the embedder asked for, if another (a ``temporal-joint-*`` one is
+   trained together with the denoiser, which it fine-tunes and replaces).
 4. Embed every window of the training subjects: the background cohort that
    enrolment calibrates against.
 5. Record the baseline's training statistics and write the checkpoint atomically.
@@ -32,7 +34,7 @@ from .cohort import build_cohort
 from .data import SubjectData
 from .denoiser_training import DenoiserTraining, train_denoiser
 from .embedder_training import SpectralSearch, fit_spectral, window_features
-from .learned_embedders import LearnedTraining, fit_embedder, needs_signal
+from .learned_embedders import LearnedTraining, fit_embedder, fit_with_denoiser, needs_signal, trains_denoiser
 from .protocol import denoise, device, embed, windows_of
 
 log = logging.getLogger(__name__)
@@ -100,27 +102,35 @@ def train(
         SpectralConfig(n_channels=n_channels, sfreq=options.spec.sfreq, window=options.spec.window)
     )
     baseline = psd_extractor(n_channels, options.spec.sfreq, options.spec.window)
-    keep_denoised = needs_signal(options.embedder)
-    windows, denoised, baseline_feats = [], [], []
+    joint = trains_denoiser(options.embedder)
+    keep_denoised = needs_signal(options.embedder) and not joint
+    windows, raw, denoised, baseline_feats = [], [], [], []
     for d in data:
         enrol, probe = d.enrol.preprocessed(), d.probe.preprocessed()
         pair = [denoise(model, enrol), denoise(model, probe)]
         windows.append(window_features(d.subject, *pair, extractor, options.spec))
         if keep_denoised:
             denoised.append(pair)
+        if joint:
+            raw.append([enrol, probe])
         for x in (enrol, probe):
             baseline_feats.append(embed(baseline, windows_of(x, options.spec.sfreq, options.spec.window)))
     spectral, stage2 = fit_spectral(windows, options.spec, n_channels, options.search, options.seed, progress)
-    embedder, learned = fit_embedder(
-        options.embedder,
-        spectral,
-        windows,
-        denoised if keep_denoised else None,
-        extractor,
-        options.spec,
-        options.learned,
-        progress,
-    )
+    if joint:  # the denoiser is fine-tuned with the embedder and replaced
+        model.denoiser, embedder, learned = fit_with_denoiser(
+            options.embedder, model.denoiser, raw, options.spec, options.learned, progress
+        )
+    else:
+        embedder, learned = fit_embedder(
+            options.embedder,
+            spectral,
+            windows,
+            denoised if keep_denoised else None,
+            extractor,
+            options.spec,
+            options.learned,
+            progress,
+        )
     if learned:
         stage2["learned"] = learned
 

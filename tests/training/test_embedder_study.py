@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
 import torch
@@ -46,7 +46,7 @@ def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monke
 
     def fake_fit(name, model, inputs, *args):
         log.append(("fit", name, set(inputs.subjects)))
-        return torch.nn.Linear(2, 3), {"name": name}
+        return replace(model, embedder=torch.nn.Linear(2, 3)), {"name": name}
 
     def fake_inputs(model, fit):  # what the real one denoises and featurises: the fit subjects'
         return SimpleNamespace(subjects=[d.subject for d in fit])
@@ -91,10 +91,30 @@ def test_an_int8_resnet_is_measured_on_the_held_out_subjects(tiny_checkpoint, bu
     model = load_checkpoint(tiny_checkpoint)
     inputs = _fold_inputs(model, bundled_4ch[:2])
     assert inputs.subjects == [d.subject for d in bundled_4ch[:2]]
-    report = _int8_report(embedder, model, inputs, bundled_4ch[2:], 0.5)
+    report = _int8_report(replace(model, embedder=embedder), model, inputs, bundled_4ch[2:], 0.5)
     assert 0.0 <= report["window_eer"] <= 1.0
     assert report["eer_change"] == report["window_eer"] - 0.5
     assert report["stored_bytes"] < report["float_stored_bytes"] / 3
+
+
+def test_a_joint_candidate_is_evaluated_with_its_own_denoiser(tiny_checkpoint, bundled_4ch):
+    from neuroauth.models.checkpoint import load_checkpoint
+    from neuroauth.training.embedder_study import _fit, _fold_inputs, _int8_report
+    from neuroauth.training.learned_embedders import LearnedTraining
+    from neuroauth.training.metric_learning import MetricTraining
+
+    model = load_checkpoint(tiny_checkpoint)
+    before = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
+    inputs = _fold_inputs(model, bundled_4ch[:2])
+    metric = MetricTraining(steps=2, per_batch=2, per_subject=2)
+    training = LearnedTraining(metric=metric)
+    variant, record = _fit("temporal-joint-multisimilarity", model, inputs, training, False)
+    assert variant.embedder_name == "temporal" and variant.denoiser is not model.denoiser
+    assert any(not torch.equal(v, before[k]) for k, v in variant.denoiser.state_dict().items())
+    assert all(torch.equal(v, before[k]) for k, v in model.denoiser.state_dict().items())
+    assert record["joint"]["denoise_weight"] == training.joint.denoise_weight
+    report = _int8_report(variant, model, inputs, bundled_4ch[2:], 0.5)
+    assert 0.0 <= report["window_eer"] <= 1.0
 
 
 def test_the_fusion_table_shows_each_folds_choice_beside_the_spectral_part_alone():

@@ -86,6 +86,7 @@ def test_a_signal_embedder_is_not_fitted_without_the_signal():
         ("spectral-metric", "spectral-metric"),
         ("resnet18-multisimilarity", "resnet"),
         ("temporal-ssl-arcface+spectral", "fused"),
+        ("temporal-joint-multisimilarity", "temporal"),
     ],
 )
 def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
@@ -118,7 +119,10 @@ def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
     assert model.embedder_name == shipped
     assert model.meta["embedder_choice"] == embedder
     assert model.cohort.dim == model.embedder.dim
-    assert model.meta["embedder_selection"]["learned"]
+    learned = model.meta["embedder_selection"]["learned"]
+    assert learned
+    if embedder.startswith("temporal-joint"):  # its denoiser is the fine-tuned one
+        assert set(learned["si_snr_gain_db"]) == {"before", "after"}
     fusion = format_fusion_choice(model.meta)
     if shipped in ("spectral-metric", "fused"):
         assert fusion.startswith(
