@@ -6,7 +6,9 @@ spectral projection and the learned embedder are fitted on one half, and the
 fused window EER of the other half is measured for every weight of
 :data:`FUSE_WEIGHTS`. The weight with the lowest mean EER wins; the learned
 embedder is then fitted on all training subjects and joined to the spectral
-embedder already fitted on them.
+embedder already fitted on them. At a weight of 1 the learned part would not
+count: the spectral embedder is returned alone, and the learned one is not
+trained on all subjects; at a weight of 0, the learned embedder alone.
 """
 
 from __future__ import annotations
@@ -70,9 +72,10 @@ def fusion_eers(spectral: Pairs, learned: Pairs, subjects: Sequence[str], weight
 
 
 def choose_weight(grid: dict[float, list[float]]) -> tuple[list[dict], dict]:
-    """The table of mean and spread of the EER per weight, and its best row."""
+    """The table of mean and spread of the EER per weight, and its best row (on a tie, the
+    higher spectral weight: the cheaper and better-understood part)."""
     table = [{"fuse": w, "eer_mean": float(np.mean(v)), "eer_std": float(np.std(v))} for w, v in grid.items()]
-    return table, min(table, key=lambda r: (r["eer_mean"], r["eer_std"]))
+    return table, min(table, key=lambda r: (r["eer_mean"], r["eer_std"], -r["fuse"]))
 
 
 def fit_fused(
@@ -106,6 +109,10 @@ def fit_fused(
             grid[w].append(eer)
     table, best = choose_weight(grid)
     log.info("fusion: spectral weight %.2f (CV window EER %.3f)", best["fuse"], best["eer_mean"])
+    if best["fuse"] == 1.0:  # the learned part would not count: it is neither trained nor shipped
+        return spectral, {"grid": table, "chosen": best, "learned": None}
     learned, record = fit_learned(recordings)
+    if best["fuse"] == 0.0:  # nor would the spectral part
+        return learned, {"grid": table, "chosen": best, "learned": record}
     config = FusedConfig(spectral.config, learned.name, learned.config, fuse=best["fuse"])
     return FusedEmbedder(config, spectral, learned), {"grid": table, "chosen": best, "learned": record}

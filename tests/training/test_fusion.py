@@ -8,7 +8,7 @@ from neuroauth.models.embedders.spectral import SpectralConfig, SpectralFeatures
 from neuroauth.models.embedders.temporal import TemporalConfig, TemporalEmbedder
 from neuroauth.models.preprocess import SignalSpec
 from neuroauth.training.embedder_training import group_columns, window_features
-from neuroauth.training.fusion import fit_fused, fit_spectral_part, half_splits
+from neuroauth.training.fusion import choose_weight, fit_fused, fit_spectral_part, half_splits
 
 SPEC = SignalSpec()
 
@@ -60,15 +60,49 @@ def test_the_fusion_weight_follows_whichever_part_tells_people_apart(rhythmic, l
 
     torch.manual_seed(0)
     fused, record = fit_fused(windows, recordings, extractor, spectral, fit_learned, SPEC, splits=2, seed=0)
-    assert fitted == [4, 4, 8]  # once per split on its fitting half, then on everyone
     grid = {row["fuse"]: row["eer_mean"] for row in record["grid"]}
+    chosen = record["chosen"]["fuse"]
     if learned_cls is _DCReader:
         assert grid[1.0] > 0.3 and grid[0.0] < 0.05  # spectral is blind here, the learned part is not
-        assert fused.config.fuse <= 0.5
+        assert chosen <= 0.5
     else:
         assert grid[1.0] < 0.05 and grid[0.0] > 0.3
-        assert fused.config.fuse >= 0.75
-    assert fused.spectral is spectral and fused.config.learned_name == "temporal"
+        assert chosen >= 0.75
+    if chosen == 1.0:  # the learned part would not count: not trained on everyone, not shipped
+        assert fused is spectral and fitted == [4, 4] and record["learned"] is None
+        return
+    assert fitted == [4, 4, 8]  # once per split on its fitting half, then on everyone
+    if chosen == 0.0:
+        assert type(fused) is learned_cls
+    else:
+        assert fused.spectral is spectral and fused.config.learned_name == "temporal"
+
+
+def test_a_weight_of_one_ships_the_spectral_embedder_alone(monkeypatch):
+    import neuroauth.training.fusion as fusion
+
+    windows, recordings, extractor, spectral = _people(rhythmic=True)
+    fitted = []
+
+    def fit_learned(subset):
+        fitted.append(len(subset))
+        return _Guesser(TemporalConfig(n_channels=4, dim=16)).eval(), {}
+
+    def spectral_wins(grid):
+        table, _ = choose_weight(grid)
+        return table, next(row for row in table if row["fuse"] == 1.0)
+
+    monkeypatch.setattr(fusion, "choose_weight", spectral_wins)
+    chosen, record = fit_fused(windows, recordings, extractor, spectral, fit_learned, SPEC, splits=2, seed=0)
+    assert chosen is spectral and record["learned"] is None
+    assert fitted == [4, 4]  # on the splits only, never on everyone
+
+
+def test_ties_go_to_the_higher_spectral_weight():
+    _, best = choose_weight({0.5: [0.25, 0.5], 0.9: [0.5, 0.25], 1.0: [0.25, 0.5], 0.0: [0.75, 0.0]})
+    assert best["fuse"] == 1.0
+    _, best = choose_weight({0.5: [0.25, 0.25], 1.0: [0.0, 0.5]})
+    assert best["fuse"] == 0.5  # a lower spread first
 
 
 def test_half_splits_are_disjoint_and_need_four_subjects():
