@@ -30,7 +30,7 @@ from ..models.denoiser import CausalDenoiser, si_snr
 from ..models.embedders.temporal import TemporalConfig, TemporalEmbedder
 from ..models.preprocess import SignalSpec, design_filter
 from .denoiser_training import SI_SNR_CAP_DB, with_noise
-from .metric_learning import MetricTraining, train_metric
+from .metric_learning import MetricTraining, random_crop, train_metric
 from .noise import MIXED, NOISE_TYPES
 
 Recordings = Sequence[Sequence[np.ndarray]]  # per subject: preprocessed recordings (C, N), not denoised
@@ -81,10 +81,8 @@ class NoisyWindowSampler:
     def __call__(self, subjects: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         pairs = []
         for s in subjects:
-            rs = self.recordings[s]
-            x = rs[rng.integers(len(rs))]
-            start = rng.integers(x.shape[1] - self.length + 1)
-            clean = x[:, start : start + self.length] * rng.uniform(*self.amplitude, size=(x.shape[0], 1))
+            crop = random_crop(self.recordings[s], self.length, rng)
+            clean = crop * rng.uniform(*self.amplitude, size=(crop.shape[0], 1))
             noisy = clean
             if rng.random() < self.joint.noisy_fraction:
                 kind = self.kinds[rng.integers(len(self.kinds))]

@@ -53,6 +53,13 @@ class MetricTraining:
 Sampler = Callable[[np.ndarray, np.random.Generator], torch.Tensor]
 
 
+def random_crop(recordings: Sequence[np.ndarray], length: int, rng: np.random.Generator) -> np.ndarray:
+    """``length`` samples ``(C, length)`` cut at a random place of one of ``recordings``, drawn at random."""
+    x = recordings[rng.integers(len(recordings))]
+    start = rng.integers(x.shape[1] - length + 1)
+    return x[:, start : start + length]
+
+
 class RawWindowSampler:
     """Augmented windows ``(B, C, L)`` cut at random offsets from each subject's recordings."""
 
@@ -71,13 +78,7 @@ class RawWindowSampler:
         self.jitter = jitter
 
     def __call__(self, subjects: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        out = []
-        for s in subjects:
-            rs = self.recordings[s]
-            x = rs[rng.integers(len(rs))]
-            start = rng.integers(x.shape[1] - self.window + 1)
-            out.append(x[:, start : start + self.window])
-        batch = np.stack(out)
+        batch = np.stack([random_crop(self.recordings[s], self.window, rng) for s in subjects])
         gain = rng.uniform(*self.amplitude, size=(len(batch), batch.shape[1], 1))
         noise = rng.standard_normal(batch.shape) * self.jitter * batch.std(axis=2, keepdims=True)
         return torch.as_tensor(batch * gain + noise, dtype=torch.float32)
