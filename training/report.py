@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 
 def _ms(stat: dict | None, digits: int = 3) -> str:
     if not stat or stat.get("mean") is None:
@@ -221,7 +223,61 @@ def fusion_table(studies: Sequence[dict]) -> str:
                     f"{learned['eer_mean']:.3f} ({learned['fuse']}{loss(learned)}) | "
                     f"{alone['eer_mean']:.3f} | {report['window_eer']:.3f} |"
                 )
-    return "\n".join(rows)
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
+def int8_table(studies: Sequence[dict]) -> str:
+    """Per candidate measured with ``--int8``: EER change, size and cost of the int8 copy, per fold."""
+    rows = [
+        "| montage | embedder | window EER change, per fold | stored bytes, float -> int8 | "
+        "ms per window alone, float -> int8 | in batches of 64 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for study in studies:
+        for candidate, data in study["candidates"].items():
+            folds = [r for r in data["folds"] if "int8" in r]
+            if not folds:
+                continue
+            q = [r["int8"] for r in folds]
+
+            def cost(reports, key):
+                return float(np.mean([r["embed_ms_per_window"][key] for r in reports]))
+
+            rows.append(
+                _row(
+                    _montage_name(study),
+                    candidate,
+                    " / ".join(f"{r['eer_change']:+.4f}" for r in q),
+                    f"{q[0]['float_stored_bytes']:,} -> {q[0]['stored_bytes']:,}",
+                    f"{cost(folds, 'single'):.2f} -> {cost(q, 'single'):.2f}",
+                    f"{cost(folds, 'batch_64'):.3f} -> {cost(q, 'batch_64'):.3f}",
+                )
+            )
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
+def joint_table(studies: Sequence[dict]) -> str:
+    """Per candidate that fine-tunes the denoiser, per fold: its SI-SNR gain before and after."""
+    rows = [
+        "| montage | embedder | fold | denoiser SI-SNR gain before -> after (dB, training subjects) | "
+        "held-out EER |",
+        "|---|---|---|---|---|",
+    ]
+    for study in studies:
+        for candidate, data in study["candidates"].items():
+            for f, report in enumerate(data["folds"]):
+                gain = report["fit"].get("si_snr_gain_db")
+                if gain is not None:
+                    rows.append(
+                        _row(
+                            _montage_name(study),
+                            candidate,
+                            str(f + 1),
+                            f"{gain['before']:.2f} -> {gain['after']:.2f}",
+                            f"{report['window_eer']:.3f}",
+                        )
+                    )
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def render(
@@ -231,14 +287,10 @@ def render(
     studies = [json.loads(Path(p).read_text()) for p in embedder_paths]
     parts = []
     if studies:
-        parts += [
-            embedder_table(studies),
-            "",
-            embedder_noise_table(studies),
-            "",
-            fusion_table(studies),
-            "",
-        ]
+        tables = (embedder_table, embedder_noise_table, fusion_table, int8_table, joint_table)
+        for table in tables:
+            text = table(studies)
+            parts += [text, ""] if text else []
     if results:
         folds = results[0]["folds"]
         parts += [

@@ -135,3 +135,41 @@ def test_the_fusion_table_shows_each_folds_choice_beside_the_spectral_part_alone
     assert rows[2:] == [
         "| 4 ch | temporal-ssl+spectral | 1 | 0.75 | 0.080 ± 0.020 | 0.080 (0.75) | 0.090 | 0.070 |"
     ]
+    del study["candidates"]["temporal-ssl+spectral"]
+    assert fusion_table([study]) == ""  # no fused candidate, no table
+
+
+def test_the_int8_and_joint_tables_show_only_the_candidates_measured_so():
+    from neuroauth.training.report import int8_table, joint_table
+
+    def fold(eer, int8_eer=None, gain=None):
+        report = {"window_eer": eer, "embed_ms_per_window": {"single": 1.0, "batch_64": 0.5}, "fit": {}}
+        if int8_eer is not None:
+            report["int8"] = {
+                "eer_change": int8_eer - eer,
+                "stored_bytes": 25,
+                "float_stored_bytes": 100,
+                "embed_ms_per_window": {"single": 0.5, "batch_64": 0.25},
+            }
+        if gain is not None:
+            report["fit"]["si_snr_gain_db"] = {"before": gain[0], "after": gain[1]}
+        return report
+
+    study = {
+        "montage": ["T7", "F8", "Cz", "P4"],
+        "candidates": {
+            "spectral": {"folds": [fold(0.1), fold(0.2)]},
+            "temporal-joint-arcface": {
+                "folds": [fold(0.25, 0.25, (3.0, 2.5)), fold(0.3, 0.2975, (3.5, 1.0))]
+            },
+        },
+    }
+    assert int8_table([study]).splitlines()[2:] == [
+        "| 4 ch | temporal-joint-arcface | +0.0000 / -0.0025 | 100 -> 25 | 1.00 -> 0.50 | 0.500 -> 0.250 |"
+    ]
+    assert joint_table([study]).splitlines()[2:] == [
+        "| 4 ch | temporal-joint-arcface | 1 | 3.00 -> 2.50 | 0.250 |",
+        "| 4 ch | temporal-joint-arcface | 2 | 3.50 -> 1.00 | 0.300 |",
+    ]
+    del study["candidates"]["temporal-joint-arcface"]
+    assert int8_table([study]) == "" and joint_table([study]) == ""
