@@ -84,6 +84,13 @@ def _learned_options(p: argparse.ArgumentParser) -> None:
         help="temporal-joint: weight per dB of the denoiser's SI-SNR loss beside the metric loss "
         "(default 0.05)",
     )
+    p.add_argument(
+        "--joint-denoiser-rate",
+        type=float,
+        default=0.2,
+        help="temporal-joint: the denoiser's learning rate as a fraction of the embedder's; "
+        "0 keeps the denoiser as it is (default 0.2)",
+    )
 
 
 def _target_options(p: argparse.ArgumentParser) -> None:
@@ -266,6 +273,7 @@ def _options(args):
     from .models.montage import parse_montage
     from .training.denoiser_training import DenoiserTraining
     from .training.embedder_training import SpectralSearch
+    from .training.joint import JointTraining
     from .training.learned_embedders import LearnedTraining, check_embedder
     from .training.train import TrainOptions
 
@@ -282,7 +290,10 @@ def _options(args):
             getattr(args, "ssl_steps", 300),
             args.seed,
             getattr(args, "fusion_splits", 2),
-            getattr(args, "joint_weight", 0.05),
+            JointTraining(
+                denoise_weight=getattr(args, "joint_weight", 0.05),
+                denoiser_lr_scale=getattr(args, "joint_denoiser_rate", 0.2),
+            ),
         ),
     )
 
@@ -485,7 +496,7 @@ def cmd_embedders(args) -> int:
         metric=MetricTraining(steps=args.metric_steps, seed=args.seed),
         contrastive=ContrastiveTraining(steps=args.ssl_steps, seed=args.seed),
         fusion_splits=args.fusion_splits,
-        joint=JointTraining(denoise_weight=args.joint_weight),
+        joint=JointTraining(denoise_weight=args.joint_weight, denoiser_lr_scale=args.joint_denoiser_rate),
     )
     options = dataclasses.replace(_options(args), learned=learned)
     data = _load_data(args, options.montage, options.spec)

@@ -70,12 +70,12 @@ class LearnedTraining:
 
     @classmethod
     def with_steps(
-        cls, steps: int, ssl_steps: int, seed: int, fusion_splits: int = 2, joint_weight: float = 0.05
+        cls, steps: int, ssl_steps: int, seed: int, fusion_splits: int = 2, joint: JointTraining | None = None
     ) -> LearnedTraining:
         """The same number of metric-learning ``steps`` for every learned embedder."""
         metric = MetricTraining(steps=steps, seed=seed)
         contrastive = ContrastiveTraining(steps=ssl_steps, seed=seed)
-        return cls(metric, metric, contrastive, fusion_splits, JointTraining(denoise_weight=joint_weight))
+        return cls(metric, metric, contrastive, fusion_splits, joint or JointTraining())
 
 
 def _learned(match: re.Match | None) -> bool:

@@ -113,3 +113,17 @@ def test_joint_names_go_to_the_fit_that_trains_the_denoiser():
         fit_with_denoiser("temporal-arcface", None, [], SPEC, LearnedTraining(), False)
     with pytest.raises(ValueError, match="noisy_fraction"):
         JointTraining(noisy_fraction=1.5)
+
+
+def test_the_command_line_sets_the_joint_training():
+    from neuroauth.cli import _options, build_parser
+
+    joint = ["--joint-weight", "0.1", "--joint-denoiser-rate", "0"]
+    args = build_parser().parse_args(
+        ["train", "--data", "d", "--out", "o.pt", "--embedder", "temporal-joint-arcface", *joint]
+    )
+    options = _options(args)
+    assert options.embedder == "temporal-joint-arcface"
+    assert options.learned.joint == JointTraining(denoise_weight=0.1, denoiser_lr_scale=0.0)
+    defaults = _options(build_parser().parse_args(["train", "--data", "d", "--out", "o.pt"]))
+    assert defaults.learned.joint == JointTraining()
