@@ -19,6 +19,14 @@ def _row(*cells: str) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _label(study: dict, candidate: str) -> str:
+    """The candidate's name, with the joint-training settings for one that trains the denoiser."""
+    joint = study.get("joint_training")
+    if not candidate.startswith("temporal-joint") or joint is None:
+        return candidate
+    return f"{candidate} (denoiser rate {joint['denoiser_lr_scale']}, weight {joint['denoise_weight']})"
+
+
 def _dig(data: dict | None, *keys: str):
     """``data[k1][k2]...``, or None where a level is missing."""
     for key in keys:
@@ -148,7 +156,7 @@ def embedder_table(studies: Sequence[dict]) -> str:
             rows.append(
                 _row(
                     name,
-                    candidate,
+                    _label(study, candidate),
                     _ms(s["window_eer"]),
                     _ms(s["auroc"]),
                     _ms(s["p_at_1"]),
@@ -186,7 +194,11 @@ def embedder_noise_table(studies: Sequence[dict]) -> str:
         name = _montage_name(study)
         summaries = {c: d["summary"] for c, d in study["candidates"].items()}
         for candidate, s in summaries.items():
-            rows.append(_row(name, candidate, *(_ms(_dig(s, "noisy_eer", k, "denoised")) for k in kinds)))
+            rows.append(
+                _row(
+                    name, _label(study, candidate), *(_ms(_dig(s, "noisy_eer", k, "denoised")) for k in kinds)
+                )
+            )
         any_s = next(iter(summaries.values()))
         rows.append(
             _row(name, "PSD baseline", *(_ms(_dig(any_s, "baseline_psd", "noisy_eer", k)) for k in kinds))
@@ -217,8 +229,9 @@ def fusion_table(studies: Sequence[dict]) -> str:
                     continue
                 learned = min((r for r in grid if r["fuse"] < 1.0), key=_by_eer)
                 alone = min((r for r in grid if r["fuse"] == 1.0), key=_by_eer)
+                label = _label(study, candidate)
                 rows.append(
-                    f"| {_montage_name(study)} | {candidate} | {f + 1} | {best['fuse']}{loss(best)} | "
+                    f"| {_montage_name(study)} | {label} | {f + 1} | {best['fuse']}{loss(best)} | "
                     f"{_ms({'mean': best['eer_mean'], 'std': best['eer_std']})} | "
                     f"{learned['eer_mean']:.3f} ({learned['fuse']}{loss(learned)}) | "
                     f"{alone['eer_mean']:.3f} | {report['window_eer']:.3f} |"
@@ -246,7 +259,7 @@ def int8_table(studies: Sequence[dict]) -> str:
             rows.append(
                 _row(
                     _montage_name(study),
-                    candidate,
+                    _label(study, candidate),
                     " / ".join(f"{r['eer_change']:+.4f}" for r in q),
                     f"{q[0]['float_stored_bytes']:,} -> {q[0]['stored_bytes']:,}",
                     f"{cost(folds, 'single'):.2f} -> {cost(q, 'single'):.2f}",
@@ -271,7 +284,7 @@ def joint_table(studies: Sequence[dict]) -> str:
                     rows.append(
                         _row(
                             _montage_name(study),
-                            candidate,
+                            _label(study, candidate),
                             str(f + 1),
                             f"{gain['before']:.2f} -> {gain['after']:.2f}",
                             f"{report['window_eer']:.3f}",

@@ -171,5 +171,11 @@ def test_the_int8_and_joint_tables_show_only_the_candidates_measured_so():
         "| 4 ch | temporal-joint-arcface | 1 | 3.00 -> 2.50 | 0.250 |",
         "| 4 ch | temporal-joint-arcface | 2 | 3.50 -> 1.00 | 0.300 |",
     ]
+    study["joint_training"] = {"denoiser_lr_scale": 0.0, "denoise_weight": 0.05}  # as the study records
+    assert (
+        joint_table([study])
+        .splitlines()[2]
+        .startswith("| 4 ch | temporal-joint-arcface (denoiser rate 0.0, weight 0.05) | 1 |")
+    )
     del study["candidates"]["temporal-joint-arcface"]
     assert int8_table([study]) == "" and joint_table([study]) == ""
