@@ -206,6 +206,14 @@ def embedder_noise_table(studies: Sequence[dict]) -> str:
     return "\n".join(rows)
 
 
+def _fold_reports(studies: Sequence[dict]):
+    """``(study, candidate, fold index, fold report)`` for every fold of every candidate."""
+    for study in studies:
+        for candidate, data in study["candidates"].items():
+            for f, report in enumerate(data["folds"]):
+                yield study, candidate, f, report
+
+
 def _by_eer(row: dict) -> tuple[float, float]:
     return row["eer_mean"], row["eer_std"]
 
@@ -221,21 +229,18 @@ def fusion_table(studies: Sequence[dict]) -> str:
     def loss(row):
         return f", {row['loss']}" if "loss" in row else ""
 
-    for study in studies:
-        for candidate, data in study["candidates"].items():
-            for f, report in enumerate(data["folds"]):
-                grid, best = report["fit"].get("grid"), report["fit"].get("chosen")
-                if not grid or "fuse" not in grid[0]:
-                    continue
-                learned = min((r for r in grid if r["fuse"] < 1.0), key=_by_eer)
-                alone = min((r for r in grid if r["fuse"] == 1.0), key=_by_eer)
-                label = _label(study, candidate)
-                rows.append(
-                    f"| {_montage_name(study)} | {label} | {f + 1} | {best['fuse']}{loss(best)} | "
-                    f"{_ms({'mean': best['eer_mean'], 'std': best['eer_std']})} | "
-                    f"{learned['eer_mean']:.3f} ({learned['fuse']}{loss(learned)}) | "
-                    f"{alone['eer_mean']:.3f} | {report['window_eer']:.3f} |"
-                )
+    for study, candidate, f, report in _fold_reports(studies):
+        grid, best = report["fit"].get("grid"), report["fit"].get("chosen")
+        if not grid or "fuse" not in grid[0]:
+            continue
+        learned = min((r for r in grid if r["fuse"] < 1.0), key=_by_eer)
+        alone = min((r for r in grid if r["fuse"] == 1.0), key=_by_eer)
+        rows.append(
+            f"| {_montage_name(study)} | {_label(study, candidate)} | {f + 1} | {best['fuse']}{loss(best)} | "
+            f"{_ms({'mean': best['eer_mean'], 'std': best['eer_std']})} | "
+            f"{learned['eer_mean']:.3f} ({learned['fuse']}{loss(learned)}) | "
+            f"{alone['eer_mean']:.3f} | {report['window_eer']:.3f} |"
+        )
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
@@ -276,20 +281,18 @@ def joint_table(studies: Sequence[dict]) -> str:
         "held-out EER |",
         "|---|---|---|---|---|",
     ]
-    for study in studies:
-        for candidate, data in study["candidates"].items():
-            for f, report in enumerate(data["folds"]):
-                gain = report["fit"].get("si_snr_gain_db")
-                if gain is not None:
-                    rows.append(
-                        _row(
-                            _montage_name(study),
-                            _label(study, candidate),
-                            str(f + 1),
-                            f"{gain['before']:.2f} -> {gain['after']:.2f}",
-                            f"{report['window_eer']:.3f}",
-                        )
-                    )
+    for study, candidate, f, report in _fold_reports(studies):
+        gain = report["fit"].get("si_snr_gain_db")
+        if gain is not None:
+            rows.append(
+                _row(
+                    _montage_name(study),
+                    _label(study, candidate),
+                    str(f + 1),
+                    f"{gain['before']:.2f} -> {gain['after']:.2f}",
+                    f"{report['window_eer']:.3f}",
+                )
+            )
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
