@@ -59,8 +59,8 @@ class NoisyWindowSampler:
     """Pairs (noisy, clean) of windows with their warm-up, cut at random from each subject's recordings.
 
     Returns ``(B, 2, C, warmup + window)``: index 0 is the denoiser's input, index 1
-    the clean crop. Every channel of a pair is scaled by the same random gain in
-    ``amplitude``.
+    the clean crop. Each channel is scaled by its own random gain in ``amplitude``,
+    the same in both halves of a pair; the noise is added after.
     """
 
     def __init__(
