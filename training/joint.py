@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..models.denoiser import CausalDenoiser, si_snr
+from ..models.embedders.signal_input import set_input_scale
 from ..models.embedders.temporal import TemporalConfig, TemporalEmbedder
 from ..models.preprocess import SignalSpec, design_filter
 from .denoiser_training import SI_SNR_CAP_DB, with_noise
@@ -137,8 +138,7 @@ def fit_joint(
     torch.manual_seed(metric.seed)
     tuned = copy.deepcopy(denoiser)
     embedder = TemporalEmbedder(config)
-    scale = np.concatenate([r for rs in recordings for r in rs], axis=1).std(axis=1)
-    embedder.input_scale.copy_(torch.as_tensor(np.maximum(scale, 1e-6), dtype=torch.float32))
+    set_input_scale(embedder, recordings)
     sampler = NoisyWindowSampler(recordings, spec, dataclasses.replace(joint, noisy_fraction=1.0))
     check_rng = np.random.default_rng(metric.seed + 1)
     check = sampler(check_rng.integers(len(recordings), size=64), check_rng)

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..models.denoiser import CausalDenoiser
 from ..models.embedders.resnet import ResNetConfig, ResNetEmbedder
+from ..models.embedders.signal_input import set_input_scale
 from ..models.embedders.spectral import SpectralEmbedder, SpectralFeatures
 from ..models.embedders.temporal import TemporalConfig, TemporalEmbedder
 from ..models.preprocess import SignalSpec
@@ -100,18 +101,13 @@ def trains_denoiser(name: str) -> bool:
     return match is not None and match["jloss"] is not None
 
 
-def _input_scaled(net: nn.Module, recordings: Recordings) -> None:
-    scale = np.concatenate([r for rs in recordings for r in rs], axis=1).std(axis=1)
-    net.input_scale.copy_(torch.as_tensor(np.maximum(scale, 1e-6), dtype=torch.float32))
-
-
 def fit_resnet(
     recordings: Recordings, n_channels: int, depth: int, training: MetricTraining, progress: bool = True
 ) -> tuple[ResNetEmbedder, dict]:
     """Train a ``resnet`` embedder on each subject's denoised recordings ``(C, N)``."""
     torch.manual_seed(training.seed)  # the initial weights too, so that a fit can be repeated
     net = ResNetEmbedder(ResNetConfig(n_channels=n_channels, depth=depth))
-    _input_scaled(net, recordings)
+    set_input_scale(net, recordings)
     sampler = RawWindowSampler(recordings, net.config.window)
     record = train_metric(net, sampler, len(recordings), net.dim, training, progress)
     return net.eval(), record | {"training": dataclasses.asdict(training)}
@@ -129,7 +125,7 @@ def fit_temporal(
         raise ValueError("the temporal embedder needs contrastive pre-training, metric learning or both")
     torch.manual_seed((metric or contrastive).seed)
     net = TemporalEmbedder(config)
-    _input_scaled(net, recordings)
+    set_input_scale(net, recordings)
     record = {}
     if contrastive is not None:  # no labels: every recording of the training subjects
         unlabelled = [r for rs in recordings for r in rs]
