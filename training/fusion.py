@@ -71,11 +71,16 @@ def fusion_eers(spectral: Pairs, learned: Pairs, subjects: Sequence[str], weight
     return out
 
 
+def best_row(table: Sequence[dict]) -> dict:
+    """The row of lowest mean EER, then lowest spread; on a tie, the higher spectral weight
+    (the cheaper and better-understood part)."""
+    return min(table, key=lambda r: (r["eer_mean"], r["eer_std"], -r["fuse"]))
+
+
 def choose_weight(grid: dict[float, list[float]]) -> tuple[list[dict], dict]:
-    """The table of mean and spread of the EER per weight, and its best row (on a tie, the
-    higher spectral weight: the cheaper and better-understood part)."""
+    """The table of mean and spread of the EER per weight, and its best row (:func:`best_row`)."""
     table = [{"fuse": w, "eer_mean": float(np.mean(v)), "eer_std": float(np.std(v))} for w, v in grid.items()]
-    return table, min(table, key=lambda r: (r["eer_mean"], r["eer_std"], -r["fuse"]))
+    return table, best_row(table)
 
 
 def fit_fused(

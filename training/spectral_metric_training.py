@@ -18,7 +18,7 @@ import torch
 from ..models.embedders.spectral import SpectralConfig, SpectralEmbedder, SpectralFeatures
 from ..models.embedders.spectral_metric import SpectralMetricConfig, SpectralMetricEmbedder
 from .embedder_training import SubjectWindows, group_columns
-from .fusion import choose_weight, fit_spectral_part, fusion_eers, half_splits, spectral_vectors
+from .fusion import best_row, choose_weight, fit_spectral_part, fusion_eers, half_splits, spectral_vectors
 from .metric_learning import LOSSES, FeatureSampler, MetricTraining, train_metric
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def fit_spectral_metric(
             for fuse, eer in eers.items():
                 grids[loss].setdefault(fuse, []).append(eer)
     table = [row | {"loss": loss} for loss, grid in grids.items() for row in choose_weight(grid)[0]]
-    best = min(table, key=lambda r: (r["eer_mean"], r["eer_std"]))
+    best = best_row(table)
     log.info("spectral-metric: chose %s (CV window EER %.3f)", best, best["eer_mean"])
     spectral = fit_spectral_part(data, columns, spectral_config)
     config = SpectralMetricConfig(spectral=spectral.config, fuse=best["fuse"])
