@@ -131,17 +131,13 @@ def train_metric(
     rng = np.random.default_rng(options.seed)
     loss_fn, miner = _loss(options.loss, n_subjects, dim)
     slow = {id(p) for p in slower[0].parameters()} if slower else set()
-    groups = [
-        [p for p in net.parameters() if id(p) not in slow] + list(loss_fn.parameters()),
-        [p for p in net.parameters() if id(p) in slow],
-    ]
-    rates = [options.lr, options.lr * slower[1] if slower else options.lr]
-    optimiser = torch.optim.AdamW(
-        [{"params": ps, "lr": lr} for ps, lr in zip(groups, rates, strict=True) if ps],
-        weight_decay=options.weight_decay,
-    )
+    fast = [p for p in net.parameters() if id(p) not in slow] + list(loss_fn.parameters())
+    groups = [{"params": fast, "lr": options.lr}]
+    if slower:
+        groups.append({"params": list(slower[0].parameters()), "lr": options.lr * slower[1]})
+    optimiser = torch.optim.AdamW(groups, weight_decay=options.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=[lr for ps, lr in zip(groups, rates, strict=True) if ps], total_steps=options.steps
+        optimiser, max_lr=[g["lr"] for g in groups], total_steps=options.steps
     )
     per_batch = min(options.per_batch, n_subjects)
     net.train()
