@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import signal
@@ -273,8 +272,7 @@ def _options(args):
     from .models.montage import parse_montage
     from .training.denoiser_training import DenoiserTraining
     from .training.embedder_training import SpectralSearch
-    from .training.joint import JointTraining
-    from .training.learned_embedders import LearnedTraining, check_embedder
+    from .training.learned_embedders import check_embedder
     from .training.train import TrainOptions
 
     return TrainOptions(
@@ -285,16 +283,25 @@ def _options(args):
         val_subjects=args.val_subjects,
         seed=args.seed,
         embedder=check_embedder(getattr(args, "embedder", "spectral")),
-        learned=LearnedTraining.with_steps(
-            getattr(args, "embedder_steps", 300),
-            getattr(args, "ssl_steps", 300),
-            args.seed,
-            getattr(args, "fusion_splits", 2),
-            JointTraining(
-                denoise_weight=getattr(args, "joint_weight", 0.05),
-                denoiser_lr_scale=getattr(args, "joint_denoiser_rate", 0.2),
-            ),
-        ),
+        learned=_learned_training(args),
+    )
+
+
+def _learned_training(args):
+    """The learned embedders' training: ``embedders`` sets the ResNet and metric-learning steps
+    apart, ``train`` and ``crossval`` give both ``--embedder-steps``."""
+    from .training.contrastive import ContrastiveTraining
+    from .training.joint import JointTraining
+    from .training.learned_embedders import LearnedTraining
+    from .training.metric_learning import MetricTraining
+
+    steps = getattr(args, "embedder_steps", None)
+    return LearnedTraining(
+        resnet=MetricTraining(steps=getattr(args, "resnet_steps", steps), seed=args.seed),
+        metric=MetricTraining(steps=getattr(args, "metric_steps", steps), seed=args.seed),
+        contrastive=ContrastiveTraining(steps=args.ssl_steps, seed=args.seed),
+        fusion_splits=args.fusion_splits,
+        joint=JointTraining(denoise_weight=args.joint_weight, denoiser_lr_scale=args.joint_denoiser_rate),
     )
 
 
@@ -485,20 +492,9 @@ def format_report(report: dict) -> str:
 
 
 def cmd_embedders(args) -> int:
-    from .training.contrastive import ContrastiveTraining
     from .training.embedder_study import study
-    from .training.joint import JointTraining
-    from .training.learned_embedders import LearnedTraining
-    from .training.metric_learning import MetricTraining
 
-    learned = LearnedTraining(
-        resnet=MetricTraining(steps=args.resnet_steps, seed=args.seed),
-        metric=MetricTraining(steps=args.metric_steps, seed=args.seed),
-        contrastive=ContrastiveTraining(steps=args.ssl_steps, seed=args.seed),
-        fusion_splits=args.fusion_splits,
-        joint=JointTraining(denoise_weight=args.joint_weight, denoiser_lr_scale=args.joint_denoiser_rate),
-    )
-    options = dataclasses.replace(_options(args), learned=learned)
+    options = _options(args)
     data = _load_data(args, options.montage, options.spec)
     result = study(
         data,

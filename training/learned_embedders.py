@@ -69,15 +69,6 @@ class LearnedTraining:
         if self.fusion_splits < 1:
             raise ValueError(f"fusion_splits must be at least 1, got {self.fusion_splits}")
 
-    @classmethod
-    def with_steps(
-        cls, steps: int, ssl_steps: int, seed: int, fusion_splits: int = 2, joint: JointTraining | None = None
-    ) -> LearnedTraining:
-        """The same number of metric-learning ``steps`` for every learned embedder."""
-        metric = MetricTraining(steps=steps, seed=seed)
-        contrastive = ContrastiveTraining(steps=ssl_steps, seed=seed)
-        return cls(metric, metric, contrastive, fusion_splits, joint or JointTraining())
-
 
 def _learned(match: re.Match | None) -> bool:
     return match is not None and bool(match["depth"] or match["ssl"] or match["tloss"] or match["jloss"])

@@ -125,5 +125,10 @@ def test_the_command_line_sets_the_joint_training():
     options = _options(args)
     assert options.embedder == "temporal-joint-arcface"
     assert options.learned.joint == JointTraining(denoise_weight=0.1, denoiser_lr_scale=0.0)
+    assert options.learned.resnet.steps == options.learned.metric.steps == 300
     defaults = _options(build_parser().parse_args(["train", "--data", "d", "--out", "o.pt"]))
     assert defaults.learned.joint == JointTraining()
+    study = ["embedders", "--data", "d", "--json", "o.json", "--resnet-steps", "7", "--metric-steps", "9"]
+    learned = _options(build_parser().parse_args([*study, *joint])).learned
+    assert (learned.resnet.steps, learned.metric.steps) == (7, 9)
+    assert learned.joint == JointTraining(denoise_weight=0.1, denoiser_lr_scale=0.0)
