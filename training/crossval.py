@@ -75,6 +75,10 @@ def _kept(path: Path, fit: Sequence[SubjectData], options: TrainOptions):
             meta.get("denoiser_training", {}).get(k) == json.loads(json.dumps(v)) for k, v in stage1.items()
         )
         and meta.get("embedder_selection", {}).get("search") == search
+        and (  # how a learned embedder (and a jointly trained denoiser) was trained
+            options.embedder == "spectral"
+            or meta.get("learned_training") == json.loads(json.dumps(dataclasses.asdict(options.learned)))
+        )
     )
     if same:
         log.info("reusing %s (trained on the same subjects with the same options)", path)

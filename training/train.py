@@ -146,6 +146,7 @@ def train(
         "denoiser_validation_subjects": val_subjects,
         "seed": options.seed,
         "embedder_choice": options.embedder,
+        "learned_training": asdict(options.learned),
         "device": str(dev),
         "denoiser_training": asdict(options.stage1) | stage1,
         "embedder_selection": stage2,

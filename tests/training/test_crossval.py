@@ -91,3 +91,32 @@ def test_a_kept_fold_checkpoint_is_reused_only_when_trained_alike(tiny_checkpoin
     other_steps = dataclasses.replace(options, stage1=dataclasses.replace(options.stage1, steps=7))
     assert _kept(tiny_checkpoint, bundled_4ch, other_steps) is None
     assert _kept(tiny_checkpoint.with_name("absent.pt"), bundled_4ch, options) is None
+
+
+def test_a_kept_learned_checkpoint_is_reused_only_when_its_embedder_was_trained_alike(
+    tiny_checkpoint, bundled_4ch, tmp_path
+):
+    import dataclasses
+
+    from neuroauth.models.checkpoint import load_checkpoint, save_checkpoint
+    from neuroauth.training.crossval import _kept
+    from neuroauth.training.denoiser_training import DenoiserTraining
+    from neuroauth.training.embedder_training import SpectralSearch
+    from neuroauth.training.joint import JointTraining
+    from neuroauth.training.learned_embedders import LearnedTraining
+    from neuroauth.training.train import TrainOptions
+
+    options = TrainOptions(
+        stage1=DenoiserTraining(steps=6, batch=8, val_every=3, val_examples=16),
+        search=SpectralSearch(pca_dims=(8, 16), shrinkages=(0.5,), splits=2),
+        val_subjects=1,
+        embedder="temporal-joint-arcface",
+    )
+    model = load_checkpoint(tiny_checkpoint)  # as if trained with these options
+    model.meta["embedder_choice"] = options.embedder
+    model.meta["learned_training"] = dataclasses.asdict(options.learned)
+    path = tmp_path / "learned.pt"
+    save_checkpoint(model, path)
+    assert _kept(path, bundled_4ch, options) is not None
+    other = dataclasses.replace(options, learned=LearnedTraining(joint=JointTraining(denoise_weight=0.0)))
+    assert _kept(path, bundled_4ch, other) is None
