@@ -30,7 +30,7 @@ from ..models.denoiser import CausalDenoiser, si_snr
 from ..models.embedders.signal_input import set_input_scale
 from ..models.embedders.temporal import TemporalConfig, TemporalEmbedder
 from ..models.preprocess import SignalSpec, design_filter
-from .denoiser_training import SI_SNR_CAP_DB, with_noise
+from .denoiser_training import SI_SNR_CAP_DB, validate, with_noise
 from .metric_learning import MetricTraining, random_crop, train_metric
 from .noise import MIXED, NOISE_TYPES
 
@@ -108,17 +108,6 @@ class DenoisedEmbedder(nn.Module):
         return self.embedder(out)
 
 
-@torch.no_grad()
-def si_snr_gain_db(denoiser: CausalDenoiser, pairs: torch.Tensor, warmup: int) -> float:
-    """Mean SI-SNR improvement (dB, capped as in training) of ``denoiser`` on noisy/clean ``pairs``."""
-    denoiser.eval()
-    noisy, clean = pairs[:, 0, ..., warmup:], pairs[:, 1, ..., warmup:]
-    out = denoiser(pairs[:, 0])[..., warmup:]
-    before = si_snr(noisy, clean).clamp(max=SI_SNR_CAP_DB).mean()
-    after = si_snr(out, clean).clamp(max=SI_SNR_CAP_DB).mean()
-    return float(after - before)
-
-
 def fit_joint(
     denoiser: CausalDenoiser,
     recordings: Recordings,
@@ -142,7 +131,7 @@ def fit_joint(
     sampler = NoisyWindowSampler(recordings, spec, dataclasses.replace(joint, noisy_fraction=1.0))
     check_rng = np.random.default_rng(metric.seed + 1)
     check = sampler(check_rng.integers(len(recordings), size=64), check_rng)
-    before = si_snr_gain_db(tuned, check, joint.warmup)
+    before = validate(tuned, (check[:, 0], check[:, 1]), joint.warmup)["improvement_db"]
 
     net = DenoisedEmbedder(tuned, embedder, joint.warmup)
     record = train_metric(
@@ -155,7 +144,8 @@ def fit_joint(
         auxiliary=lambda: joint.denoise_weight * net.denoising_loss,
         slower=(tuned, joint.denoiser_lr_scale),
     )
-    record["si_snr_gain_db"] = {"before": before, "after": si_snr_gain_db(tuned, check, joint.warmup)}
+    after = validate(tuned, (check[:, 0], check[:, 1]), joint.warmup)["improvement_db"]
+    record["si_snr_gain_db"] = {"before": before, "after": after}
     record["training"] = dataclasses.asdict(metric)
     record["joint"] = dataclasses.asdict(joint)
     return tuned.eval(), embedder.eval(), record
