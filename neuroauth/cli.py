@@ -55,7 +55,8 @@ def _embedder_options(p: argparse.ArgumentParser) -> None:
         default="spectral",
         help="spectral (default), spectral-metric, resnet18|resnet34-<loss>, temporal-ssl, "
         "temporal[-ssl]-<loss>, temporal-joint-<loss> (fine-tunes the denoiser too), "
-        "or a resnet or temporal name followed by +spectral (<loss>: arcface or multisimilarity)",
+        "or a resnet or temporal name other than joint followed by +spectral "
+        "(<loss>: arcface or multisimilarity)",
     )
     p.add_argument(
         "--embedder-steps", type=int, default=300, help="metric-learning steps of a learned embedder"

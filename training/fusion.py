@@ -92,8 +92,9 @@ def fit_fused(
     spec: SignalSpec,
     splits: int,
     seed: int,
-) -> tuple[FusedEmbedder, dict]:
-    """``spectral`` (fitted on all of ``windows``) fused with the embedder ``fit_learned`` trains.
+) -> tuple[nn.Module, dict]:
+    """``spectral`` (fitted on all of ``windows``) fused with the embedder ``fit_learned`` trains:
+    a :class:`FusedEmbedder`, or one part alone at a weight of 1 or 0.
 
     ``windows`` and ``recordings`` hold the same subjects in the same order: the
     features of every window (1 s hop) and the denoised recordings they come from.

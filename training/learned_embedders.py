@@ -1,4 +1,5 @@
-"""Every embedder training can fit, by name, on the denoised recordings of the training subjects.
+"""Every embedder training can fit, by name, on the recordings of the training subjects
+(denoised, or before denoising for one trained with the denoiser).
 
 Names (:func:`check_embedder`):
 
