@@ -133,6 +133,8 @@ def fit_joint(
     check = sampler(check_rng.integers(len(recordings), size=64), check_rng)
     before = validate(tuned, (check[:, 0], check[:, 1]), joint.warmup)["improvement_db"]
 
+    frozen = joint.denoiser_lr_scale == 0.0
+    tuned.requires_grad_(not frozen)  # a fixed denoiser: no gradient is computed through it
     net = DenoisedEmbedder(tuned, embedder, joint.warmup)
     record = train_metric(
         net,
@@ -142,8 +144,9 @@ def fit_joint(
         metric,
         progress,
         auxiliary=lambda: joint.denoise_weight * net.denoising_loss,
-        slower=(tuned, joint.denoiser_lr_scale),
+        slower=None if frozen else (tuned, joint.denoiser_lr_scale),
     )
+    tuned.requires_grad_(True)
     after = validate(tuned, (check[:, 0], check[:, 1]), joint.warmup)["improvement_db"]
     record["si_snr_gain_db"] = {"before": before, "after": after}
     record["training"] = dataclasses.asdict(metric)

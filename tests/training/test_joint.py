@@ -99,6 +99,7 @@ def test_joint_training_separates_people_and_moves_the_denoiser_only_when_allowe
     metric = MetricTraining(steps=3, per_batch=4, per_subject=4)
     tuned, _, _ = fit_joint(stage1, recordings, SMALL_EMBEDDER, SPEC, metric, frozen, False)
     assert all(torch.equal(v, original[k]) for k, v in tuned.state_dict().items())
+    assert all(p.grad is None for p in tuned.parameters())  # no backward pass through a fixed denoiser
 
 
 def test_joint_names_go_to_the_fit_that_trains_the_denoiser():
