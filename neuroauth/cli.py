@@ -78,6 +78,12 @@ def _learned_options(p: argparse.ArgumentParser) -> None:
         help="half splits of the training subjects choosing a +spectral fusion weight (default 2)",
     )
     p.add_argument(
+        "--fusion-noise",
+        default="none",
+        help="noise types (at 0 dB) under which a +spectral fusion weight is also chosen, every "
+        "condition counting alike with the clean one: 'all', 'none' (default) or a list",
+    )
+    p.add_argument(
         "--joint-weight",
         type=float,
         default=0.05,
@@ -302,6 +308,7 @@ def _learned_training(args):
         metric=MetricTraining(steps=getattr(args, "metric_steps", steps), seed=args.seed),
         contrastive=ContrastiveTraining(steps=args.ssl_steps, seed=args.seed),
         fusion_splits=args.fusion_splits,
+        fusion_noise=_noise_types(args.fusion_noise, "--fusion-noise"),
         joint=JointTraining(denoise_weight=args.joint_weight, denoiser_lr_scale=args.joint_denoiser_rate),
     )
 
@@ -399,8 +406,8 @@ def format_continuous(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _noise_types(text: str) -> tuple[str, ...]:
-    """``--noise``: 'all', 'none' or a comma-separated list of noise types."""
+def _noise_types(text: str, option: str = "--noise") -> tuple[str, ...]:
+    """``option``: 'all', 'none' or a comma-separated list of noise types."""
     from .training.noise import NOISE_TYPES
 
     if text == "all":
@@ -410,7 +417,7 @@ def _noise_types(text: str) -> tuple[str, ...]:
     noise = tuple(n.strip() for n in text.split(","))
     unknown = set(noise) - set(NOISE_TYPES)
     if unknown:
-        raise NeuroAuthError(f"--noise names unknown type(s) {sorted(unknown)}; choose from {NOISE_TYPES}")
+        raise NeuroAuthError(f"{option} names unknown type(s) {sorted(unknown)}; choose from {NOISE_TYPES}")
     return noise
 
 

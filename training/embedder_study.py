@@ -33,13 +33,14 @@ from ..models.embedders.spectral import SpectralConfig, SpectralFeatures
 from .crossval import _kept, aggregate, subject_folds
 from .data import SubjectData
 from .embedder_training import SubjectWindows, window_features
-from .evaluate import evaluate
+from .evaluate import evaluate, noisy_probes
 from .learned_embedders import (
     LearnedTraining,
     check_embedder,
     embed_cost_ms,
     fit_embedder,
     fit_with_denoiser,
+    needs_noisy_probes,
     needs_signal,
     trains_denoiser,
 )
@@ -62,13 +63,16 @@ class _FoldInputs:
     """What every candidate of a fold is fitted on, subject by subject in the same order."""
 
     subjects: list[str]
-    raw: list[list[np.ndarray]]  # the preprocessed enrolment and probe recordings, before denoising
-    recordings: list[list[np.ndarray]]  # the same, denoised
+    recordings: list[list[np.ndarray]]  # the denoised enrolment and probe recordings
     windows: list[SubjectWindows]  # the spectral features of their windows (every group)
     extractor: SpectralFeatures
+    raw: list[list[np.ndarray]] | None  # the recordings before denoising, for a joint candidate
+    noisy: list[dict] | None  # the probes under noise, denoised, for a fusion chosen under noise
 
 
-def _fold_inputs(model: NeuroAuthModel, fit: Sequence[SubjectData]) -> _FoldInputs:
+def _fold_inputs(
+    model: NeuroAuthModel, fit: Sequence[SubjectData], candidates: Sequence[str], training: LearnedTraining
+) -> _FoldInputs:
     spec = model.spec
     raw = [[d.enrol.preprocessed(), d.probe.preprocessed()] for d in fit]
     denoised = [[denoise(model, x) for x in pair] for pair in raw]
@@ -78,7 +82,11 @@ def _fold_inputs(model: NeuroAuthModel, fit: Sequence[SubjectData]) -> _FoldInpu
     windows = [
         window_features(d.subject, e, p, extractor, spec) for d, (e, p) in zip(fit, denoised, strict=True)
     ]
-    return _FoldInputs([d.subject for d in fit], raw, denoised, windows, extractor)
+    joint = any(trains_denoiser(c) for c in candidates)
+    noisy = None
+    if any(needs_noisy_probes(c, training) for c in candidates):
+        noisy = noisy_probes(model, fit, training.fusion_noise)
+    return _FoldInputs([d.subject for d in fit], denoised, windows, extractor, raw if joint else None, noisy)
 
 
 def _fit(
@@ -94,7 +102,15 @@ def _fit(
         return dataclasses.replace(model, denoiser=denoiser, embedder=embedder, cohort=None), record
     recordings = inputs.recordings if needs_signal(name) else None
     embedder, record = fit_embedder(
-        name, model.embedder, inputs.windows, recordings, inputs.extractor, model.spec, training, progress
+        name,
+        model.embedder,
+        inputs.windows,
+        recordings,
+        inputs.extractor,
+        model.spec,
+        training,
+        progress,
+        inputs.noisy,
     )
     return dataclasses.replace(model, embedder=embedder, cohort=None), record
 
@@ -157,7 +173,9 @@ def study(
             model = _kept(out, fit, options) if keep is not None else None
             if model is None:
                 model = train(fit, options, out, resume=False, progress=progress)
-        inputs = _fold_inputs(model, fit) if set(candidates) - {"spectral"} else None
+        inputs = (
+            _fold_inputs(model, fit, candidates, options.learned) if set(candidates) - {"spectral"} else None
+        )
         for candidate in candidates:
             log.info("fold %d/%d: fitting %s on %d subjects", f + 1, len(groups), candidate, len(fit))
             started = time.time()
@@ -187,6 +205,7 @@ def study(
         "metric_training": dataclasses.asdict(options.learned.metric),
         "contrastive_training": dataclasses.asdict(options.learned.contrastive),
         "fusion_splits": options.learned.fusion_splits,
+        "fusion_noise": list(options.learned.fusion_noise),
         "joint_training": dataclasses.asdict(options.learned.joint),
         "candidates": {
             c: {"folds": reports, "summary": aggregate(reports)} for c, reports in per_candidate.items()

@@ -48,6 +48,27 @@ def _seed(subject: str, kind: str, seed: int) -> int:
     return zlib.crc32(f"{subject}/{kind}/{seed}".encode())
 
 
+def noisy_probe(
+    model: NeuroAuthModel, d: SubjectData, kind: str, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``d``'s probe recording with ``kind`` noise added at the protocol's SNR: preprocessed, and
+    denoised by ``model``. The same subject, kind and seed always give the same noise."""
+    spec = model.spec
+
+    def at_input(volts):  # the SNR is set where the denoiser sees the signal: after the filter
+        return filter_and_scale(volts, spec)
+
+    rng = np.random.default_rng(_seed(d.subject, kind, seed))
+    volts, _ = add_noise(d.probe.volts, spec.sfreq, kind, NOISY_SNR_DB, rng, measure=at_input)
+    x = d.probe.preprocessed(volts)
+    return x, denoise(model, x)
+
+
+def noisy_probes(model: NeuroAuthModel, data: Sequence[SubjectData], kinds: Sequence[str]) -> list[dict]:
+    """Per subject of ``data``: noise type -> its probe under that noise, denoised (:func:`noisy_probe`)."""
+    return [{kind: noisy_probe(model, d, kind)[1] for kind in kinds} for d in data]
+
+
 def evaluate(
     model: NeuroAuthModel,
     data: Sequence[SubjectData],
@@ -76,9 +97,6 @@ def evaluate(
     }
     skip = int(SI_SNR_SKIP_SECONDS * spec.sfreq)
 
-    def at_input(volts):  # the SNR is set where the denoiser sees the signal: after the filter
-        return filter_and_scale(volts, spec)
-
     for d in tqdm(data, desc="evaluate", unit="subject", disable=not progress):
         enrol = d.enrol.preprocessed()
         ours_enrol.append(embed(model.embedder, windows(denoise(model, enrol), ENROL_SECONDS)))
@@ -87,10 +105,7 @@ def evaluate(
         ours_probe.append(embed(model.embedder, windows(denoise(model, clean))))
         base_probe.append(embed(baseline, windows(clean)))
         for kind in noise_types:
-            rng = np.random.default_rng(_seed(d.subject, kind, seed))
-            volts, _ = add_noise(d.probe.volts, spec.sfreq, kind, NOISY_SNR_DB, rng, measure=at_input)
-            x = d.probe.preprocessed(volts)
-            y = denoise(model, x)
+            x, y = noisy_probe(model, d, kind, seed)
             store = noisy[kind]
             store["denoised"].append(embed(model.embedder, windows(y)))
             store["raw"].append(embed(model.embedder, windows(x)))

@@ -4,7 +4,9 @@ The weight ``w`` of the spectral cosine (:mod:`..models.embedders.fused`) is
 chosen by random half splits of the training subjects: on each split the
 spectral projection and the learned embedder are fitted on one half, and the
 fused window EER of the other half is measured for every weight of
-:data:`FUSE_WEIGHTS`. The weight with the lowest mean EER wins; the learned
+:data:`FUSE_WEIGHTS`, on its clean probes and, when noisy probes are given, on
+its probes under each noise type (every condition counting alike). The weight
+with the lowest mean EER wins; the learned
 embedder is then fitted on all training subjects and joined to the spectral
 embedder already fitted on them. At a weight of 1 the learned part would not
 count: the spectral embedder is returned alone, and the learned one is not
@@ -14,7 +16,7 @@ trained on all subjects; at a weight of 0, the learned embedder alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +36,8 @@ FUSE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 Pairs = Sequence[tuple[np.ndarray, np.ndarray]]  # per subject: (enrolment vectors, probe vectors)
 Recordings = Sequence[Sequence[np.ndarray]]  # per subject: denoised recordings (C, N)
+NoisyProbes = Sequence[Mapping[str, np.ndarray]]  # per subject: noise type -> denoised noisy probe (C, N)
+CLEAN = "clean"
 
 
 def half_splits(n: int, splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -83,6 +87,15 @@ def choose_weight(grid: dict[float, list[float]]) -> tuple[list[dict], dict]:
     return table, best_row(table)
 
 
+def _noise_kinds(noisy: NoisyProbes | None, n_subjects: int) -> list[str]:
+    if not noisy:
+        return []
+    kinds = sorted(noisy[0])
+    if len(noisy) != n_subjects or any(sorted(n) != kinds for n in noisy):
+        raise ValueError("noisy probes must hold the same noise types for every training subject")
+    return kinds
+
+
 def fit_fused(
     windows: Sequence[SubjectWindows],
     recordings: Recordings,
@@ -92,33 +105,55 @@ def fit_fused(
     spec: SignalSpec,
     splits: int,
     seed: int,
+    noisy: NoisyProbes | None = None,
 ) -> tuple[nn.Module, dict]:
     """``spectral`` (fitted on all of ``windows``) fused with the embedder ``fit_learned`` trains:
     a :class:`FusedEmbedder`, or one part alone at a weight of 1 or 0.
 
-    ``windows`` and ``recordings`` hold the same subjects in the same order: the
-    features of every window (1 s hop) and the denoised recordings they come from.
+    ``windows``, ``recordings`` and ``noisy`` hold the same subjects in the same
+    order: the features of every window (1 s hop), the denoised recordings they
+    come from, and optionally each subject's probe recording under noise, denoised.
     """
     columns = group_columns(extractor, spectral.config.features)
-    grid: dict[float, list[float]] = {w: [] for w in FUSE_WEIGHTS}
+    kinds = _noise_kinds(noisy, len(windows))
+
+    def windows_in(recording):
+        return windows_of(recording, spec.sfreq, spec.window)
+
+    # per subject and condition: the probe's spectral features and the recording they come from
+    probes = [
+        {CLEAN: (d.probe, probe)}
+        | {k: (embed(extractor, windows_in(noisy[i][k])), noisy[i][k]) for k in kinds}
+        for i, (d, (_, probe)) in enumerate(zip(windows, recordings, strict=True))
+    ]
+    conditions = [CLEAN, *kinds]
+    grid = {c: {w: [] for w in FUSE_WEIGHTS} for c in conditions}
     for fit, held in half_splits(len(windows), splits, seed):
         part = fit_spectral_part([windows[i] for i in fit], columns, spectral.config)
         learned, _ = fit_learned([recordings[i] for i in fit])
-        s_pairs, m_pairs = [], []
+        pairs = {c: ([], []) for c in conditions}  # spectral and learned (enrolment, probe) pairs
         for i in held:
-            d, (enrol, probe) = windows[i], recordings[i]
+            d, enrol = windows[i], recordings[i][0]
             s_enrol = spectral_vectors(part, d.enrol[: d.n_enrol], columns)
-            s_pairs.append((s_enrol, spectral_vectors(part, d.probe, columns)))
-            learned_enrol = embed(learned, windows_of(enrol, spec.sfreq, spec.window)[: d.n_enrol])
-            m_pairs.append((learned_enrol, embed(learned, windows_of(probe, spec.sfreq, spec.window))))
-        for w, eer in fusion_eers(s_pairs, m_pairs, [windows[i].subject for i in held]).items():
-            grid[w].append(eer)
-    table, best = choose_weight(grid)
+            m_enrol = embed(learned, windows_in(enrol)[: d.n_enrol])
+            for c in conditions:
+                features, recording = probes[i][c]
+                pairs[c][0].append((s_enrol, spectral_vectors(part, features, columns)))
+                pairs[c][1].append((m_enrol, embed(learned, windows_in(recording))))
+        held_subjects = [windows[i].subject for i in held]
+        for c, (s_pairs, m_pairs) in pairs.items():
+            for w, eer in fusion_eers(s_pairs, m_pairs, held_subjects).items():
+                grid[c][w].append(eer)
+    overall = {w: list(np.mean([grid[c][w] for c in conditions], axis=0)) for w in FUSE_WEIGHTS}
+    table, best = choose_weight(overall)
+    record = {"grid": table, "chosen": best, "noise": kinds}
+    if kinds:
+        record["conditions"] = {c: choose_weight(grid[c])[0] for c in conditions}
     log.info("fusion: spectral weight %.2f (CV window EER %.3f)", best["fuse"], best["eer_mean"])
     if best["fuse"] == 1.0:  # the learned part would not count: it is neither trained nor shipped
-        return spectral, {"grid": table, "chosen": best, "learned": None}
-    learned, record = fit_learned(recordings)
+        return spectral, record | {"learned": None}
+    learned, learned_record = fit_learned(recordings)
     if best["fuse"] == 0.0:  # nor would the spectral part
-        return learned, {"grid": table, "chosen": best, "learned": record}
+        return learned, record | {"learned": learned_record}
     config = FusedConfig(spectral.config, learned.name, learned.config, fuse=best["fuse"])
-    return FusedEmbedder(config, spectral, learned), {"grid": table, "chosen": best, "learned": record}
+    return FusedEmbedder(config, spectral, learned), record | {"learned": learned_record}

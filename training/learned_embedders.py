@@ -38,9 +38,10 @@ from ..models.embedders.temporal import TemporalConfig, TemporalEmbedder
 from ..models.preprocess import SignalSpec
 from .contrastive import ContrastiveTraining, pretrain_contrastive
 from .embedder_training import SubjectWindows
-from .fusion import Recordings, fit_fused
+from .fusion import NoisyProbes, Recordings, fit_fused
 from .joint import JointTraining, fit_joint
 from .metric_learning import LOSSES, MetricTraining, RawWindowSampler, train_metric
+from .noise import NOISE_TYPES
 from .protocol import embed
 from .spectral_metric_training import fit_spectral_metric
 
@@ -64,11 +65,15 @@ class LearnedTraining:
     metric: MetricTraining = field(default_factory=MetricTraining)  # spectral-metric MLP, temporal network
     contrastive: ContrastiveTraining = field(default_factory=ContrastiveTraining)
     fusion_splits: int = 2  # half splits choosing a fusion weight (each trains the learned part once)
+    fusion_noise: tuple[str, ...] = ()  # noise types the fusion weight is also chosen under (0 dB probes)
     joint: JointTraining = field(default_factory=JointTraining)  # temporal-joint: the denoiser's part
 
     def __post_init__(self) -> None:
         if self.fusion_splits < 1:
             raise ValueError(f"fusion_splits must be at least 1, got {self.fusion_splits}")
+        unknown = sorted(set(self.fusion_noise) - set(NOISE_TYPES))
+        if unknown:
+            raise ValueError(f"unknown fusion noise types {unknown}; known: {', '.join(NOISE_TYPES)}")
 
 
 def _learned(match: re.Match | None) -> bool:
@@ -85,6 +90,13 @@ def check_embedder(name: str) -> str:
 def needs_signal(name: str) -> bool:
     """Whether ``name`` is trained on the denoised signal (and not only on spectral features)."""
     return check_embedder(name) not in ("spectral", "spectral-metric")
+
+
+def needs_noisy_probes(name: str, training: LearnedTraining) -> bool:
+    """Whether fitting ``name`` needs the training subjects' noisy probes (a fusion weight chosen
+    under noise, see :func:`fit_embedder`)."""
+    match = _NAME.fullmatch(check_embedder(name))
+    return match is not None and match["fused"] is not None and bool(training.fusion_noise)
 
 
 def trains_denoiser(name: str) -> bool:
@@ -139,13 +151,15 @@ def fit_embedder(
     spec: SignalSpec,
     training: LearnedTraining,
     progress: bool = True,
+    noisy: NoisyProbes | None = None,
 ) -> tuple[nn.Module, dict]:
     """The embedder ``name`` fitted on the training subjects, and the record of its fitting.
 
     ``spectral`` is the spectral embedder already fitted on them; ``windows``
-    holds the features of their windows and ``recordings`` (for the embedders
+    holds the features of their windows, ``recordings`` (for the embedders
     that read the signal, see :func:`needs_signal`) their denoised recordings,
-    subject by subject in the same order.
+    and ``noisy`` (see :func:`needs_noisy_probes`) their probe recordings under
+    each of ``training.fusion_noise``, denoised; subject by subject in the same order.
     """
     if check_embedder(name) == "spectral":
         return spectral, {}
@@ -169,8 +183,16 @@ def fit_embedder(
 
     if not match["fused"]:
         return fit_learned(recordings)
+    if needs_noisy_probes(name, training) and (
+        noisy is None or any(set(n) != set(training.fusion_noise) for n in noisy)
+    ):
+        raise ValueError(
+            f"choosing the {name} fusion weight under {', '.join(training.fusion_noise)} noise needs "
+            "the training subjects' probes under exactly that noise"
+        )
+    noisy = noisy if training.fusion_noise else None
     splits, seed = training.fusion_splits, training.metric.seed
-    return fit_fused(windows, recordings, extractor, spectral, fit_learned, spec, splits, seed)
+    return fit_fused(windows, recordings, extractor, spectral, fit_learned, spec, splits, seed, noisy)
 
 
 def fit_with_denoiser(

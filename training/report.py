@@ -20,11 +20,14 @@ def _row(*cells: str) -> str:
 
 
 def _label(study: dict, candidate: str) -> str:
-    """The candidate's name, with the joint-training settings for one that trains the denoiser."""
-    joint = study.get("joint_training")
-    if not candidate.startswith("temporal-joint") or joint is None:
-        return candidate
-    return f"{candidate} (denoiser rate {joint['denoiser_lr_scale']}, weight {joint['denoise_weight']})"
+    """The candidate's name, with the joint-training settings for one that trains the denoiser, and
+    the noise its fusion weight was chosen under for a fused one."""
+    joint, noise = study.get("joint_training"), study.get("fusion_noise")
+    if candidate.startswith("temporal-joint") and joint is not None:
+        return f"{candidate} (denoiser rate {joint['denoiser_lr_scale']}, weight {joint['denoise_weight']})"
+    if candidate.endswith("+spectral") and noise:
+        return f"{candidate} (weight chosen clean and under {', '.join(noise)})"
+    return candidate
 
 
 def _dig(data: dict | None, *keys: str):
@@ -244,6 +247,27 @@ def fusion_table(studies: Sequence[dict]) -> str:
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
+def fusion_condition_table(studies: Sequence[dict]) -> str:
+    """Per fused candidate whose weight was chosen under noise, fold and condition: the inner-CV EER
+    at the chosen weight, at the best weight for that condition alone, and of the spectral part alone."""
+    rows = [
+        "| montage | embedder | fold | condition | inner-CV EER at the chosen weight | "
+        "best for this condition (weight) | spectral alone |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for study, candidate, f, report in _fold_reports(studies):
+        conditions, chosen = report["fit"].get("conditions"), report["fit"].get("chosen")
+        for condition, grid in (conditions or {}).items():
+            at = {r["fuse"]: r["eer_mean"] for r in grid}
+            best = min(grid, key=_by_eer)
+            rows.append(
+                f"| {_montage_name(study)} | {_label(study, candidate)} | {f + 1} | {condition} | "
+                f"{at[chosen['fuse']]:.3f} ({chosen['fuse']}) | {best['eer_mean']:.3f} ({best['fuse']}) | "
+                f"{at[1.0]:.3f} |"
+            )
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
 def int8_table(studies: Sequence[dict]) -> str:
     """Per candidate measured with ``--int8``: EER change, size and cost of the int8 copy, per fold."""
     rows = [
@@ -303,7 +327,14 @@ def render(
     studies = [json.loads(Path(p).read_text()) for p in embedder_paths]
     parts = []
     if studies:
-        tables = (embedder_table, embedder_noise_table, fusion_table, int8_table, joint_table)
+        tables = (
+            embedder_table,
+            embedder_noise_table,
+            fusion_table,
+            fusion_condition_table,
+            int8_table,
+            joint_table,
+        )
         for table in tables:
             text = table(studies)
             parts += [text, ""] if text else []

@@ -34,7 +34,15 @@ from .cohort import build_cohort
 from .data import SubjectData
 from .denoiser_training import DenoiserTraining, train_denoiser
 from .embedder_training import SpectralSearch, fit_spectral, window_features
-from .learned_embedders import LearnedTraining, fit_embedder, fit_with_denoiser, needs_signal, trains_denoiser
+from .evaluate import noisy_probes
+from .learned_embedders import (
+    LearnedTraining,
+    fit_embedder,
+    fit_with_denoiser,
+    needs_noisy_probes,
+    needs_signal,
+    trains_denoiser,
+)
 from .protocol import denoise, device, embed, windows_of
 
 log = logging.getLogger(__name__)
@@ -121,6 +129,9 @@ def train(
             options.embedder, model.denoiser, raw, options.spec, options.learned, progress
         )
     else:
+        noisy = None
+        if needs_noisy_probes(options.embedder, options.learned):
+            noisy = noisy_probes(model, data, options.learned.fusion_noise)
         embedder, learned = fit_embedder(
             options.embedder,
             spectral,
@@ -130,6 +141,7 @@ def train(
             options.spec,
             options.learned,
             progress,
+            noisy,
         )
     if learned:
         stage2["learned"] = learned

@@ -3,6 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 from neuroauth.models.preprocess import SignalSpec
 from neuroauth.training.report import embedder_table
@@ -48,7 +49,7 @@ def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monke
         log.append(("fit", name, set(inputs.subjects)))
         return replace(model, embedder=torch.nn.Linear(2, 3)), {"name": name}
 
-    def fake_inputs(model, fit):  # what the real one denoises and featurises: the fit subjects'
+    def fake_inputs(model, fit, *args):  # what the real one denoises and featurises: the fit subjects'
         return SimpleNamespace(subjects=[d.subject for d in fit])
 
     def fake_evaluate(model, data, progress, **kwargs):
@@ -85,12 +86,14 @@ def test_an_int8_resnet_is_measured_on_the_held_out_subjects(tiny_checkpoint, bu
     from neuroauth.models.checkpoint import load_checkpoint
     from neuroauth.models.embedders.resnet import ResNetConfig, ResNetEmbedder
     from neuroauth.training.embedder_study import _fold_inputs, _int8_report
+    from neuroauth.training.learned_embedders import LearnedTraining
 
     torch.manual_seed(0)
     embedder = ResNetEmbedder(ResNetConfig(n_channels=4, dim=16)).eval()
     model = load_checkpoint(tiny_checkpoint)
-    inputs = _fold_inputs(model, bundled_4ch[:2])
+    inputs = _fold_inputs(model, bundled_4ch[:2], ["resnet18-arcface"], LearnedTraining())
     assert inputs.subjects == [d.subject for d in bundled_4ch[:2]]
+    assert inputs.raw is None and inputs.noisy is None  # kept only for the candidates that need them
     report = _int8_report(replace(model, embedder=embedder), model, inputs, bundled_4ch[2:], 0.5)
     assert 0.0 <= report["window_eer"] <= 1.0
     assert report["eer_change"] == report["window_eer"] - 0.5
@@ -105,9 +108,13 @@ def test_a_joint_candidate_is_evaluated_with_its_own_denoiser(tiny_checkpoint, b
 
     model = load_checkpoint(tiny_checkpoint)
     before = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
-    inputs = _fold_inputs(model, bundled_4ch[:2])
     metric = MetricTraining(steps=2, per_batch=2, per_subject=2)
-    training = LearnedTraining(metric=metric)
+    training = LearnedTraining(metric=metric, fusion_noise=("emg", "pop"))
+    candidates = ["temporal-joint-multisimilarity", "temporal-arcface+spectral"]
+    inputs = _fold_inputs(model, bundled_4ch[:2], candidates, training)
+    assert len(inputs.raw) == 2 and [sorted(n) for n in inputs.noisy] == [["emg", "pop"]] * 2
+    for noisy, (_, probe) in zip(inputs.noisy, inputs.recordings, strict=True):
+        assert noisy["emg"].shape == probe.shape and not np.allclose(noisy["emg"], probe)
     variant, record = _fit("temporal-joint-multisimilarity", model, inputs, training, False)
     assert variant.embedder_name == "temporal" and variant.denoiser is not model.denoiser
     assert any(not torch.equal(v, before[k]) for k, v in variant.denoiser.state_dict().items())
@@ -118,7 +125,7 @@ def test_a_joint_candidate_is_evaluated_with_its_own_denoiser(tiny_checkpoint, b
 
 
 def test_the_fusion_table_shows_each_folds_choice_beside_the_spectral_part_alone():
-    from neuroauth.training.report import fusion_table
+    from neuroauth.training.report import fusion_condition_table, fusion_table
 
     grid = [
         {"fuse": 0.5, "eer_mean": 0.10, "eer_std": 0.01},
@@ -135,8 +142,20 @@ def test_the_fusion_table_shows_each_folds_choice_beside_the_spectral_part_alone
     assert rows[2:] == [
         "| 4 ch | temporal-ssl+spectral | 1 | 0.75 | 0.080 ± 0.020 | 0.080 (0.75) | 0.090 | 0.070 |"
     ]
+    assert fusion_condition_table([study]) == ""  # chosen on clean probes only
+    noisy = [
+        {"fuse": 0.75, "eer_mean": 0.30, "eer_std": 0.0},
+        {"fuse": 1.0, "eer_mean": 0.35, "eer_std": 0.0},
+    ]
+    fused["fit"]["conditions"] = {"clean": grid, "emg": noisy}
+    study["fusion_noise"] = ["emg"]
+    label = "temporal-ssl+spectral (weight chosen clean and under emg)"
+    assert fusion_condition_table([study]).splitlines()[2:] == [
+        f"| 4 ch | {label} | 1 | clean | 0.080 (0.75) | 0.080 (0.75) | 0.090 |",
+        f"| 4 ch | {label} | 1 | emg | 0.300 (0.75) | 0.300 (0.75) | 0.350 |",
+    ]
     del study["candidates"]["temporal-ssl+spectral"]
-    assert fusion_table([study]) == ""  # no fused candidate, no table
+    assert fusion_table([study]) == "" and fusion_condition_table([study]) == ""  # no fused candidate
 
 
 def test_the_int8_and_joint_tables_show_only_the_candidates_measured_so():

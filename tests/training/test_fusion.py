@@ -78,6 +78,48 @@ def test_the_fusion_weight_follows_whichever_part_tells_people_apart(rhythmic, l
         assert fused.spectral is spectral and fused.config.learned_name == "temporal"
 
 
+def test_noisy_probes_move_the_weight_to_the_part_that_survives_the_noise():
+    """Clean probes carry each person's rhythm, which only spectral features see; under the
+    "noise" the rhythm is gone and only an offset, which only the learned part sees, is left."""
+    rng = np.random.default_rng(1)
+    extractor = SpectralFeatures(SpectralConfig(n_channels=4))
+    windows, recordings, noisy = [], [], []
+    for k in range(8):
+        t = np.arange(30 * 200) / 200.0
+        rhythm = 2.0 * np.sin(2 * np.pi * (7 + 1.5 * k) * t)
+        enrol = (
+            rng.standard_normal((4, 70 * 200))
+            + np.sin(2 * np.pi * (7 + 1.5 * k) * np.arange(70 * 200) / 200.0) * 2.0
+        )
+        enrol[0] += 5.0 * k
+        probe = rng.standard_normal((4, len(t))) + rhythm
+        offset_only = rng.standard_normal((4, len(t)))
+        offset_only[0] += 5.0 * k
+        windows.append(window_features(f"S{k}", enrol, probe, extractor, SPEC))
+        recordings.append([enrol, probe])
+        noisy.append({"gaussian": offset_only})
+    config = SpectralConfig(n_channels=4, pca_dim=16, features=("psd", "bandpower"))
+    spectral = fit_spectral_part(windows, group_columns(extractor, config.features), config)
+
+    def fit_learned(subset):
+        return _DCReader(TemporalConfig(n_channels=4, dim=16)).eval(), {}
+
+    args = (windows, recordings, extractor, spectral, fit_learned, SPEC)
+    clean_only, record = fit_fused(*args, splits=2, seed=0)
+    assert clean_only is spectral and record["noise"] == [] and "conditions" not in record
+    fused, record = fit_fused(*args, splits=2, seed=0, noisy=noisy)
+    best = {c: min(t, key=lambda r: r["eer_mean"])["fuse"] for c, t in record["conditions"].items()}
+    assert best["clean"] >= 0.75 and best["gaussian"] <= 0.25, record["conditions"]
+    assert record["noise"] == ["gaussian"] and 0.0 < record["chosen"]["fuse"] < 1.0
+    assert fused.config.fuse == record["chosen"]["fuse"]
+    clean = {r["fuse"]: r["eer_mean"] for r in record["conditions"]["clean"]}
+    gaussian = {r["fuse"]: r["eer_mean"] for r in record["conditions"]["gaussian"]}
+    for row in record["grid"]:  # every condition counts alike
+        assert row["eer_mean"] == pytest.approx((clean[row["fuse"]] + gaussian[row["fuse"]]) / 2)
+    with pytest.raises(ValueError, match="same noise types for every training subject"):
+        fit_fused(*args, splits=2, seed=0, noisy=[{"gaussian": n["gaussian"]} for n in noisy[:-1]] + [{}])
+
+
 def test_a_weight_of_one_ships_the_spectral_embedder_alone(monkeypatch):
     import neuroauth.training.fusion as fusion
 
@@ -110,3 +152,38 @@ def test_half_splits_are_disjoint_and_need_four_subjects():
         assert len(fit) == 4 and len(held) == 5 and not set(fit) & set(held)
     with pytest.raises(ValueError, match="at least 4 training subjects"):
         half_splits(3, 2, seed=0)
+
+
+def test_the_command_line_and_the_training_check_the_fusion_noise():
+    from neuroauth.training.learned_embedders import LearnedTraining, fit_embedder
+    from neuroauth.training.noise import NOISE_TYPES
+
+    from neuroauth.cli import NeuroAuthError, _options, build_parser
+
+    def learned(*argv):
+        return _options(
+            build_parser().parse_args(["crossval", "--data", "d", "--json", "o.json", *argv])
+        ).learned
+
+    assert learned().fusion_noise == ()
+    assert learned("--fusion-noise", "emg,blink").fusion_noise == ("emg", "blink")
+    assert learned("--fusion-noise", "all").fusion_noise == NOISE_TYPES
+    with pytest.raises(NeuroAuthError, match=r"--fusion-noise names unknown type\(s\) \['hum'\]"):
+        learned("--fusion-noise", "hum")
+    with pytest.raises(ValueError, match=r"unknown fusion noise types \['hum'\]"):
+        LearnedTraining(fusion_noise=("hum",))
+    windows, recordings, extractor, spectral = _people(rhythmic=True)
+    training = LearnedTraining(fusion_noise=("emg",))
+    for noisy in (None, [{"blink": r[1]} for r in recordings]):
+        with pytest.raises(ValueError, match="under emg noise needs the training subjects' probes"):
+            fit_embedder(
+                "temporal-ssl+spectral",
+                spectral,
+                windows,
+                recordings,
+                extractor,
+                SPEC,
+                training,
+                False,
+                noisy,
+            )

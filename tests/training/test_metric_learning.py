@@ -111,6 +111,7 @@ def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
             metric=MetricTraining(steps=3, per_batch=4, per_subject=4),
             contrastive=ContrastiveTraining(steps=2, batch=8),
             fusion_splits=1,
+            fusion_noise=("gaussian",) if embedder.endswith("+spectral") else (),
         ),
     )
     out = tmp_path / "learned.pt"
@@ -121,6 +122,8 @@ def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
     assert model.cohort.dim == model.embedder.dim
     learned = model.meta["embedder_selection"]["learned"]
     assert learned
+    if embedder.endswith("+spectral"):  # its weight chosen on clean probes and under noise
+        assert learned["noise"] == ["gaussian"] and set(learned["conditions"]) == {"clean", "gaussian"}
     if embedder.startswith("temporal-joint"):  # its denoiser is the fine-tuned one
         assert set(learned["si_snr_gain_db"]) == {"before", "after"}
     fusion = format_fusion_choice(model.meta)
