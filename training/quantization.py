@@ -2,8 +2,8 @@
 
 - Linear layers (the ``spectral-metric`` MLP, the ResNet head): dynamic
   quantisation, int8 weights, activations quantised per batch at run time.
-- The convolutional part of the ResNet (its backbone) and of the temporal
-  network (its feature maps): static post-training quantisation (FX graph
+- The convolutional part (``conv_part``) of the ResNet (its backbone) and of
+  the temporal network (its feature maps): static post-training quantisation (FX graph
   mode, the x86 backend), activation ranges calibrated on training windows.
   A fused embedder has its learned part quantised so; its spectral part,
   a single projection, stays in float.
@@ -23,24 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.embedders.resnet import COLUMNS, ROWS, ResNetEmbedder
-from ..models.embedders.signal_input import scaled_windows
-from ..models.embedders.temporal import TemporalEmbedder
-
 
 def stored_bytes(module: nn.Module) -> int:
     """Size of the module's state dict as ``torch.save`` writes it."""
     buffer = io.BytesIO()
     torch.save(module.state_dict(), buffer)
     return buffer.getbuffer().nbytes
-
-
-def _inputs(owner: ResNetEmbedder | TemporalEmbedder, windows: np.ndarray) -> torch.Tensor:
-    """What the convolutional part of ``owner`` reads for ``windows``."""
-    x = scaled_windows(torch.as_tensor(windows), owner.input_scale, owner.config.window, owner.name)
-    if isinstance(owner, ResNetEmbedder):
-        return x.reshape(len(x), owner.config.n_channels, ROWS, COLUMNS)
-    return x[:, None]
 
 
 def int8_copy(embedder: nn.Module, calibration: np.ndarray | None = None) -> nn.Module:
@@ -55,18 +43,18 @@ def int8_copy(embedder: nn.Module, calibration: np.ndarray | None = None) -> nn.
     quantised = copy.deepcopy(embedder).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        owners = [m for m in quantised.modules() if isinstance(m, ResNetEmbedder | TemporalEmbedder)]
+        owners = [m for m in quantised.modules() if hasattr(m, "conv_part")]  # ResNet, temporal network
         for owner in owners:
             if calibration is None or len(calibration) == 0:
                 raise ValueError(
                     f"an int8 {owner.name} embedder needs calibration windows of the training subjects"
                 )
-            inputs = _inputs(owner, calibration)
-            attribute = "backbone" if isinstance(owner, ResNetEmbedder) else "features"
-            part = getattr(owner, attribute)
+            with torch.no_grad():
+                inputs = owner.conv_input(torch.as_tensor(calibration))
+            part = getattr(owner, owner.conv_part)
             prepared = prepare_fx(part, get_default_qconfig_mapping("x86"), (inputs[:1],))
             with torch.no_grad():
                 for batch in inputs.split(64):
                     prepared(batch)
-            setattr(owner, attribute, convert_fx(prepared))
+            setattr(owner, owner.conv_part, convert_fx(prepared))
         return quantize_dynamic(quantised, {nn.Linear}, dtype=torch.qint8)

@@ -68,6 +68,7 @@ class ResNetEmbedder(nn.Module):
     """Window ``(B, C, 800)`` -> unit vector ``(B, dim)``."""
 
     name = "resnet"
+    conv_part = "backbone"  # the convolutional part, which reads :meth:`conv_input`
 
     def __init__(self, config: ResNetConfig) -> None:
         super().__init__()
@@ -86,7 +87,10 @@ class ResNetEmbedder(nn.Module):
     def dim(self) -> int:
         return self.config.dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def conv_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Windows ``(B, C, 800)`` as the backbone reads them: scaled, one 25 x 32 plane per channel."""
         x = scaled_windows(x, self.input_scale, self.config.window, self.name)
-        planes = x.reshape(x.shape[0], self.config.n_channels, ROWS, COLUMNS)
-        return F.normalize(self.head(self.backbone(planes)), dim=1)
+        return x.reshape(x.shape[0], self.config.n_channels, ROWS, COLUMNS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.backbone(self.conv_input(x))), dim=1)

@@ -64,6 +64,7 @@ class TemporalEmbedder(nn.Module):
     """Window ``(B, C, L)`` -> unit vector ``(B, dim)``."""
 
     name = "temporal"
+    conv_part = "features"  # the convolutional part, which reads :meth:`conv_input`
 
     def __init__(self, config: TemporalConfig) -> None:
         super().__init__()
@@ -98,10 +99,13 @@ class TemporalEmbedder(nn.Module):
     def dim(self) -> int:
         return self.config.dim
 
+    def conv_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Windows ``(B, C, L)`` as the convolutional part reads them: scaled, ``(B, 1, C, L)``."""
+        return scaled_windows(x, self.input_scale, self.config.window, self.name)[:, None]
+
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """The statistics-pooled features ``(B, 2 * separable)`` of windows ``(B, C, L)``."""
-        x = scaled_windows(x, self.input_scale, self.config.window, self.name)
-        maps = self.features(x[:, None]).squeeze(2)  # (B, separable, T)
+        maps = self.features(self.conv_input(x)).squeeze(2)  # (B, separable, T)
         spread = maps.var(dim=2, unbiased=False).add(1e-6).log().mul(0.5)
         return torch.cat([maps.mean(dim=2), spread], dim=1)
 
