@@ -166,7 +166,7 @@ def fit_embedder(
     if trains_denoiser(name):
         raise ValueError(f"the {name} embedder is trained with the denoiser; fit it with fit_with_denoiser")
     if name == "spectral-metric":
-        return fit_spectral_metric(windows, extractor, spectral.config, training.metric)
+        return fit_spectral_metric(windows, extractor, spectral, training.metric)
     if recordings is None:
         raise ValueError(f"the {name} embedder is trained on the denoised recordings; none were given")
     match = _NAME.fullmatch(name)

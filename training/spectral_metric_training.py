@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..models.embedders.spectral import SpectralConfig, SpectralEmbedder, SpectralFeatures
+from ..models.embedders.spectral import SpectralEmbedder, SpectralFeatures
 from ..models.embedders.spectral_metric import SpectralMetricConfig, SpectralMetricEmbedder
 from .embedder_training import SubjectWindows, group_columns
 from .fusion import best_row, choose_weight, fit_spectral_part, fusion_eers, half_splits, spectral_vectors
@@ -63,33 +63,34 @@ def _pairs(embedder: SpectralMetricEmbedder, held: Sequence[SubjectWindows], col
 def fit_spectral_metric(
     data: Sequence[SubjectWindows],
     extractor: SpectralFeatures,
-    spectral_config: SpectralConfig,
+    spectral: SpectralEmbedder,
     training: MetricTraining,
     splits: int = 4,
 ) -> tuple[SpectralMetricEmbedder, dict]:
-    """Choose the loss and fusion weight by random half splits of ``data``'s subjects, then fit on all.
+    """Choose the loss and fusion weight by random half splits of ``data``'s subjects, then fit the
+    MLP on all of them on top of ``spectral``, the spectral embedder already fitted on them.
 
     ``data`` holds the features of every group (as ``extractor`` computes them);
-    the spectral part uses the groups, PCA dimension and shrinkage of
-    ``spectral_config`` and is refitted on each split's fitting half.
+    on each split the spectral part is refitted, with ``spectral``'s groups, PCA
+    dimension and shrinkage, on the fitting half.
     """
+    spectral_config = spectral.config
     columns = group_columns(extractor, spectral_config.features)
     base = SpectralMetricConfig(spectral=spectral_config)
     grids: dict[str, dict[float, list[float]]] = {loss: {} for loss in LOSSES}
     for fit, held in half_splits(len(data), splits, training.seed):
         fitting, held_out = [data[i] for i in fit], [data[i] for i in held]
-        spectral = fit_spectral_part(fitting, columns, spectral_config)
+        part = fit_spectral_part(fitting, columns, spectral_config)
         for loss in LOSSES:
-            config = dataclasses.replace(base, spectral=spectral.config)
-            embedder, _ = _train_head(spectral, fitting, columns, config, _with(training, loss))
+            config = dataclasses.replace(base, spectral=part.config)
+            embedder, _ = _train_head(part, fitting, columns, config, _with(training, loss))
             eers = fusion_eers(*_pairs(embedder, held_out, columns), [d.subject for d in held_out])
             for fuse, eer in eers.items():
                 grids[loss].setdefault(fuse, []).append(eer)
     table = [row | {"loss": loss} for loss, grid in grids.items() for row in choose_weight(grid)[0]]
     best = best_row(table)
     log.info("spectral-metric: chose %s (CV window EER %.3f)", best, best["eer_mean"])
-    spectral = fit_spectral_part(data, columns, spectral_config)
-    config = SpectralMetricConfig(spectral=spectral.config, fuse=best["fuse"])
+    config = SpectralMetricConfig(spectral=spectral_config, fuse=best["fuse"])
     embedder, record = _train_head(spectral, data, columns, config, _with(training, best["loss"]))
     return embedder, {"grid": table, "chosen": best, "training": dataclasses.asdict(training)} | record
 
