@@ -31,11 +31,12 @@ from ..models.checkpoint import atomic_torch_save
 from ..models.denoiser import CausalDenoiser, DenoiserConfig, si_snr
 from ..models.preprocess import SignalSpec, design_filter
 from .data import Recording
-from .noise import NOISE_TYPES, make_noise
+from .noise import MIXED, NOISE_TYPES, make_noise
 
 log = logging.getLogger(__name__)
 
-TRAINING_KINDS: tuple[str, ...] = (*NOISE_TYPES, "mixed", "none")
+NOISY_KINDS: tuple[str, ...] = (*NOISE_TYPES, MIXED)
+TRAINING_KINDS: tuple[str, ...] = (*NOISY_KINDS, "none")
 SI_SNR_CAP_DB = 30.0
 
 
@@ -99,9 +100,14 @@ def with_noise(
     return clean + gain * noise
 
 
+def denoising_loss(out: torch.Tensor, clean: torch.Tensor, warmup: int) -> torch.Tensor:
+    """Stage 1's loss on denoised crops: the negative SI-SNR after ``warmup`` samples, in dB, each
+    crop's capped at :data:`SI_SNR_CAP_DB`, averaged."""
+    return -si_snr(out[..., warmup:], clean[..., warmup:]).clamp(max=SI_SNR_CAP_DB).mean()
+
+
 def loss_fn(net: CausalDenoiser, noisy: torch.Tensor, clean: torch.Tensor, warmup: int) -> torch.Tensor:
-    out = net(noisy)[..., warmup:]
-    return -si_snr(out, clean[..., warmup:]).clamp(max=SI_SNR_CAP_DB).mean()
+    return denoising_loss(net(noisy), clean, warmup)
 
 
 @torch.no_grad()

@@ -26,13 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.denoiser import CausalDenoiser, si_snr
+from ..models.denoiser import CausalDenoiser
 from ..models.embedders.signal_input import set_input_scale
 from ..models.embedders.temporal import TemporalConfig, TemporalEmbedder
 from ..models.preprocess import SignalSpec, design_filter
-from .denoiser_training import SI_SNR_CAP_DB, validate, with_noise
+from .denoiser_training import NOISY_KINDS, denoising_loss, validate, with_noise
 from .metric_learning import MetricTraining, random_crop, train_metric
-from .noise import MIXED, NOISE_TYPES
 
 Recordings = Sequence[Sequence[np.ndarray]]  # per subject: preprocessed recordings (C, N), not denoised
 
@@ -77,7 +76,7 @@ class NoisyWindowSampler:
             raise ValueError(f"every subject needs a recording of at least {self.length} samples")
         self.spec, self.joint, self.amplitude = spec, joint, amplitude
         self.sos = design_filter(spec)
-        self.kinds = (*NOISE_TYPES, MIXED)
+        self.kinds = NOISY_KINDS
 
     def __call__(self, subjects: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         pairs = []
@@ -102,10 +101,9 @@ class DenoisedEmbedder(nn.Module):
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         noisy, clean = pairs[:, 0], pairs[:, 1]
-        out = self.denoiser(noisy)[..., self.warmup :]
-        scored = si_snr(out, clean[..., self.warmup :]).clamp(max=SI_SNR_CAP_DB)
-        self.denoising_loss = -scored.mean()
-        return self.embedder(out)
+        out = self.denoiser(noisy)
+        self.denoising_loss = denoising_loss(out, clean, self.warmup)
+        return self.embedder(out[..., self.warmup :])
 
 
 def fit_joint(
