@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .metric_learning import gain_and_jitter
+
 log = logging.getLogger(__name__)
 
 
@@ -68,9 +70,7 @@ class ViewPairs:
             for v in range(2):
                 start = centre + rng.integers(-t.shift, t.shift + 1)
                 views[v, i] = x[:, start : start + w]
-        gain = rng.uniform(*t.gain, size=(2, t.batch, views.shape[2], 1))
-        noise = rng.standard_normal(views.shape) * t.jitter * views.std(axis=3, keepdims=True)
-        return torch.as_tensor(views * gain + noise, dtype=torch.float32)
+        return gain_and_jitter(views, t.gain, t.jitter, rng)
 
 
 def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -60,6 +60,16 @@ def random_crop(recordings: Sequence[np.ndarray], length: int, rng: np.random.Ge
     return x[:, start : start + length]
 
 
+def gain_and_jitter(
+    windows: np.ndarray, gain: tuple[float, float], jitter: float, rng: np.random.Generator
+) -> torch.Tensor:
+    """``windows (..., C, L)`` with each channel of each window scaled by a random gain in ``gain``,
+    then Gaussian noise of ``jitter`` x the channel's spread added."""
+    scale = rng.uniform(*gain, size=(*windows.shape[:-1], 1))
+    noise = rng.standard_normal(windows.shape) * jitter * windows.std(axis=-1, keepdims=True)
+    return torch.as_tensor(windows * scale + noise, dtype=torch.float32)
+
+
 class RawWindowSampler:
     """Augmented windows ``(B, C, L)`` cut at random offsets from each subject's recordings."""
 
@@ -79,9 +89,7 @@ class RawWindowSampler:
 
     def __call__(self, subjects: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         batch = np.stack([random_crop(self.recordings[s], self.window, rng) for s in subjects])
-        gain = rng.uniform(*self.amplitude, size=(len(batch), batch.shape[1], 1))
-        noise = rng.standard_normal(batch.shape) * self.jitter * batch.std(axis=2, keepdims=True)
-        return torch.as_tensor(batch * gain + noise, dtype=torch.float32)
+        return gain_and_jitter(batch, self.amplitude, self.jitter, rng)
 
 
 class FeatureSampler:
