@@ -319,13 +319,14 @@ def cmd_train(args) -> int:
     options = _options(args)
     data = _load_data(args, options.montage, options.spec)
     model = train(data, options, args.out, resume=not args.no_resume)
-    chosen = model.meta["embedder_selection"]["chosen"]
+    chosen = model.meta["embedder_selection"].get("chosen")  # none for an embedder without the spectral one
     print(f"wrote {args.out} (identity {model.identity()}, {model.meta['seconds']['total']:.0f} s)")
-    print(
-        f"embedder settings by cross-validation: {' + '.join(chosen['features'])}, "
-        f"PCA {chosen['pca_dim'] or 'none'}, "
-        f"shrinkage {chosen['shrinkage']} (window EER {chosen['eer_mean']:.3f} +- {chosen['eer_std']:.3f})"
-    )
+    if chosen is not None:
+        print(
+            f"spectral embedder settings by cross-validation: {' + '.join(chosen['features'])}, "
+            f"PCA {chosen['pca_dim'] or 'none'}, shrinkage {chosen['shrinkage']} "
+            f"(window EER {chosen['eer_mean']:.3f} +- {chosen['eer_std']:.3f})"
+        )
     fusion = format_fusion_choice(model.meta)
     if fusion:
         print(fusion)

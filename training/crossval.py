@@ -24,6 +24,7 @@ from ..enroll.decision import DecisionTargets
 from .continuous import evaluate_continuous, pool, summarise
 from .data import SubjectData
 from .evaluate import evaluate
+from .learned_embedders import uses_spectral
 from .train import TrainOptions, train
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ def _kept(path: Path, fit: Sequence[SubjectData], options: TrainOptions):
         and all(
             meta.get("denoiser_training", {}).get(k) == json.loads(json.dumps(v)) for k, v in stage1.items()
         )
-        and meta.get("embedder_selection", {}).get("search") == search
+        and (
+            not uses_spectral(options.embedder) or meta.get("embedder_selection", {}).get("search") == search
+        )
         and (  # how a learned embedder (and a jointly trained denoiser) was trained
             options.embedder == "spectral"
             or meta.get("learned_training") == json.loads(json.dumps(dataclasses.asdict(options.learned)))
@@ -135,7 +138,7 @@ def crossval(
                 held = [by_subject[s] for s in held_out]
                 report["continuous"], _, figures = evaluate_continuous(model, held, continuous, progress)
                 pooled.append(figures)
-            report["embedder_selection"] = model.meta["embedder_selection"]["chosen"]
+            report["embedder_selection"] = model.meta["embedder_selection"].get("chosen")
             report["train_seconds"] = model.meta["seconds"]["total"]
             reports.append(report)
         result["variants"][name] = {"folds": reports, "summary": aggregate(reports)}

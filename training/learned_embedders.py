@@ -92,6 +92,12 @@ def needs_signal(name: str) -> bool:
     return check_embedder(name) not in ("spectral", "spectral-metric")
 
 
+def uses_spectral(name: str) -> bool:
+    """Whether ``name`` is or contains the spectral embedder, so that training must fit that first."""
+    match = _NAME.fullmatch(check_embedder(name))
+    return match is None or match["fused"] is not None
+
+
 def needs_noisy_probes(name: str, training: LearnedTraining) -> bool:
     """Whether fitting ``name`` needs the training subjects' noisy probes (a fusion weight chosen
     under noise, see :func:`fit_embedder`)."""
@@ -144,7 +150,7 @@ def fit_temporal(
 
 def fit_embedder(
     name: str,
-    spectral: SpectralEmbedder,
+    spectral: SpectralEmbedder | None,
     windows: Sequence[SubjectWindows],
     recordings: Recordings | None,
     extractor: SpectralFeatures,
@@ -155,13 +161,16 @@ def fit_embedder(
 ) -> tuple[nn.Module, dict]:
     """The embedder ``name`` fitted on the training subjects, and the record of its fitting.
 
-    ``spectral`` is the spectral embedder already fitted on them; ``windows``
+    ``spectral`` is the spectral embedder already fitted on them (None for a
+    name that does not use it, see :func:`uses_spectral`); ``windows``
     holds the features of their windows, ``recordings`` (for the embedders
     that read the signal, see :func:`needs_signal`) their denoised recordings,
     and ``noisy`` (see :func:`needs_noisy_probes`) their probe recordings under
     each of ``training.fusion_noise``, denoised; subject by subject in the same order.
     """
-    if check_embedder(name) == "spectral":
+    if uses_spectral(name) and spectral is None:
+        raise ValueError(f"the {name} embedder is built on the fitted spectral embedder; none was given")
+    if name == "spectral":
         return spectral, {}
     if trains_denoiser(name):
         raise ValueError(f"the {name} embedder is trained with the denoiser; fit it with fit_with_denoiser")
@@ -170,7 +179,7 @@ def fit_embedder(
     if recordings is None:
         raise ValueError(f"the {name} embedder is trained on the denoised recordings; none were given")
     match = _NAME.fullmatch(name)
-    n_channels = spectral.config.n_channels
+    n_channels = extractor.config.n_channels
 
     def fit_learned(subset: Recordings) -> tuple[nn.Module, dict]:
         if match["depth"]:

@@ -108,6 +108,8 @@ def selection_table(results: Sequence[dict]) -> str:
         for variant, data in result["variants"].items():
             for f, report in enumerate(data["folds"]):
                 chosen = report["embedder_selection"]
+                if chosen is None:  # an embedder without the spectral one: no spectral search
+                    continue
                 dim = chosen["pca_dim"] or "none"
                 rows.append(
                     f"| {_montage_name(result)} | {variant.replace('_', ' ')} | {f + 1} | "
@@ -129,6 +131,8 @@ def checkpoint_table(paths: Sequence[Path]) -> str:
     for path in paths:
         model = load_checkpoint(path)
         selection = model.meta["embedder_selection"]
+        if "grid" not in selection:  # an embedder without the spectral one: no spectral search
+            continue
         grid = sorted(selection["grid"], key=lambda r: (r["eer_mean"], r["eer_std"]))
         best: dict[tuple, dict] = {}
         for r in grid:  # the best shrinkage of each feature set and PCA dimension

@@ -4,9 +4,10 @@
 2. Train the causal denoiser (SI-SNR) on the training subjects, validating on
    the validation subjects; resumable from ``<out>.partial``.
 3. Denoise every training recording, cut windows, and fit the spectral
-   embedder with settings chosen by cross-validation over all training subjects;
-   then the embedder asked for, if another (a ``temporal-joint-*`` one is
-   trained together with the denoiser, which it fine-tunes and replaces).
+   embedder with settings chosen by cross-validation over all training subjects
+   (unless the embedder asked for neither is nor contains it); then the embedder
+   asked for, if another (a ``temporal-joint-*`` one is trained together with
+   the denoiser, which it fine-tunes and replaces).
 4. Embed every window of the training subjects: the background cohort that
    enrolment calibrates against.
 5. Record the baseline's training statistics and write the checkpoint atomically.
@@ -42,6 +43,7 @@ from .learned_embedders import (
     needs_noisy_probes,
     needs_signal,
     trains_denoiser,
+    uses_spectral,
 )
 from .protocol import denoise, device, embed, windows_of
 
@@ -110,20 +112,26 @@ def train(
         SpectralConfig(n_channels=n_channels, sfreq=options.spec.sfreq, window=options.spec.window)
     )
     baseline = psd_extractor(n_channels, options.spec.sfreq, options.spec.window)
-    joint = trains_denoiser(options.embedder)
+    joint, spectral_too = trains_denoiser(options.embedder), uses_spectral(options.embedder)
     keep_denoised = needs_signal(options.embedder) and not joint
     windows, raw, denoised, baseline_feats = [], [], [], []
     for d in data:
         enrol, probe = d.enrol.preprocessed(), d.probe.preprocessed()
-        pair = [denoise(model, enrol), denoise(model, probe)]
-        windows.append(window_features(d.subject, *pair, extractor, options.spec))
+        if spectral_too or keep_denoised:
+            pair = [denoise(model, enrol), denoise(model, probe)]
+        if spectral_too:
+            windows.append(window_features(d.subject, *pair, extractor, options.spec))
         if keep_denoised:
             denoised.append(pair)
         if joint:
             raw.append([enrol, probe])
         for x in (enrol, probe):
             baseline_feats.append(embed(baseline, windows_of(x, options.spec.sfreq, options.spec.window)))
-    spectral, stage2 = fit_spectral(windows, options.spec, n_channels, options.search, options.seed, progress)
+    spectral, stage2 = None, {}  # an embedder that does not use the spectral one skips its search
+    if spectral_too:
+        spectral, stage2 = fit_spectral(
+            windows, options.spec, n_channels, options.search, options.seed, progress
+        )
     if joint:  # the denoiser is fine-tuned with the embedder and replaced
         model.denoiser, embedder, learned = fit_with_denoiser(
             options.embedder, model.denoiser, raw, options.spec, options.learned, progress

@@ -115,8 +115,21 @@ def test_a_kept_learned_checkpoint_is_reused_only_when_its_embedder_was_trained_
     model = load_checkpoint(tiny_checkpoint)  # as if trained with these options
     model.meta["embedder_choice"] = options.embedder
     model.meta["learned_training"] = dataclasses.asdict(options.learned)
+    model.meta["embedder_selection"] = {"learned": {}}  # no spectral search for this embedder
     path = tmp_path / "learned.pt"
     save_checkpoint(model, path)
     assert _kept(path, bundled_4ch, options) is not None
     other = dataclasses.replace(options, learned=LearnedTraining(joint=JointTraining(denoise_weight=0.0)))
     assert _kept(path, bundled_4ch, other) is None
+
+
+def test_the_selection_table_leaves_out_folds_without_a_spectral_search():
+    from neuroauth.training.report import selection_table
+
+    chosen = {"features": ["psd"], "pca_dim": None, "shrinkage": 0.5, "eer_mean": 0.1, "eer_std": 0.01}
+    fold = {"window_eer": 0.2, "train_seconds": 10.0}
+    folds = [fold | {"embedder_selection": chosen}, fold | {"embedder_selection": None}]
+    result = {"montage": ["T7", "F8", "Cz", "P4"], "variants": {"no_mamba": {"folds": folds}}}
+    assert selection_table([result]).splitlines()[2:] == [
+        "| 4 ch | no mamba | 1 | psd | none | 0.5 | 0.100 ± 0.010 | 0.200 | 10 |"
+    ]

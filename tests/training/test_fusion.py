@@ -193,7 +193,7 @@ def test_spectral_metric_is_built_on_the_spectral_embedder_it_is_given():
     from neuroauth.training.learned_embedders import LearnedTraining, fit_embedder
     from neuroauth.training.metric_learning import MetricTraining
 
-    windows, recordings, extractor, spectral = _people(rhythmic=True)
+    windows, _, extractor, spectral = _people(rhythmic=True)
     training = LearnedTraining(metric=MetricTraining(steps=2, per_batch=4, per_subject=4))
     embedder, record = fit_embedder(
         "spectral-metric", spectral, windows, None, extractor, SPEC, training, False

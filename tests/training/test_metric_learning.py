@@ -72,12 +72,22 @@ def test_bad_settings_and_candidates_are_named():
 
 
 def test_a_signal_embedder_is_not_fitted_without_the_signal():
-    from neuroauth.training.learned_embedders import LearnedTraining, fit_embedder, needs_signal
+    from neuroauth.training.learned_embedders import (
+        LearnedTraining,
+        fit_embedder,
+        needs_signal,
+        uses_spectral,
+    )
 
     assert needs_signal("temporal-ssl+spectral") and not needs_signal("spectral-metric")
+    assert all(uses_spectral(n) for n in ("spectral", "spectral-metric", "resnet18-arcface+spectral"))
+    assert not any(uses_spectral(n) for n in ("resnet34-arcface", "temporal-ssl", "temporal-joint-arcface"))
     spectral = SimpleNamespace(config=SimpleNamespace(n_channels=4))
     with pytest.raises(ValueError, match="trained on the denoised recordings"):
         fit_embedder("temporal-ssl", spectral, [], None, None, None, LearnedTraining(), False)
+    for name in ("spectral-metric", "temporal-ssl+spectral"):
+        with pytest.raises(ValueError, match="built on the fitted spectral embedder; none was given"):
+            fit_embedder(name, None, [], [], None, None, LearnedTraining(), False)
 
 
 @pytest.mark.parametrize(
@@ -97,6 +107,7 @@ def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
     from neuroauth.training.denoiser_training import DenoiserTraining
     from neuroauth.training.embedder_training import SpectralSearch
     from neuroauth.training.learned_embedders import LearnedTraining
+    from neuroauth.training.report import checkpoint_table
     from neuroauth.training.train import TrainOptions, train
 
     from neuroauth.cli import format_fusion_choice
@@ -122,6 +133,9 @@ def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
     assert model.cohort.dim == model.embedder.dim
     learned = model.meta["embedder_selection"]["learned"]
     assert learned
+    uses_spectral = shipped in ("spectral-metric", "fused")  # the others skip the spectral search
+    assert ("chosen" in model.meta["embedder_selection"]) == uses_spectral
+    assert (out.name in checkpoint_table([out])) == uses_spectral
     if embedder.endswith("+spectral"):  # its weight chosen on clean probes and under noise
         assert learned["noise"] == ["gaussian"] and set(learned["conditions"]) == {"clean", "gaussian"}
     if embedder.startswith("temporal-joint"):  # its denoiser is the fine-tuned one
