@@ -335,13 +335,16 @@ def cmd_train(args) -> int:
 
 def format_fusion_choice(meta: dict) -> str | None:
     """The spectral weight (and loss) cross-validation chose for a fused embedder, if one was trained."""
-    best = meta["embedder_selection"].get("learned", {}).get("chosen")
+    learned = meta["embedder_selection"].get("learned", {})
+    best = learned.get("chosen")
     if best is None:
         return None
     loss = f", loss {best['loss']}" if "loss" in best else ""
+    noise = learned.get("noise")
+    eer = f"mean window EER, clean and under {', '.join(noise)}" if noise else "window EER"
     return (
         f"{meta['embedder_choice']} by cross-validation: spectral weight {best['fuse']}{loss} "
-        f"(window EER {best['eer_mean']:.3f} +- {best['eer_std']:.3f})"
+        f"({eer} {best['eer_mean']:.3f} +- {best['eer_std']:.3f})"
     )
 
 
@@ -415,7 +418,7 @@ def _noise_types(text: str, option: str = "--noise") -> tuple[str, ...]:
         return NOISE_TYPES
     if text == "none":
         return ()
-    noise = tuple(n.strip() for n in text.split(","))
+    noise = tuple(dict.fromkeys(n.strip() for n in text.split(",")))  # in order, each once
     unknown = set(noise) - set(NOISE_TYPES)
     if unknown:
         raise NeuroAuthError(f"{option} names unknown type(s) {sorted(unknown)}; choose from {NOISE_TYPES}")

@@ -24,7 +24,7 @@ from ..enroll.decision import DecisionTargets
 from .continuous import evaluate_continuous, pool, summarise
 from .data import SubjectData
 from .evaluate import evaluate
-from .learned_embedders import uses_spectral
+from .learned_embedders import LearnedTraining, uses_spectral
 from .train import TrainOptions, train
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,15 @@ def aggregate(reports: Sequence[dict]) -> dict:
     return walk(trimmed)
 
 
+def _learned_alike(stored: dict | None, learned: LearnedTraining) -> bool:
+    """Whether a checkpoint's recorded learned-embedder training is ``learned``; a setting added
+    since the checkpoint was written counts as its default, the only value there was."""
+    if stored is None:
+        return False
+    as_stored = json.loads(json.dumps(dataclasses.asdict(LearnedTraining()))) | stored
+    return as_stored == json.loads(json.dumps(dataclasses.asdict(learned)))
+
+
 def _kept(path: Path, fit: Sequence[SubjectData], options: TrainOptions):
     """The checkpoint at ``path`` if it was trained on exactly ``fit`` with ``options``, else None."""
     from ..models.checkpoint import load_checkpoint
@@ -79,8 +88,7 @@ def _kept(path: Path, fit: Sequence[SubjectData], options: TrainOptions):
             not uses_spectral(options.embedder) or meta.get("embedder_selection", {}).get("search") == search
         )
         and (  # how a learned embedder (and a jointly trained denoiser) was trained
-            options.embedder == "spectral"
-            or meta.get("learned_training") == json.loads(json.dumps(dataclasses.asdict(options.learned)))
+            options.embedder == "spectral" or _learned_alike(meta.get("learned_training"), options.learned)
         )
     )
     if same:

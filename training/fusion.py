@@ -92,7 +92,11 @@ def _noise_kinds(noisy: NoisyProbes | None, n_subjects: int) -> list[str]:
         return []
     kinds = sorted(noisy[0])
     if len(noisy) != n_subjects or any(sorted(n) != kinds for n in noisy):
-        raise ValueError("noisy probes must hold the same noise types for every training subject")
+        raise ValueError(
+            f"noisy probes given for {len(noisy)} subjects with noise types {[sorted(n) for n in noisy]}; "
+            f"need one entry per training subject ({n_subjects}), each with the same noise types "
+            "(build them with evaluate.noisy_probes)"
+        )
     return kinds
 
 

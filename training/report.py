@@ -117,7 +117,7 @@ def selection_table(results: Sequence[dict]) -> str:
                     f"{chosen['eer_mean']:.3f} ± {chosen['eer_std']:.3f} | {report['window_eer']:.3f} | "
                     f"{report['train_seconds']:.0f} |"
                 )
-    return "\n".join(rows)
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def checkpoint_table(paths: Sequence[Path]) -> str:
@@ -143,7 +143,7 @@ def checkpoint_table(paths: Sequence[Path]) -> str:
                 f"| {path.name} | {features}, {dim or 'none (all features)'}, {r['shrinkage']}{chosen} | "
                 f"{r['eer_mean']:.3f} ± {r['eer_std']:.3f} |"
             )
-    return "\n".join(rows)
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def embedder_table(studies: Sequence[dict]) -> str:
@@ -351,9 +351,10 @@ def render(
             clean_table(results),
             "",
             noise_table(results),
-            "",
-            selection_table(results),
         ]
+        selections = selection_table(results)
+        parts += ["", selections] if selections else []
     if checkpoints:
-        parts += ["", checkpoint_table(checkpoints)]
+        table = checkpoint_table(checkpoints)
+        parts += ["", table] if table else []
     return "\n".join(parts) + "\n"

@@ -119,6 +119,11 @@ def test_a_kept_learned_checkpoint_is_reused_only_when_its_embedder_was_trained_
     path = tmp_path / "learned.pt"
     save_checkpoint(model, path)
     assert _kept(path, bundled_4ch, options) is not None
+    del model.meta["learned_training"]["fusion_noise"]  # written before that setting existed
+    save_checkpoint(model, path)
+    assert _kept(path, bundled_4ch, options) is not None
+    noisy = dataclasses.replace(options, learned=LearnedTraining(fusion_noise=("emg",)))
+    assert _kept(path, bundled_4ch, noisy) is None
     other = dataclasses.replace(options, learned=LearnedTraining(joint=JointTraining(denoise_weight=0.0)))
     assert _kept(path, bundled_4ch, other) is None
 
@@ -133,3 +138,5 @@ def test_the_selection_table_leaves_out_folds_without_a_spectral_search():
     assert selection_table([result]).splitlines()[2:] == [
         "| 4 ch | no mamba | 1 | psd | none | 0.5 | 0.100 ± 0.010 | 0.200 | 10 |"
     ]
+    del folds[0]
+    assert selection_table([result]) == ""  # no fold with a spectral search, no table

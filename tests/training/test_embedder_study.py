@@ -103,6 +103,7 @@ def test_an_int8_resnet_is_measured_on_the_held_out_subjects(tiny_checkpoint, bu
 def test_a_joint_candidate_is_evaluated_with_its_own_denoiser(tiny_checkpoint, bundled_4ch):
     from neuroauth.models.checkpoint import load_checkpoint
     from neuroauth.training.embedder_study import _fit, _fold_inputs, _int8_report
+    from neuroauth.training.evaluate import noisy_probe
     from neuroauth.training.learned_embedders import LearnedTraining
     from neuroauth.training.metric_learning import MetricTraining
 
@@ -113,8 +114,9 @@ def test_a_joint_candidate_is_evaluated_with_its_own_denoiser(tiny_checkpoint, b
     candidates = ["temporal-joint-multisimilarity", "temporal-arcface+spectral"]
     inputs = _fold_inputs(model, bundled_4ch[:2], candidates, training)
     assert len(inputs.raw) == 2 and [sorted(n) for n in inputs.noisy] == [["emg", "pop"]] * 2
-    for noisy, (_, probe) in zip(inputs.noisy, inputs.recordings, strict=True):
+    for d, noisy, (_, probe) in zip(bundled_4ch[:2], inputs.noisy, inputs.recordings, strict=True):
         assert noisy["emg"].shape == probe.shape and not np.allclose(noisy["emg"], probe)
+        np.testing.assert_array_equal(noisy["pop"], noisy_probe(model, d, "pop")[1])  # the fit subjects'
     variant, record = _fit("temporal-joint-multisimilarity", model, inputs, training, False)
     assert variant.embedder_name == "temporal" and variant.denoiser is not model.denoiser
     assert any(not torch.equal(v, before[k]) for k, v in variant.denoiser.state_dict().items())

@@ -138,6 +138,7 @@ def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
     assert (out.name in checkpoint_table([out])) == uses_spectral
     if embedder.endswith("+spectral"):  # its weight chosen on clean probes and under noise
         assert learned["noise"] == ["gaussian"] and set(learned["conditions"]) == {"clean", "gaussian"}
+        assert "(mean window EER, clean and under gaussian " in format_fusion_choice(model.meta)
     if embedder.startswith("temporal-joint"):  # its denoiser is the fine-tuned one
         assert set(learned["si_snr_gain_db"]) == {"before", "after"}
     fusion = format_fusion_choice(model.meta)
