@@ -170,7 +170,7 @@ def embedder_table(studies: Sequence[dict]) -> str:
                     _ms(s["eer_at"]["10"]),
                     " / ".join(f"{r['fit_seconds']:.0f}" for r in folds),
                     f"{cost['single']['mean']:.2f} / {cost['batch_64']['mean']:.3f}",
-                    f"{folds[0]['stored_values']:,}",
+                    " / ".join(dict.fromkeys(f"{r['stored_values']:,}" for r in folds)),  # per fold if unlike
                 )
             )
         if baseline is not None:
