@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep-checkpoints",
         type=Path,
-        help="fold checkpoints of `neuroauth crossval --keep-checkpoints` to reuse (else trained)",
+        help="fold checkpoints of `neuroauth crossval --keep-checkpoints` to reuse (else trained); each "
+        "learned candidate's fit is kept here too and reused, and a fit in progress continued",
     )
 
     p = sub.add_parser("enroll", help="record an owner (live LSL stream or a recording) and write a template")

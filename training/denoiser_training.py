@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pickle
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,11 +26,11 @@ import torch
 from scipy import signal
 from tqdm.auto import tqdm
 
-from ..models.checkpoint import atomic_torch_save
 from ..models.denoiser import CausalDenoiser, DenoiserConfig, si_snr
 from ..models.preprocess import SignalSpec, design_filter
 from .data import Recording
 from .noise import MIXED, NOISE_TYPES, make_noise
+from .training_state import load_state, restore_rng, rng_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -164,23 +163,12 @@ def train_denoiser(
     )
     step, history = 0, []
     best = {"improvement_db": -math.inf, "state": None, "step": 0}
-    if resume_path is not None and resume_path.exists():
-        try:
-            saved = torch.load(resume_path, map_location=device, weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-            raise ValueError(
-                f"the saved training state {resume_path} cannot be read ({exc.__class__.__name__}); "
-                "delete it to start afresh, or pass --no-resume"
-            ) from None
-        if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
-            raise ValueError(
-                f"{resume_path} was written by a training run with other data or settings; "
-                "delete it or train with the same options"
-            )
+    saved = load_state(resume_path, fingerprint, "delete it to start afresh, or pass --no-resume")
+    if saved is not None:
         net.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
-        rng.bit_generator.state = json.loads(saved["rng"])
+        restore_rng(rng, saved["rng"])
         torch.set_rng_state(saved["torch_rng"])
         step, history = int(saved["step"]), json.loads(saved["history"])
         best = {
@@ -220,13 +208,14 @@ def train_denoiser(
                     "state": {k: v.detach().clone() for k, v in net.state_dict().items()},
                 }
             if resume_path is not None:
-                atomic_torch_save(
+                save_state(
+                    resume_path,
+                    fingerprint,
                     {
-                        "fingerprint": fingerprint,
                         "model": net.state_dict(),
                         "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(),
-                        "rng": json.dumps(rng.bit_generator.state),
+                        "rng": rng_state(rng),
                         "torch_rng": torch.get_rng_state(),
                         "step": step,
                         "history": json.dumps(history),
@@ -234,7 +223,6 @@ def train_denoiser(
                         "best_state": best["state"],
                         "best_step": best["step"],
                     },
-                    resume_path,
                 )
     bar.close()
     if best["state"] is not None:

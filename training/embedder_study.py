@@ -19,10 +19,11 @@ starts from the fold's denoiser and is evaluated with its own.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from .crossval import _kept, aggregate, subject_folds
 from .data import SubjectData
 from .embedder_training import SubjectWindows, window_features
 from .evaluate import evaluate, noisy_probes
+from .kept_fits import FitPaths, keep_fit, load_fit
 from .learned_embedders import (
     LearnedTraining,
     check_embedder,
@@ -90,14 +92,20 @@ def _fold_inputs(
 
 
 def _fit(
-    name: str, model: NeuroAuthModel, inputs: _FoldInputs, training: LearnedTraining, progress: bool
+    name: str,
+    model: NeuroAuthModel,
+    inputs: _FoldInputs | None,
+    training: LearnedTraining,
+    progress: bool,
+    state_path: Path | None = None,
 ) -> tuple[NeuroAuthModel, dict]:
-    """``model`` with the candidate ``name`` fitted on the fold's training subjects, and its record."""
+    """``model`` with the candidate ``name`` fitted on the fold's training subjects, and its record;
+    ``state_path`` as for :func:`.learned_embedders.fit_embedder`."""
     if name == "spectral":
         return dataclasses.replace(model, cohort=None), {"chosen": model.meta["embedder_selection"]["chosen"]}
     if trains_denoiser(name):
         denoiser, embedder, record = fit_with_denoiser(
-            name, model.denoiser, inputs.raw, model.spec, training, progress
+            name, model.denoiser, inputs.raw, model.spec, training, progress, state_path
         )
         return dataclasses.replace(model, denoiser=denoiser, embedder=embedder, cohort=None), record
     recordings = inputs.recordings if needs_signal(name) else None
@@ -111,8 +119,34 @@ def _fit(
         training,
         progress,
         inputs.noisy,
+        state_path,
     )
     return dataclasses.replace(model, embedder=embedder, cohort=None), record
+
+
+def _fitted(
+    name: str,
+    model: NeuroAuthModel,
+    inputs: Callable[[], _FoldInputs],
+    training: LearnedTraining,
+    progress: bool,
+    paths: FitPaths | None,
+) -> tuple[NeuroAuthModel, dict, float]:
+    """The candidate ``name`` fitted on the fold (:func:`_fit`), its record and fitting seconds;
+    with ``paths``, a kept fit is reused, and a new one is kept and its training resumable."""
+    if name == "spectral":  # fitted with the checkpoint: its stage 2 and cohort
+        variant, record = _fit(name, model, None, training, progress)
+        return variant, record, model.meta["seconds"]["total"] - model.meta["seconds"]["denoiser"]
+    kept = load_fit(paths, model, name, training) if paths is not None else None
+    if kept is not None:
+        return kept
+    spent = paths.seconds_spent() if paths is not None else 0.0  # before an interruption
+    started = time.time()
+    variant, record = _fit(name, model, inputs(), training, progress, paths.state if paths else None)
+    seconds = spent + time.time() - started
+    if paths is not None:
+        keep_fit(paths, variant, model, name, training, record, seconds)
+    return variant, record, seconds
 
 
 def _int8_report(
@@ -173,14 +207,16 @@ def study(
             model = _kept(out, fit, options) if keep is not None else None
             if model is None:
                 model = train(fit, options, out, resume=False, progress=progress)
-        inputs = (
-            _fold_inputs(model, fit, candidates, options.learned) if set(candidates) - {"spectral"} else None
+        # computed on first use: a fold whose fits are all kept does not need them
+        inputs = functools.cache(
+            lambda model=model, fit=fit: _fold_inputs(model, fit, candidates, options.learned)
         )
         for candidate in candidates:
             log.info("fold %d/%d: fitting %s on %d subjects", f + 1, len(groups), candidate, len(fit))
-            started = time.time()
-            variant, record = _fit(candidate, model, inputs, options.learned, progress)
-            seconds = time.time() - started
+            paths = (
+                FitPaths.of(keep, candidate, out) if keep is not None and candidate != "spectral" else None
+            )
+            variant, record, seconds = _fitted(candidate, model, inputs, options.learned, progress, paths)
             embedder = variant.embedder
             kwargs = {} if noise_types is None else {"noise_types": noise_types}
             report, _ = evaluate(variant, held, progress=progress, **kwargs)
@@ -188,14 +224,12 @@ def study(
                 raise RuntimeError(
                     f"held-out subjects {report['seen_in_training']} were in the training data"
                 )
-            if candidate == "spectral":  # fitted with the checkpoint: its stage 2 and cohort
-                seconds = model.meta["seconds"]["total"] - model.meta["seconds"]["denoiser"]
             report["fit_seconds"] = round(seconds, 1)
             report["embed_ms_per_window"] = embed_cost_ms(embedder, len(model.montage), model.spec.window)
             report["stored_values"] = sum(t.numel() for t in embedder.state_dict().values())
             report["fit"] = record
             if int8 and candidate != "spectral":
-                report["int8"] = _int8_report(variant, model, inputs, held, report["window_eer"])
+                report["int8"] = _int8_report(variant, model, inputs(), held, report["window_eer"])
             per_candidate[candidate].append(report)
     return {
         "folds": groups,

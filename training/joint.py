@@ -21,6 +21,7 @@ import copy
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -114,13 +115,16 @@ def fit_joint(
     metric: MetricTraining,
     joint: JointTraining,
     progress: bool = True,
+    state_path: Path | None = None,
 ) -> tuple[CausalDenoiser, TemporalEmbedder, dict]:
     """A copy of ``denoiser`` and a new temporal embedder, trained together on the raw recordings.
 
     ``denoiser`` itself is left untouched. The record holds the loss curves
     (metric loss, then denoising loss) and the denoiser's SI-SNR gain before
     and after, on a fixed batch of the training subjects' noisy windows (the
-    windows it was trained on are drawn from the same recordings).
+    windows it was trained on are drawn from the same recordings). With
+    ``state_path``, the training state is saved there as it goes and continued
+    (:func:`.metric_learning.train_metric`).
     """
     torch.manual_seed(metric.seed)
     tuned = copy.deepcopy(denoiser)
@@ -143,6 +147,7 @@ def fit_joint(
         progress,
         auxiliary=lambda: joint.denoise_weight * net.denoising_loss,
         slower=None if frozen else (tuned, joint.denoiser_lr_scale),
+        state_path=state_path,
     )
     tuned.requires_grad_(True)
     after = validate(tuned, (check[:, 0], check[:, 1]), joint.warmup)["improvement_db"]

@@ -25,6 +25,7 @@ import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -112,14 +113,20 @@ def trains_denoiser(name: str) -> bool:
 
 
 def fit_resnet(
-    recordings: Recordings, n_channels: int, depth: int, training: MetricTraining, progress: bool = True
+    recordings: Recordings,
+    n_channels: int,
+    depth: int,
+    training: MetricTraining,
+    progress: bool = True,
+    state_path: Path | None = None,
 ) -> tuple[ResNetEmbedder, dict]:
-    """Train a ``resnet`` embedder on each subject's denoised recordings ``(C, N)``."""
+    """Train a ``resnet`` embedder on each subject's denoised recordings ``(C, N)``; ``state_path``
+    as for :func:`.metric_learning.train_metric`."""
     torch.manual_seed(training.seed)  # the initial weights too, so that a fit can be repeated
     net = ResNetEmbedder(ResNetConfig(n_channels=n_channels, depth=depth))
     set_input_scale(net, recordings)
     sampler = RawWindowSampler(recordings, net.config.window)
-    record = train_metric(net, sampler, len(recordings), net.dim, training, progress)
+    record = train_metric(net, sampler, len(recordings), net.dim, training, progress, state_path=state_path)
     return net.eval(), record | {"training": dataclasses.asdict(training)}
 
 
@@ -129,8 +136,13 @@ def fit_temporal(
     contrastive: ContrastiveTraining | None,
     metric: MetricTraining | None,
     progress: bool = True,
+    state_path: Path | None = None,
 ) -> tuple[TemporalEmbedder, dict]:
-    """Train a ``temporal`` embedder: contrastive pre-training, metric learning, or both in that order."""
+    """Train a ``temporal`` embedder: contrastive pre-training, metric learning, or both in that order.
+
+    With ``state_path``, the metric learning saves its state there and continues
+    it (:func:`.metric_learning.train_metric`); the pre-training, which repeats
+    exactly, is run again."""
     if contrastive is None and metric is None:
         raise ValueError("the temporal embedder needs contrastive pre-training, metric learning or both")
     torch.manual_seed((metric or contrastive).seed)
@@ -143,7 +155,9 @@ def fit_temporal(
         record["contrastive"]["training"] = dataclasses.asdict(contrastive)
     if metric is not None:
         sampler = RawWindowSampler(recordings, config.window)
-        record["metric"] = train_metric(net, sampler, len(recordings), net.dim, metric, progress)
+        record["metric"] = train_metric(
+            net, sampler, len(recordings), net.dim, metric, progress, state_path=state_path
+        )
         record["metric"]["training"] = dataclasses.asdict(metric)
     return net.eval(), record
 
@@ -158,6 +172,7 @@ def fit_embedder(
     training: LearnedTraining,
     progress: bool = True,
     noisy: NoisyProbes | None = None,
+    state_path: Path | None = None,
 ) -> tuple[nn.Module, dict]:
     """The embedder ``name`` fitted on the training subjects, and the record of its fitting.
 
@@ -167,6 +182,8 @@ def fit_embedder(
     that read the signal, see :func:`needs_signal`) their denoised recordings,
     and ``noisy`` (see :func:`needs_noisy_probes`) their probe recordings under
     each of ``training.fusion_noise``, denoised; subject by subject in the same order.
+    With ``state_path``, a learned embedder trained once (not a ``+spectral``
+    fusion, which trains several) saves its training state there and continues it.
     """
     if uses_spectral(name) and spectral is None:
         raise ValueError(f"the {name} embedder is built on the fitted spectral embedder; none was given")
@@ -181,17 +198,17 @@ def fit_embedder(
     match = _NAME.fullmatch(name)
     n_channels = extractor.config.n_channels
 
-    def fit_learned(subset: Recordings) -> tuple[nn.Module, dict]:
+    def fit_learned(subset: Recordings, state_path: Path | None = None) -> tuple[nn.Module, dict]:
         if match["depth"]:
             resnet = dataclasses.replace(training.resnet, loss=match["loss"])
-            return fit_resnet(subset, n_channels, int(match["depth"]), resnet, progress)
+            return fit_resnet(subset, n_channels, int(match["depth"]), resnet, progress, state_path)
         config = TemporalConfig(n_channels=n_channels, window=spec.window)
         contrastive = training.contrastive if match["ssl"] else None
         metric = dataclasses.replace(training.metric, loss=match["tloss"]) if match["tloss"] else None
-        return fit_temporal(subset, config, contrastive, metric, progress)
+        return fit_temporal(subset, config, contrastive, metric, progress, state_path)
 
     if not match["fused"]:
-        return fit_learned(recordings)
+        return fit_learned(recordings, state_path)
     if needs_noisy_probes(name, training) and (
         noisy is None or any(set(n) != set(training.fusion_noise) for n in noisy)
     ):
@@ -211,18 +228,19 @@ def fit_with_denoiser(
     spec: SignalSpec,
     training: LearnedTraining,
     progress: bool = True,
+    state_path: Path | None = None,
 ) -> tuple[CausalDenoiser, nn.Module, dict]:
     """A new denoiser and the embedder ``name`` (see :func:`trains_denoiser`), trained together.
 
     ``recordings`` holds each training subject's preprocessed recordings, before
     any denoising; ``denoiser`` (the stage-1 one) is the starting point and is
-    left untouched.
+    left untouched. ``state_path`` as for :func:`.metric_learning.train_metric`.
     """
     if not trains_denoiser(name):
         raise ValueError(f"the {name} embedder does not train the denoiser; fit it with fit_embedder")
     metric = dataclasses.replace(training.metric, loss=_NAME.fullmatch(name)["jloss"])
     config = TemporalConfig(n_channels=recordings[0][0].shape[0], window=spec.window)
-    return fit_joint(denoiser, recordings, config, spec, metric, training.joint, progress)
+    return fit_joint(denoiser, recordings, config, spec, metric, training.joint, progress, state_path)
 
 
 def embed_cost_ms(embedder: torch.nn.Module, n_channels: int, window: int, batch: int = 64) -> dict:

@@ -16,15 +16,20 @@ recordings (time shift), amplitude scaling and noise jitter
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from .training_state import load_state, restore_rng, rng_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +130,19 @@ def train_metric(
     progress: bool = True,
     auxiliary: Callable[[], torch.Tensor] | None = None,
     slower: tuple[nn.Module, float] | None = None,
+    state_path: Path | None = None,
+    save_seconds: float = 60.0,
 ) -> dict:
     """Train ``net`` (inputs -> embeddings of ``dim``) in place; returns the loss curve and time.
 
     ``auxiliary``, called after each forward pass, gives a term added to the
     metric loss (its values are recorded too); ``slower = (part, factor)``
     trains the parameters of ``part``, a submodule of ``net``, at ``factor``
-    times the learning rate.
+    times the learning rate. With ``state_path``, the whole training state is
+    saved there at least every ``save_seconds`` and after the last step, and a
+    state found there (of the same settings and starting weights) is continued:
+    the result is the one an uninterrupted run gives. The caller removes the
+    file once it has kept what was trained.
     """
     if n_subjects < 2:
         raise ValueError("metric learning needs at least two subjects")
@@ -148,10 +159,26 @@ def train_metric(
         optimiser, max_lr=[g["lr"] for g in groups], total_steps=options.steps
     )
     per_batch = min(options.per_batch, n_subjects)
+    first, curve, elapsed = 0, [], 0.0
+    fingerprint = _fingerprint(net, loss_fn, options, n_subjects, slower[1] if slower else None)
+    saved = load_state(state_path, fingerprint)
+    if saved is not None:
+        net.load_state_dict(saved["net"])
+        loss_fn.load_state_dict(saved["loss"])
+        optimiser.load_state_dict(saved["optimiser"])
+        schedule.load_state_dict(saved["schedule"])
+        restore_rng(rng, saved["rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        first, curve, elapsed = int(saved["step"]), json.loads(saved["curve"]), float(saved["seconds"])
+        log.info("resumed metric training at step %d of %d from %s", first, options.steps, state_path)
     net.train()
-    started = time.time()
-    curve = []
-    for step in tqdm(range(options.steps), desc=f"metric ({options.loss})", disable=not progress):
+    started = time.time() - elapsed
+    last_save = time.monotonic()
+    steps = range(first, options.steps)
+    bar = tqdm(
+        steps, desc=f"metric ({options.loss})", total=options.steps, initial=first, disable=not progress
+    )
+    for step in bar:
         chosen = rng.choice(n_subjects, size=per_batch, replace=False)
         subjects = np.repeat(chosen, options.per_subject)
         labels = torch.as_tensor(subjects)
@@ -165,7 +192,36 @@ def train_metric(
         schedule.step()
         if step % 20 == 0 or step == options.steps - 1:
             curve.append([step, loss.item()] + ([] if extra is None else [extra.item()]))
+        last = step == options.steps - 1
+        if state_path is not None and (last or time.monotonic() - last_save >= save_seconds):
+            state = {
+                "net": net.state_dict(),
+                "loss": loss_fn.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "schedule": schedule.state_dict(),
+                "rng": rng_state(rng),
+                "torch_rng": torch.get_rng_state(),
+                "step": step + 1,
+                "curve": json.dumps(curve),
+                "seconds": time.time() - started,
+            }
+            save_state(state_path, fingerprint, state)
+            last_save = time.monotonic()
     net.eval()
     seconds = time.time() - started
     log.info("metric training (%s, %d steps) took %.0f s", options.loss, options.steps, seconds)
     return {"loss_curve": curve, "seconds": round(seconds, 1)}
+
+
+def _fingerprint(
+    net: nn.Module, loss_fn: nn.Module, options: MetricTraining, n_subjects: int, slower: float | None
+) -> str:
+    """What a saved state belongs to: the settings and the starting weights (which carry the
+    input scale fitted to the data, and for joint training the starting denoiser)."""
+    settings = {"options": asdict(options), "subjects": n_subjects, "slower": slower}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for prefix, module in (("net", net), ("loss", loss_fn)):
+        for name, tensor in module.state_dict().items():
+            digest.update(f"{prefix}.{name}".encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -45,8 +45,8 @@ def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monke
     log = []
     eers = {"spectral": 0.1, "spectral-metric": 0.2}
 
-    def fake_fit(name, model, inputs, *args):
-        log.append(("fit", name, set(inputs.subjects)))
+    def fake_fit(name, model, inputs, *args):  # the spectral one comes with the fold's checkpoint
+        log.append(("fit", name, set(inputs.subjects if inputs else model.meta["training_subjects"])))
         return replace(model, embedder=torch.nn.Linear(2, 3)), {"name": name}
 
     def fake_inputs(model, fit, *args):  # what the real one denoises and featurises: the fit subjects'
@@ -57,7 +57,12 @@ def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monke
         log.append(("eval", name, {d.subject for d in data}))
         return _metrics(eers[name]), None
 
-    monkeypatch.setattr(es, "train", lambda *a, **k: _Model())
+    def fake_train(fit, *args, **kwargs):
+        model = _Model()
+        model.meta["training_subjects"] = [d.subject for d in fit]
+        return model
+
+    monkeypatch.setattr(es, "train", fake_train)
     monkeypatch.setattr(es, "_fit", fake_fit)
     monkeypatch.setattr(es, "_fold_inputs", fake_inputs)
     monkeypatch.setattr(es, "evaluate", fake_evaluate)
@@ -80,6 +85,68 @@ def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monke
     assert "| 4 ch | spectral | 0.100 ± 0.000 |" in table
     assert "| 4 ch | spectral-metric | 0.200 ± 0.000 |" in table
     assert "| 4 ch | PSD baseline | 0.300 ± 0.000 |" in table
+
+
+def test_each_fit_is_kept_and_a_rerun_reuses_it_or_continues_its_training(
+    monkeypatch, tmp_path, tiny_checkpoint
+):
+    import neuroauth.training.embedder_study as es
+    from neuroauth.models.checkpoint import load_checkpoint
+    from neuroauth.models.embedders.temporal import TemporalConfig, TemporalEmbedder
+    from neuroauth.training.learned_embedders import LearnedTraining
+    from neuroauth.training.metric_learning import MetricTraining
+    from neuroauth.training.training_state import save_state
+
+    candidate = "temporal-multisimilarity"
+    fits = []
+
+    def fake_fit(name, model, inputs, training, progress, state_path=None):
+        fits.append(state_path)
+        assert state_path is not None and state_path.exists()  # the interrupted run's state, given on
+        torch.manual_seed(len(fits))
+        embedder = TemporalEmbedder(TemporalConfig(n_channels=4)).eval()
+        return replace(model, embedder=embedder, cohort=None), {"fit_number": len(fits)}
+
+    def fake_evaluate(model, data, progress, **kwargs):  # a figure that tells the fits apart
+        return _metrics(float(sum(p.detach().sum() for p in model.embedder.parameters()))), None
+
+    model = load_checkpoint(tiny_checkpoint)
+    monkeypatch.setattr(es, "train", lambda *a, **k: model)
+    monkeypatch.setattr(es, "_fit", fake_fit)
+    monkeypatch.setattr(es, "_fold_inputs", lambda *a: None)
+    monkeypatch.setattr(es, "evaluate", fake_evaluate)
+    monkeypatch.setattr(es, "embed_cost_ms", lambda *a: {"single": 1.0, "batch_64": 0.1})
+    data = [_Subject(f"S{i}") for i in range(4)]
+    training = LearnedTraining(metric=MetricTraining(steps=5))
+    options = es.TrainOptions(learned=training)
+    states = [tmp_path / f"{candidate}-mamba-fold{k}.partial" for k in (1, 2)]
+    for state in states:  # as a run stopped while fitting leaves them
+        save_state(state, "fingerprint", {"seconds": 100.0})
+
+    first = es.study(data, options, 2, [candidate], keep=tmp_path, progress=False)
+    assert fits == states
+    assert not any(state.exists() for state in states)  # kept as fits, their states removed
+    reports = first["candidates"][candidate]["folds"]
+    assert [r["fit"]["fit_number"] for r in reports] == [1, 2]
+    assert reports[0]["window_eer"] != reports[1]["window_eer"]  # the evaluation tells the fits apart
+    assert all(r["fit_seconds"] >= 100.0 for r in reports)  # the time spent before the interruption too
+    for k in (1, 2):
+        kept = load_checkpoint(tmp_path / f"{candidate}-mamba-fold{k}.pt")
+        assert kept.meta["study_fit"]["fold_checkpoint"] == model.identity()
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a kept fit was fitted again")
+
+    monkeypatch.setattr(es, "_fit", no_fit)
+    again = es.study(data, options, 2, [candidate], keep=tmp_path, progress=False)
+    assert again["candidates"][candidate]["folds"] == reports
+
+    monkeypatch.setattr(es, "_fit", fake_fit)
+    for state in states:
+        save_state(state, "fingerprint", {"seconds": 0.0})
+    other = es.TrainOptions(learned=replace(training, metric=MetricTraining(steps=6)))
+    es.study(data, other, 2, [candidate], keep=tmp_path, progress=False)
+    assert len(fits) == 4  # other settings: fitted again
 
 
 def test_an_int8_resnet_is_measured_on_the_held_out_subjects(tiny_checkpoint, bundled_4ch):

@@ -163,3 +163,63 @@ def test_a_resnet_fit_repeats_exactly_with_its_seed():
     x = torch.as_tensor(rng.standard_normal((3, 2, 800)), dtype=torch.float32)
     with torch.no_grad():
         assert torch.equal(first(x), second(x))
+
+
+class _InterruptedError(Exception):
+    pass
+
+
+def _stopping_after(sampler, calls):
+    """``sampler``, until its ``calls``-th call, which raises as a killed run would stop."""
+    count = 0
+
+    def sample(subjects, rng):
+        nonlocal count
+        count += 1
+        if count == calls:
+            raise _InterruptedError
+        return sampler(subjects, rng)
+
+    return sample
+
+
+def _dropout_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 8))
+
+
+@pytest.mark.parametrize("loss", ["arcface", "multisimilarity"])
+def test_an_interrupted_metric_training_continues_to_what_an_uninterrupted_one_gives(tmp_path, loss):
+    sampler = FeatureSampler(_blobs(noise_seed=1), jitter=0.05)
+    options = MetricTraining(loss=loss, steps=12, per_batch=3, per_subject=4)
+    whole = _dropout_net()  # dropout draws from torch's generator: its state must be saved too
+    expected = train_metric(whole, sampler, 6, 8, options, False)
+
+    state = tmp_path / "metric.partial"
+    net = _dropout_net()
+    with pytest.raises(_InterruptedError):
+        train_metric(net, _stopping_after(sampler, 8), 6, 8, options, False, state_path=state, save_seconds=0)
+    assert state.exists()  # the 7 finished steps
+    resumed = _dropout_net()  # a new process rebuilds the same starting point
+    record = train_metric(resumed, sampler, 6, 8, options, False, state_path=state, save_seconds=0)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert record["loss_curve"] == expected["loss_curve"]
+    assert state.exists()  # removed by the caller once it has kept the result
+
+
+def test_a_saved_metric_training_state_of_other_settings_is_refused(tmp_path):
+    sampler = FeatureSampler(_blobs(noise_seed=1), jitter=0.05)
+    state = tmp_path / "metric.partial"
+    options = MetricTraining(steps=3, per_batch=3, per_subject=4)
+    train_metric(_dropout_net(), sampler, 6, 8, options, False, state_path=state)
+    saved = state.read_bytes()
+    other = MetricTraining(steps=4, per_batch=3, per_subject=4)
+    with pytest.raises(ValueError, match="other data, settings or starting weights; train with the same"):
+        train_metric(_dropout_net(), sampler, 6, 8, other, False, state_path=state)
+    with pytest.raises(ValueError, match="other data, settings or starting weights"):
+        train_metric(nn.Linear(12, 8), sampler, 6, 8, options, False, state_path=state)
+    assert state.read_bytes() == saved  # refused, not overwritten
+    state.write_bytes(b"not a state")
+    with pytest.raises(ValueError, match=f"the saved training state {state} cannot be read .*delete it"):
+        train_metric(_dropout_net(), sampler, 6, 8, options, False, state_path=state)
