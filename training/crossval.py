@@ -54,7 +54,7 @@ def aggregate(reports: Sequence[dict]) -> dict:
     return walk(trimmed)
 
 
-def _learned_alike(stored: dict | None, learned: LearnedTraining) -> bool:
+def learned_alike(stored: dict | None, learned: LearnedTraining) -> bool:
     """Whether a checkpoint's recorded learned-embedder training is ``learned``; a setting added
     since the checkpoint was written counts as its default, the only value there was."""
     if stored is None:
@@ -88,7 +88,7 @@ def _kept(path: Path, fit: Sequence[SubjectData], options: TrainOptions):
             not uses_spectral(options.embedder) or meta.get("embedder_selection", {}).get("search") == search
         )
         and (  # how a learned embedder (and a jointly trained denoiser) was trained
-            options.embedder == "spectral" or _learned_alike(meta.get("learned_training"), options.learned)
+            options.embedder == "spectral" or learned_alike(meta.get("learned_training"), options.learned)
         )
     )
     if same:

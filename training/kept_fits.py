@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..models.checkpoint import NeuroAuthModel, load_checkpoint, save_checkpoint
-from .crossval import _learned_alike
+from .crossval import learned_alike
 from .learned_embedders import LearnedTraining
 from .training_state import saved_seconds
 
@@ -53,7 +53,7 @@ def load_fit(
     if (
         kept.get("candidate") != candidate
         or kept.get("fold_checkpoint") != fold.identity()
-        or not _learned_alike(kept.get("learned_training"), training)
+        or not learned_alike(kept.get("learned_training"), training)
     ):
         log.info("%s was fitted otherwise: fitting %s again", paths.model, candidate)
         return None

@@ -34,6 +34,7 @@ from .training_state import load_state, restore_rng, rng_state, save_state
 log = logging.getLogger(__name__)
 
 LOSSES = ("arcface", "multisimilarity")
+SAVE_SECONDS = 60.0  # how often, at least, a resumable training saves its state
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def train_metric(
     auxiliary: Callable[[], torch.Tensor] | None = None,
     slower: tuple[nn.Module, float] | None = None,
     state_path: Path | None = None,
-    save_seconds: float = 60.0,
+    save_seconds: float | None = None,
 ) -> dict:
     """Train ``net`` (inputs -> embeddings of ``dim``) in place; returns the loss curve and time.
 
@@ -139,7 +140,7 @@ def train_metric(
     metric loss (its values are recorded too); ``slower = (part, factor)``
     trains the parameters of ``part``, a submodule of ``net``, at ``factor``
     times the learning rate. With ``state_path``, the whole training state is
-    saved there at least every ``save_seconds`` and after the last step, and a
+    saved there at least every ``save_seconds`` (default :data:`SAVE_SECONDS`) and after the last step, and a
     state found there (of the same settings and starting weights) is continued:
     the result is the one an uninterrupted run gives. The caller removes the
     file once it has kept what was trained.
@@ -159,6 +160,7 @@ def train_metric(
         optimiser, max_lr=[g["lr"] for g in groups], total_steps=options.steps
     )
     per_batch = min(options.per_batch, n_subjects)
+    save_seconds = SAVE_SECONDS if save_seconds is None else save_seconds
     first, curve, elapsed = 0, [], 0.0
     fingerprint = _fingerprint(net, loss_fn, options, n_subjects, slower[1] if slower else None)
     saved = load_state(state_path, fingerprint)

@@ -7,7 +7,8 @@
    embedder with settings chosen by cross-validation over all training subjects
    (unless the embedder asked for neither is nor contains it); then the embedder
    asked for, if another (a ``temporal-joint-*`` one is trained together with
-   the denoiser, which it fine-tunes and replaces).
+   the denoiser, which it fine-tunes and replaces); a learned embedder's metric
+   learning is resumable from ``<out>.embedder.partial``.
 4. Embed every window of the training subjects: the background cohort that
    enrolment calibrates against.
 5. Record the baseline's training statistics and write the checkpoint atomically.
@@ -91,6 +92,7 @@ def train(
         return [r for s in names for r in (by_subject[s].enrol, by_subject[s].probe)]
 
     partial = out.with_name(out.name + ".partial") if resume else None
+    learned_partial = out.with_name(out.name + ".embedder.partial") if resume else None
 
     net, stage1 = train_denoiser(
         recordings(fit_subjects),
@@ -134,7 +136,7 @@ def train(
         )
     if joint:  # the denoiser is fine-tuned with the embedder and replaced
         model.denoiser, embedder, learned = fit_with_denoiser(
-            options.embedder, model.denoiser, raw, options.spec, options.learned, progress
+            options.embedder, model.denoiser, raw, options.spec, options.learned, progress, learned_partial
         )
     else:
         noisy = None
@@ -150,6 +152,7 @@ def train(
             options.learned,
             progress,
             noisy,
+            learned_partial,
         )
     if learned:
         stage2["learned"] = learned
@@ -173,8 +176,9 @@ def train(
         "seconds": {"denoiser": round(stage1_seconds, 1), "total": round(time.time() - started, 1)},
     }
     identity = save_checkpoint(model, out)
-    if partial is not None:
-        partial.unlink(missing_ok=True)
-        remove_stale_temporaries(partial)  # of a save of the state that a killed run left half-written
+    for state in (partial, learned_partial):
+        if state is not None:
+            state.unlink(missing_ok=True)
+            remove_stale_temporaries(state)  # of a save of the state that a killed run left half-written
     log.info("wrote %s (identity %s) in %.0f s", out, identity, time.time() - started)
     return model.eval()

@@ -150,6 +150,34 @@ def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
         assert fusion is None
 
 
+def test_train_saves_the_embedder_training_state_beside_its_output_until_the_checkpoint_is_written(
+    bundled_4ch, tmp_path, monkeypatch
+):
+    import neuroauth.training.train as tr
+    from neuroauth.training.denoiser_training import DenoiserTraining
+    from neuroauth.training.learned_embedders import LearnedTraining
+
+    out = tmp_path / "learned.pt"
+    state = out.with_name(out.name + ".embedder.partial")
+    fit_embedder, states = tr.fit_embedder, []
+
+    def fit_and_look(*args):
+        fitted = fit_embedder(*args)
+        states.append((args[-1], args[-1].exists()))  # what train gave, and what the training left there
+        return fitted
+
+    monkeypatch.setattr(tr, "fit_embedder", fit_and_look)
+    options = tr.TrainOptions(
+        stage1=DenoiserTraining(steps=2, batch=4, val_every=2, val_examples=8),
+        val_subjects=1,
+        embedder="temporal-multisimilarity",
+        learned=LearnedTraining(metric=MetricTraining(steps=2, per_batch=4, per_subject=2)),
+    )
+    tr.train(bundled_4ch, options, out, progress=False)
+    assert states == [(state, True)]  # a run stopped here would have continued from it
+    assert out.exists() and not state.exists()  # once the checkpoint is written
+
+
 def test_a_resnet_fit_repeats_exactly_with_its_seed():
     from neuroauth.training.learned_embedders import fit_resnet
 
