@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-checkpoints",
         type=Path,
         help="fold checkpoints of `neuroauth crossval --keep-checkpoints` to reuse (else trained); each "
-        "learned candidate's fit is kept here too and reused, and a fit in progress continued",
+        "learned candidate's fit is kept here too and reused, and the metric learning of a fit in progress "
+        "continued (not of spectral-metric or a +spectral fusion)",
     )
 
     p = sub.add_parser("enroll", help="record an owner (live LSL stream or a recording) and write a template")

@@ -54,13 +54,17 @@ def aggregate(reports: Sequence[dict]) -> dict:
     return walk(trimmed)
 
 
+def stored_form(learned: LearnedTraining) -> dict:
+    """``learned`` as a checkpoint's JSON metadata holds it (tuples as lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(learned)))
+
+
 def learned_alike(stored: dict | None, learned: LearnedTraining) -> bool:
     """Whether a checkpoint's recorded learned-embedder training is ``learned``; a setting added
     since the checkpoint was written counts as its default, the only value there was."""
     if stored is None:
         return False
-    as_stored = json.loads(json.dumps(dataclasses.asdict(LearnedTraining()))) | stored
-    return as_stored == json.loads(json.dumps(dataclasses.asdict(learned)))
+    return (stored_form(LearnedTraining()) | stored) == stored_form(learned)
 
 
 def _kept(path: Path, fit: Sequence[SubjectData], options: TrainOptions):

@@ -148,6 +148,7 @@ def fit_joint(
         auxiliary=lambda: joint.denoise_weight * net.denoising_loss,
         slower=None if frozen else (tuned, joint.denoiser_lr_scale),
         state_path=state_path,
+        context={"joint": dataclasses.asdict(joint)},
     )
     tuned.requires_grad_(True)
     after = validate(tuned, (check[:, 0], check[:, 1]), joint.warmup)["improvement_db"]

@@ -13,13 +13,13 @@ with the same learned-embedder settings reuses the fit, or continues its trainin
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import remove_stale_temporaries
 from ..models.checkpoint import NeuroAuthModel, load_checkpoint, save_checkpoint
-from .crossval import learned_alike
+from .crossval import learned_alike, stored_form
 from .learned_embedders import LearnedTraining
 from .training_state import saved_seconds
 
@@ -74,9 +74,10 @@ def keep_fit(
     kept = {
         "candidate": candidate,
         "fold_checkpoint": fold.identity(),
-        "learned_training": json.loads(json.dumps(dataclasses.asdict(training))),
+        "learned_training": stored_form(training),
         "record": record,
         "seconds": seconds,
     }
     save_checkpoint(dataclasses.replace(model, meta=model.meta | {"study_fit": kept}), paths.model)
     paths.state.unlink(missing_ok=True)
+    remove_stale_temporaries(paths.state)  # of a save of the state that a killed run left half-written

@@ -182,8 +182,9 @@ def fit_embedder(
     that read the signal, see :func:`needs_signal`) their denoised recordings,
     and ``noisy`` (see :func:`needs_noisy_probes`) their probe recordings under
     each of ``training.fusion_noise``, denoised; subject by subject in the same order.
-    With ``state_path``, a learned embedder trained once (not a ``+spectral``
-    fusion, which trains several) saves its training state there and continues it.
+    With ``state_path``, a ``resnet`` or ``temporal`` embedder saves the state of
+    its metric learning there and continues it; ``spectral-metric`` and a
+    ``+spectral`` fusion, which train several times, do not use it.
     """
     if uses_spectral(name) and spectral is None:
         raise ValueError(f"the {name} embedder is built on the fitted spectral embedder; none was given")

@@ -133,6 +133,7 @@ def train_metric(
     slower: tuple[nn.Module, float] | None = None,
     state_path: Path | None = None,
     save_seconds: float | None = None,
+    context: dict | None = None,
 ) -> dict:
     """Train ``net`` (inputs -> embeddings of ``dim``) in place; returns the loss curve and time.
 
@@ -142,8 +143,10 @@ def train_metric(
     times the learning rate. With ``state_path``, the whole training state is
     saved there at least every ``save_seconds`` (default :data:`SAVE_SECONDS`) and after the last step, and a
     state found there (of the same settings and starting weights) is continued:
-    the result is the one an uninterrupted run gives. The caller removes the
-    file once it has kept what was trained.
+    the result is the one an uninterrupted run gives. ``context`` holds the
+    settings outside ``options`` that shape the training (of the sampler, of
+    ``auxiliary``): a saved state is continued only under the same. The caller
+    removes the file once it has kept what was trained.
     """
     if n_subjects < 2:
         raise ValueError("metric learning needs at least two subjects")
@@ -162,7 +165,7 @@ def train_metric(
     per_batch = min(options.per_batch, n_subjects)
     save_seconds = SAVE_SECONDS if save_seconds is None else save_seconds
     first, curve, elapsed = 0, [], 0.0
-    fingerprint = _fingerprint(net, loss_fn, options, n_subjects, slower[1] if slower else None)
+    fingerprint = _fingerprint(net, loss_fn, options, n_subjects, slower[1] if slower else None, context)
     saved = load_state(state_path, fingerprint)
     if saved is not None:
         net.load_state_dict(saved["net"])
@@ -216,11 +219,16 @@ def train_metric(
 
 
 def _fingerprint(
-    net: nn.Module, loss_fn: nn.Module, options: MetricTraining, n_subjects: int, slower: float | None
+    net: nn.Module,
+    loss_fn: nn.Module,
+    options: MetricTraining,
+    n_subjects: int,
+    slower: float | None,
+    context: dict | None,
 ) -> str:
     """What a saved state belongs to: the settings and the starting weights (which carry the
     input scale fitted to the data, and for joint training the starting denoiser)."""
-    settings = {"options": asdict(options), "subjects": n_subjects, "slower": slower}
+    settings = {"options": asdict(options), "subjects": n_subjects, "slower": slower, "context": context}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for prefix, module in (("net", net), ("loss", loss_fn)):
         for name, tensor in module.state_dict().items():

@@ -229,7 +229,14 @@ def test_an_interrupted_metric_training_continues_to_what_an_uninterrupted_one_g
         train_metric(net, _stopping_after(sampler, 8), 6, 8, options, False, state_path=state, save_seconds=0)
     assert state.exists()  # the 7 finished steps
     resumed = _dropout_net()  # a new process rebuilds the same starting point
-    record = train_metric(resumed, sampler, 6, 8, options, False, state_path=state, save_seconds=0)
+    calls = []
+
+    def counted(subjects, rng):
+        calls.append(1)
+        return sampler(subjects, rng)
+
+    record = train_metric(resumed, counted, 6, 8, options, False, state_path=state, save_seconds=0)
+    assert len(calls) == 5  # continued after the 7 saved steps, not started over
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert record["loss_curve"] == expected["loss_curve"]
@@ -247,6 +254,8 @@ def test_a_saved_metric_training_state_of_other_settings_is_refused(tmp_path):
         train_metric(_dropout_net(), sampler, 6, 8, other, False, state_path=state)
     with pytest.raises(ValueError, match="other data, settings or starting weights"):
         train_metric(nn.Linear(12, 8), sampler, 6, 8, options, False, state_path=state)
+    with pytest.raises(ValueError, match="other data, settings or starting weights"):  # e.g. a joint weight
+        train_metric(_dropout_net(), sampler, 6, 8, options, False, state_path=state, context={"weight": 2})
     assert state.read_bytes() == saved  # refused, not overwritten
     state.write_bytes(b"not a state")
     with pytest.raises(ValueError, match=f"the saved training state {state} cannot be read .*delete it"):
