@@ -685,6 +685,14 @@ def _stop(signum: int, frame: object) -> None:
     raise Stopped
 
 
+# what a command stopped half-way picks up when it is run again
+RESUMING = {
+    "train": "training resumes from <out>.partial and <out>.embedder.partial when run again",
+    "embedders": "with --keep-checkpoints, its finished fits are reused and the training of a fit "
+    "continues when run again",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -703,9 +711,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (Stopped, KeyboardInterrupt) as exc:
         by = "SIGTERM" if isinstance(exc, Stopped) else "Ctrl-C"
+        hint = f" ({RESUMING[args.command]})" if args.command in RESUMING else ""
         print(
             f"neuroauth {args.command}: stopped by {by} before finishing; every file it was writing is "
-            "as it was before (training resumes from <out>.partial when run again)",
+            f"as it was before{hint}",
             file=sys.stderr,
         )
         return 143 if isinstance(exc, Stopped) else 130

@@ -280,6 +280,7 @@ def test_training_killed_then_terminated_resumes_and_completes(tmp_path, childre
     )
     assert second.stop(signal.SIGTERM) == 143, second.report()  # stopped cleanly, with a message
     assert "neuroauth train: stopped by SIGTERM" in second.output()[1], second.report()
+    assert "training resumes from <out>.partial" in second.output()[1], second.report()
     intact(second)
     saved = load_partial(partial)
     assert saved in (100, 150), saved
