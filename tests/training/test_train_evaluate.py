@@ -50,18 +50,18 @@ def test_training_resumes_from_its_partial_state(bundled_4ch, tmp_path):
     class StopError(Exception):
         pass
 
-    original = dt.atomic_torch_save
+    original = dt.save_state
 
-    def save_then_stop(payload, path):
-        original(payload, path)
+    def save_then_stop(path, fingerprint, state):
+        original(path, fingerprint, state)
         raise StopError
 
-    dt.atomic_torch_save = save_then_stop
+    dt.save_state = save_then_stop
     try:
         with pytest.raises(StopError):
             train_denoiser(recs, recs, spec, config, first, seed=3, resume_path=partial, progress=False)
     finally:
-        dt.atomic_torch_save = original
+        dt.save_state = original
     resumed, resumed_record = train_denoiser(
         recs, recs, spec, config, first, seed=3, resume_path=partial, progress=False
     )
