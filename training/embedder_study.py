@@ -140,9 +140,10 @@ def _fitted(
     kept = load_fit(paths, model, name, training) if paths is not None else None
     if kept is not None:
         return kept
+    fold_inputs = inputs()  # shared by the fold's candidates: not counted in any one's fitting time
     spent = paths.seconds_spent() if paths is not None else 0.0  # before an interruption
     started = time.time()
-    variant, record = _fit(name, model, inputs(), training, progress, paths.state if paths else None)
+    variant, record = _fit(name, model, fold_inputs, training, progress, paths.state if paths else None)
     seconds = spent + time.time() - started
     if paths is not None:
         keep_fit(paths, variant, model, name, training, record, seconds)
@@ -213,9 +214,7 @@ def study(
         )
         for candidate in candidates:
             log.info("fold %d/%d: fitting %s on %d subjects", f + 1, len(groups), candidate, len(fit))
-            paths = (
-                FitPaths.of(keep, candidate, out) if keep is not None and candidate != "spectral" else None
-            )
+            paths = FitPaths.of(keep, candidate, out) if keep is not None else None
             variant, record, seconds = _fitted(candidate, model, inputs, options.learned, progress, paths)
             embedder = variant.embedder
             kwargs = {} if noise_types is None else {"noise_types": noise_types}

@@ -25,17 +25,24 @@ def load_state(path: Path | None, fingerprint: str, afresh: str = "delete it to 
     """
     if path is None or not path.exists():
         return None
+    saved = _read(path, afresh)
+    if saved.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"{path} was written by a training run with other data, settings or starting weights; "
+            f"train with the same options, or {afresh}"
+        )
+    return saved
+
+
+def _read(path: Path, afresh: str) -> dict:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
         raise ValueError(
             f"the saved training state {path} cannot be read ({exc.__class__.__name__}); {afresh}"
         ) from None
-    if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
-        raise ValueError(
-            f"{path} was written by a training run with other data, settings or starting weights; "
-            f"train with the same options, or {afresh}"
-        )
+    if not isinstance(saved, dict):
+        raise ValueError(f"the saved training state {path} is not a training state; {afresh}")
     return saved
 
 
@@ -54,9 +61,9 @@ def restore_rng(rng: np.random.Generator, state: str) -> None:
 
 
 def saved_seconds(path: Path) -> float:
-    """The training seconds recorded in the state at ``path``; 0 when there is no readable one."""
+    """The training seconds recorded in the state at ``path``; 0 when there is no readable one
+    (:func:`load_state` then says why, if it is there)."""
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (FileNotFoundError, pickle.UnpicklingError, RuntimeError, EOFError, OSError):
+        return float(_read(path, "").get("seconds", 0.0)) if path.exists() else 0.0
+    except ValueError:
         return 0.0
-    return float(saved.get("seconds", 0.0)) if isinstance(saved, dict) else 0.0

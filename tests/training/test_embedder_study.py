@@ -44,12 +44,15 @@ def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monke
 
     log = []
     eers = {"spectral": 0.1, "spectral-metric": 0.2}
+    clock = [0.0]  # seconds: the fold's shared preparation takes 1000, a fit 3
 
     def fake_fit(name, model, inputs, *args):  # the spectral one comes with the fold's checkpoint
         log.append(("fit", name, set(inputs.subjects if inputs else model.meta["training_subjects"])))
+        clock[0] += 3.0
         return replace(model, embedder=torch.nn.Linear(2, 3)), {"name": name}
 
     def fake_inputs(model, fit, *args):  # what the real one denoises and featurises: the fit subjects'
+        clock[0] += 1000.0
         return SimpleNamespace(subjects=[d.subject for d in fit])
 
     def fake_evaluate(model, data, progress, **kwargs):
@@ -67,6 +70,7 @@ def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monke
     monkeypatch.setattr(es, "_fold_inputs", fake_inputs)
     monkeypatch.setattr(es, "evaluate", fake_evaluate)
     monkeypatch.setattr(es, "embed_cost_ms", lambda *a: {"single": 1.0, "batch_64": 0.1})
+    monkeypatch.setattr(es, "time", SimpleNamespace(time=lambda: clock[0]))
     data = [_Subject(f"S{i}") for i in range(10)]
     result = es.study(
         data,
@@ -81,6 +85,8 @@ def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monke
         assert fitted_name == evaluated_name
         assert not fitted & evaluated and fitted | evaluated == {d.subject for d in data}
     assert result["candidates"]["spectral"]["folds"][0]["fit_seconds"] == 2.0  # checkpoint minus denoiser
+    for report in result["candidates"]["spectral-metric"]["folds"]:
+        assert report["fit_seconds"] == 3.0  # the fit alone, not the fold's shared preparation
     table = embedder_table([result])
     assert "| 4 ch | spectral | 0.100 ± 0.000 |" in table
     assert "| 4 ch | spectral-metric | 0.200 ± 0.000 |" in table
