@@ -19,7 +19,8 @@ import numpy as np
 from neuroauth.models.montage import DEFAULT_MONTAGE, MONTAGE_10_20, resolve_montage
 from neuroauth.models.preprocess import Preprocessor, SignalSpec, sliding_windows
 from neuroauth.models.quality import QualityGate
-from neuroauth.training.data import EXTENSIONS, read_raw
+
+from neuroauth.recordings import EXTENSIONS, read_raw
 
 MONTAGES = {"default": DEFAULT_MONTAGE, "10-20": MONTAGE_10_20}
 

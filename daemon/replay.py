@@ -34,12 +34,12 @@ import pylsl
 from mne.io.constants import FIFF
 
 from ..errors import DataError, NeuroAuthError
-from ..training.data import read_raw
+from ..recordings import read_raw
 from .lslconfig import configure_lsl
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Replayer", "add_replay_parser", "cmd_replay", "main"]
+__all__ = ["Replayer", "cmd_replay", "main", "register"]
 
 #: Seconds of samples the outlet keeps for a slow reader before dropping the oldest.
 OUTLET_BUFFER_SECONDS = 30
@@ -255,7 +255,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_replay_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``replay`` command to ``neuroauth``'s sub-commands."""
     p = subparsers.add_parser(
         "replay",
@@ -263,7 +263,7 @@ def add_replay_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         description=DESCRIPTION,
     )
     _add_arguments(p)
-    return p
+    p.set_defaults(run=cmd_replay)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -1,30 +1,33 @@
-"""Enrolment: from an owner's embedding windows and a background cohort to a calibrated template.
+"""Enrolment: from an owner's embedding windows, per state, to a calibrated template.
 
-1. **Centroid**: the normalised mean of the owner's windows (the cosine score).
-2. **One-class SVM search**: ``nu`` and ``gamma`` chosen per owner by EER against
-   impostor windows, as in the HMOG continuous-authentication study. Genuine scores
-   come from a time-blocked k-fold over the owner's windows: fit on the other
-   blocks, score the held-out block. Windows are 4 s long every 1 s, so training
-   windows within ``gap_windows`` (3) of a held-out block overlap it and are dropped.
-   Each fold's EER compares its held-out windows with the cohort windows scored by
-   the same fold model; the grid point with the lowest mean EER over folds wins.
-   ``gamma`` is searched as multiples of ``1 / median squared distance`` between
-   owner windows. The final SVM is fitted on all owner windows.
+1. **Centroids**: one per enrolled state (eyes open, eyes closed, a task), each
+   the normalised mean of that state's windows; a window's cosine score is to the
+   nearest of them (:mod:`neuroauth.enroll.scoring`).
+2. **One-class SVM search** over every window of every state: ``nu`` and ``gamma``
+   chosen per owner by EER against impostor windows, as in the HMOG
+   continuous-authentication study. Genuine scores come from a time-blocked k-fold:
+   each state's windows are cut into ``folds`` blocks, fold k holds out block k of
+   every state, fits on the rest and scores the held-out blocks. Windows are 4 s
+   long every 1 s, so training windows within ``gap_windows`` (3) of a held-out
+   block overlap it and are dropped. Each fold's EER compares its held-out windows
+   with the cohort windows scored by the same fold model; the grid point with the
+   lowest mean EER over folds wins. ``gamma`` is searched as multiples of ``1 /
+   median squared distance`` between owner windows. The final SVM is fitted on all
+   owner windows.
 3. **Fusion statistics** (:mod:`neuroauth.enroll.scoring`) from the final template's
    scores of every cohort window. The owner's held-out fused scores are made with
-   each fold's own centroid, SVM and fusion statistics, so they estimate how the
+   each fold's own centroids, SVM and fusion statistics, so they estimate how the
    template scores owner windows it never saw.
 4. **Threshold** on the fused score by policy: ``target-far`` (the cohort quantile
    giving that false-accept rate), ``eer`` (where held-out genuine and cohort rates
    cross) or ``youden`` (max TPR - FPR).
-5. **Decision over time** (:func:`neuroauth.enroll.decision.calibrate_decision`) tuned
-   on the cohort's own people (:func:`cohort_sequences`): each in turn enrolled from
-   the start of one recording, as the owner is, and probed with its *other* recording
-   and with everyone else's. The owner's held-out windows come from the enrolment
-   session itself and would promise scores a later session does not reach; the
-   cohort shows how much a person's score drops between recordings (rest, then a
-   task, for the shipped data), and the fused score, being in units of each
-   template's own impostor distribution, carries that over to a new owner.
+5. **Decision over time** (:func:`neuroauth.enroll.decision_calibration.calibrate_decision`)
+   tuned on the checkpoint's score sequences of people its embedder never trained
+   on (:class:`~neuroauth.models.cohort.ScoreSequences`): each enrolled as an
+   owner is, probed with their own later EEG and with other people's. The owner's
+   held-out windows come from the enrolment itself and would promise scores a
+   later moment does not reach; people the model was trained on would promise
+   scores a stranger's headset does not reach.
 
 The cohort must not contain the owner (use ``cohort.without({user})`` if it might).
 """
@@ -41,18 +44,47 @@ import numpy as np
 
 from ..errors import CheckpointError, DataError
 from ..training.metrics import det_curve, eer
-from .decision import DecisionGrid, DecisionTargets, calibrate_decision
+from .decision import DecisionTargets
+from .decision_calibration import DecisionGrid, calibrate_decision
 from .ocsvm import OneClassSvm, fit_kernel, fit_ocsvm, squared_distances
 from .scoring import FusionStats, cosine_scores
 from .template import POLICIES, Template, Threshold, utc_now, validate_user
 
 if TYPE_CHECKING:
-    from ..models.cohort import Cohort
+    from ..models.cohort import Cohort, ScoreSequences
 
 log = logging.getLogger(__name__)
 
 MIN_OWNER_WINDOWS = 30
+MIN_STATE_WINDOWS = 10  # a state enrolled from fewer windows gives no centroid worth the name
 _ROWS = 8192  # cohort rows scored at a time
+
+
+@dataclass(frozen=True)
+class OwnerWindows:
+    """An owner's enrolment embeddings: per state, its windows ``(n_k, D)`` in time order."""
+
+    states: tuple[str, ...]
+    windows: tuple[np.ndarray, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.states) != len(self.windows) or not self.states:
+            raise ValueError(
+                f"owner windows need one array per state, got {len(self.windows)} for {self.states}"
+            )
+
+    @classmethod
+    def single(cls, windows: np.ndarray, state: str = "rest") -> OwnerWindows:
+        return cls((state,), (np.asarray(windows),))
+
+    @property
+    def all(self) -> np.ndarray:
+        return np.concatenate([np.asarray(w, dtype=np.float64) for w in self.windows])
+
+    @property
+    def state_index(self) -> np.ndarray:
+        """Per row of :attr:`all`: the index of its state."""
+        return np.concatenate([np.full(len(w), k) for k, w in enumerate(self.windows)])
 
 
 @dataclass(frozen=True)
@@ -81,18 +113,82 @@ class _Fold:
     test: np.ndarray  # (n_test,) contiguous indices, time order
 
 
-def _folds(n: int, folds: int, gap: int) -> list[_Fold]:
-    out = []
-    for block in np.array_split(np.arange(n), folds):
+def _folds(lengths: list[int] | int, folds: int, gap: int) -> list[_Fold]:
+    """Time-blocked folds over windows laid out state after state (``lengths`` windows each):
+    fold k holds out block k of every state and trains on the windows of each state more
+    than ``gap`` windows away from that state's held-out block."""
+    if isinstance(lengths, int):
+        lengths = [lengths]
+    out = [([], []) for _ in range(folds)]
+    offset = 0
+    for n in lengths:
         index = np.arange(n)
-        train = index[(index < block[0] - gap) | (index > block[-1] + gap)]
-        out.append(_Fold(train=train, test=block))
-    return out
+        for k, block in enumerate(np.array_split(index, folds)):
+            far = (index < block[0] - gap) | (index > block[-1] + gap) if len(block) else index >= 0
+            train = index[far]
+            out[k][0].append(offset + train)
+            out[k][1].append(offset + block)
+        offset += n
+    return [_Fold(train=np.concatenate(tr), test=np.concatenate(te)) for tr, te in out]
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A template's scoring parts, fitted on an owner's windows, and how they fare held out."""
+
+    centroids: np.ndarray  # (K, D)
+    svm: OneClassSvm
+    fusion: FusionStats
+    held_out: np.ndarray  # the owner's held-out fused scores (each fold's own model)
+    cohort_fused: np.ndarray  # the final template's fused scores of every cohort window
+    record: dict  # JSON-ready: the SVM search and the window EERs
+
+
+def fit_scorer(owner: OwnerWindows, cohort_embeddings: np.ndarray, search: SvmSearch) -> Scorer:
+    """Centroids, one-class SVM (nu and gamma searched) and fusion statistics for ``owner``
+    against impostor windows ``cohort_embeddings (M, D)``."""
+    windows, states = owner.all, owner.state_index
+    rng = np.random.default_rng(search.seed)
+    m = len(cohort_embeddings)
+    sample = np.sort(rng.choice(m, size=min(m, search.max_impostors), replace=False))
+    impostors = np.asarray(cohort_embeddings[sample], dtype=np.float64)  # (m', D)
+    folds = _folds([len(w) for w in owner.windows], search.folds, search.gap_windows)
+    found = _search_svm(windows, impostors, folds, search)
+    held = _held_out_scores(windows, states, impostors, folds, found.nu, found.gamma)
+    genuine = np.concatenate(held.fused)
+    centroids = _centroids(windows, states)
+    svm = fit_ocsvm(windows, found.nu, found.gamma)
+    cohort_cos, cohort_svm = _cohort_scores(cohort_embeddings, centroids, svm)
+    fusion = FusionStats.measure(cohort_cos, cohort_svm)
+    impostor = fusion.fuse(cohort_cos, cohort_svm)
+    record = {
+        "svm_search": {
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(search).items()},
+            "gamma_scale": found.gamma_scale,
+            "gamma_heuristic": "1 / median squared distance between owner windows",
+            "impostor_windows": len(sample),
+            "owner_windows_per_fold": [len(f.test) for f in folds],
+            "training_windows_per_fold": [len(f.train) for f in folds],
+            "chosen": {"nu": found.nu, "gamma": found.gamma, "eer": found.eer},
+            "grid": found.grid,
+        },
+        "window_eer": {
+            "fused": eer(genuine, impostor),
+            "cosine": eer(
+                np.concatenate(held.cosine_z), (cohort_cos - fusion.cosine_mean) / fusion.cosine_std
+            ),
+            "svm": eer(np.concatenate(held.svm_z), (cohort_svm - fusion.svm_mean) / fusion.svm_std),
+            "held_out_owner_windows": len(genuine),
+            "cohort_windows": len(impostor),
+        },
+    }
+    return Scorer(centroids, svm, fusion, genuine, impostor, record)
 
 
 def enrol(
-    owner: np.ndarray,
+    owner: OwnerWindows,
     cohort: Cohort,
+    sequences: ScoreSequences | None,
     *,
     user: str,
     checkpoint_identity: str,
@@ -106,11 +202,12 @@ def enrol(
     gap_seconds: float = 3.0,
     hop_seconds: float | None = None,
 ) -> Template:
-    """Calibrate a template for ``user`` from ``owner (n, D)`` windows (unit vectors, time order).
+    """Calibrate a template for ``user`` from ``owner``'s windows (unit vectors, time order per state).
 
-    ``hop_seconds`` is the spacing of the owner's windows (default: the cohort's hop).
-    Raises :class:`DataError` when the owner's windows cannot make a template and
-    :class:`CheckpointError` when the cohort cannot calibrate one.
+    ``sequences``: the checkpoint's score sequences of unseen people, which tune the
+    decision over time, a window every ``hop_seconds`` (the daemon's hop; default: the
+    sequences' own). Raises :class:`DataError` when the owner's windows cannot make a
+    template and :class:`CheckpointError` when the checkpoint cannot calibrate one.
     """
     started = time.perf_counter()
     validate_user(user)
@@ -121,42 +218,28 @@ def enrol(
     if not 0 < target_far < 1:
         raise ValueError(f"target false-accept rate must lie in (0, 1), got {target_far}")
     owner = _check_inputs(owner, cohort, user)
-    hop = float(hop_seconds if hop_seconds is not None else cohort.hop_seconds)
-    n, dim = owner.shape
-
-    # the SVM search and the held-out scores use a fixed random subsample of the cohort's windows
-    # (at most search.max_impostors), which keeps a call to about a second
-    rng = np.random.default_rng(search.seed)
-    m = len(cohort.embeddings)
-    sample = np.sort(rng.choice(m, size=min(m, search.max_impostors), replace=False))
-    impostors = np.asarray(cohort.embeddings[sample], dtype=np.float64)  # (m', D)
-    folds = _folds(n, search.folds, search.gap_windows)
-    found = _search_svm(owner, impostors, folds, search)
-    nu, gamma = found.nu, found.gamma
-    log.info("one-class SVM for %s: nu %.3g, gamma %.3g (mean fold EER %.3f)", user, nu, gamma, found.eer)
-    held = _held_out_scores(owner, impostors, folds, nu, gamma)
-    genuine = np.concatenate(held.fused)
-
-    # -- the final template's scores of every cohort window
-    centroid = _centroid(owner)
-    svm = fit_ocsvm(owner, nu, gamma)
-    cohort_cos, cohort_svm = _cohort_scores(cohort.embeddings, centroid, svm)
-    fusion = FusionStats.measure(cohort_cos, cohort_svm)
-    impostor = fusion.fuse(cohort_cos, cohort_svm)
-    if genuine.mean() <= impostor.mean():
+    if sequences is None:
+        raise CheckpointError(
+            "the checkpoint carries no score sequences of unseen people to tune the decision over time; "
+            "use a checkpoint written by this version's `neuroauth train`, or add them with "
+            "`neuroauth cohort --data DIR --checkpoint ... --out ...`"
+        )
+    hop = float(hop_seconds if hop_seconds is not None else sequences.record.get("hop_seconds", 1.0))
+    scorer = fit_scorer(owner, cohort.embeddings, search)
+    n, dim = owner.all.shape
+    chosen = scorer.record["svm_search"]["chosen"]
+    log.info("one-class SVM for %s: nu %.3g, gamma %.3g (mean fold EER %.3f)", user, *chosen.values())
+    if scorer.held_out.mean() <= scorer.cohort_fused.mean():
         raise DataError(
             f"the {n} enrolment windows of {user!r} score no higher than other people's windows when held "
-            f"out (owner mean {genuine.mean():.2f}, cohort mean {impostor.mean():.2f}): the recording is "
-            "mostly artefact or was embedded with another checkpoint. Record again with a well-seated "
-            "headset, using the same checkpoint."
+            f"out (owner mean {scorer.held_out.mean():.2f}, cohort mean "
+            f"{scorer.cohort_fused.mean():.2f}): the recording is mostly artefact or was embedded with "
+            "another checkpoint. Record again with a well-seated headset, using the same checkpoint."
         )
-    threshold = choose_threshold(genuine, impostor, policy, target_far)
-
-    multiple = found.gamma / found.gamma_scale
-    owner_sequences, impostor_sequences = cohort_sequences(cohort, n, found.nu, multiple)
+    threshold = choose_threshold(scorer.held_out, scorer.cohort_fused, policy, target_far)
     decision = calibrate_decision(
-        owner_sequences,
-        impostor_sequences,
+        sequences.owner_sequences(),
+        sequences.impostor_sequences(),
         hop,
         targets,
         llr_clip=llr_clip,
@@ -165,38 +248,23 @@ def enrol(
     )
     seconds = time.perf_counter() - started
     calibration = {
-        "svm_search": {
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(search).items()},
-            "gamma_scale": found.gamma_scale,
-            "gamma_heuristic": "1 / median squared distance between owner windows",
-            "impostor_windows": len(sample),
-            "owner_windows_per_fold": [len(f.test) for f in folds],
-            "training_windows_per_fold": [len(f.train) for f in folds],
-            "chosen": {"nu": nu, "gamma": gamma, "eer": found.eer},
-            "grid": found.grid,
-        },
-        "window_eer": {
-            "fused": eer(genuine, impostor),
-            "cosine": eer(
-                np.concatenate(held.cosine_z), (cohort_cos - fusion.cosine_mean) / fusion.cosine_std
-            ),
-            "svm": eer(np.concatenate(held.svm_z), (cohort_svm - fusion.svm_mean) / fusion.svm_std),
-            "held_out_owner_windows": len(genuine),
-            "cohort_windows": len(impostor),
-        },
+        **scorer.record,
+        "states": {s: len(w) for s, w in zip(owner.states, owner.windows, strict=True)},
         "cohort": {
             "subjects": len(np.unique(cohort.subject)),
-            "windows": len(impostor),
+            "windows": len(scorer.cohort_fused),
             "hop_seconds": cohort.hop_seconds,
         },
         "threshold": threshold.to_dict(),
-        "decision": decision.record,
+        "decision": decision.record | {"sequences": sequences.record},
         "seconds": round(seconds, 3),
     }
     log.info(
-        "enrolled %s from %d windows in %.1f s: window EER %.3f, threshold %.3f (%s), decision targets %s",
+        "enrolled %s from %d windows in %d state(s) in %.1f s: window EER %.3f, threshold %.3f (%s), "
+        "decision targets %s",
         user,
         n,
+        len(owner.states),
         seconds,
         calibration["window_eer"]["fused"],
         threshold.value,
@@ -208,9 +276,10 @@ def enrol(
         checkpoint_identity=checkpoint_identity,
         embedder=embedder,
         dim=dim,
-        centroid=centroid,
-        svm=svm,
-        fusion=fusion,
+        states=owner.states,
+        centroids=scorer.centroids,
+        svm=scorer.svm,
+        fusion=scorer.fusion,
         threshold=threshold,
         decision=decision.params,
         created=utc_now(),
@@ -273,19 +342,19 @@ class _HeldOut:
 
 
 def _held_out_scores(
-    owner: np.ndarray, impostors: np.ndarray, folds: list[_Fold], nu: float, gamma: float
+    owner: np.ndarray, states: np.ndarray, impostors: np.ndarray, folds: list[_Fold], nu: float, gamma: float
 ) -> _HeldOut:
-    """Score each held-out block with its fold's own centroid, SVM and fusion statistics.
+    """Score each held-out block with its fold's own centroids, SVM and fusion statistics.
 
     The z-normalisation makes scores of different fold models comparable with the
     final template's: each is in units of that model's impostor distribution.
     """
     out = _HeldOut([], [], [])
     for fold in folds:
-        centroid = _centroid(owner[fold.train])
+        centroids = _centroids(owner[fold.train], states[fold.train])
         svm = fit_ocsvm(owner[fold.train], nu, gamma)
-        stats = FusionStats.measure(cosine_scores(impostors, centroid), svm.decision_function(impostors))
-        cos, dec = cosine_scores(owner[fold.test], centroid), svm.decision_function(owner[fold.test])
+        stats = FusionStats.measure(cosine_scores(impostors, centroids), svm.decision_function(impostors))
+        cos, dec = cosine_scores(owner[fold.test], centroids), svm.decision_function(owner[fold.test])
         out.fused.append(stats.fuse(cos, dec))
         out.cosine_z.append((cos - stats.cosine_mean) / stats.cosine_std)
         out.svm_z.append((dec - stats.svm_mean) / stats.svm_std)
@@ -316,90 +385,69 @@ def choose_threshold(genuine: np.ndarray, impostor: np.ndarray, policy: str, tar
     )
 
 
-def _check_inputs(owner: np.ndarray, cohort: Cohort, user: str) -> np.ndarray:
-    owner = np.asarray(owner, dtype=np.float64)
-    if owner.ndim != 2:
+def _check_inputs(owner: OwnerWindows, cohort: Cohort, user: str) -> OwnerWindows:
+    windows = []
+    for state, w in zip(owner.states, owner.windows, strict=True):
+        w = np.asarray(w, dtype=np.float64)
+        if w.ndim != 2:
+            raise DataError(
+                f"enrolment windows of {user!r} ({state}) must be an (n, D) array of embeddings, "
+                f"got {w.shape}"
+            )
+        if len(w) < MIN_STATE_WINDOWS:
+            raise DataError(
+                f"only {len(w)} window(s) of {user!r} in the {state!r} phase passed the quality gate; each "
+                f"phase needs at least {MIN_STATE_WINDOWS} (about {MIN_STATE_WINDOWS + 3} s of clean EEG). "
+                "Record that phase again, longer, with the headset well seated."
+            )
+        if not np.isfinite(w).all():
+            raise DataError(
+                f"enrolment windows of {user!r} ({state}) hold NaN or infinite values; embed the "
+                "recording again"
+            )
+        windows.append(w)
+    if len({w.shape[1] for w in windows}) != 1:
+        raise DataError(f"enrolment windows of {user!r} differ in dimension between states")
+    total = sum(len(w) for w in windows)
+    if total < MIN_OWNER_WINDOWS:
         raise DataError(
-            f"enrolment windows of {user!r} must be an (n, D) array of embeddings, got {owner.shape}"
-        )
-    if len(owner) < MIN_OWNER_WINDOWS:
-        raise DataError(
-            f"only {len(owner)} enrolment window(s) of {user!r} passed the quality gate; a template "
+            f"only {total} enrolment window(s) of {user!r} passed the quality gate; a template "
             f"needs at least {MIN_OWNER_WINDOWS} (about {MIN_OWNER_WINDOWS} s of clean EEG at a 1 s hop). "
             "Record longer, with the headset well seated, and enrol again."
-        )
-    if not np.isfinite(owner).all():
-        raise DataError(
-            f"enrolment windows of {user!r} hold NaN or infinite values; embed the recording again"
         )
     if len(cohort.embeddings) == 0 or len(np.unique(cohort.subject)) == 0:
         raise CheckpointError(
             "the checkpoint's background cohort is empty, so no impostor windows can calibrate the template; "
             "use a checkpoint trained with a cohort (`neuroauth train`), or the shipped one"
         )
-    if cohort.dim != owner.shape[1]:
+    if cohort.dim != windows[0].shape[1]:
         raise CheckpointError(
-            f"enrolment windows of {user!r} are {owner.shape[1]}-d but the checkpoint's cohort is "
+            f"enrolment windows of {user!r} are {windows[0].shape[1]}-d but the checkpoint's cohort is "
             f"{cohort.dim}-d; embed the enrolment recording with the checkpoint that holds the cohort"
         )
-    return owner
+    return OwnerWindows(tuple(owner.states), tuple(windows))
 
 
-def _centroid(x: np.ndarray) -> np.ndarray:
-    mean = x.mean(axis=0)  # (D,)
-    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+def _centroids(x: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """Per state present in ``states``: the normalised mean of its rows of ``x``; ``(K, D)``."""
+    rows = []
+    for k in np.unique(states):
+        mean = x[states == k].mean(axis=0)  # (D,)
+        rows.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+    return np.stack(rows)
 
 
 def _cohort_scores(
-    embeddings: np.ndarray, centroid: np.ndarray, svm: OneClassSvm
+    embeddings: np.ndarray, centroids: np.ndarray, svm: OneClassSvm
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cosine and SVM scores ``(M,)`` of every cohort window, a block of rows at a time."""
     cos = np.empty(len(embeddings))
     dec = np.empty(len(embeddings))
     for start in range(0, len(embeddings), _ROWS):
         block = np.asarray(embeddings[start : start + _ROWS], dtype=np.float64)  # (b, D)
-        cos[start : start + _ROWS] = cosine_scores(block, centroid)
+        cos[start : start + _ROWS] = cosine_scores(block, centroids)
         dec[start : start + _ROWS] = svm.decision_function(block)
     return cos, dec
-
-
-def cohort_sequences(
-    cohort: Cohort, enrol_windows: int, nu: float, gamma_multiple: float
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Fused-score sequences of the cohort's own people, across recordings, in time order.
-
-    For each cohort subject with two recordings: a template (centroid, one-class SVM
-    with the owner's ``nu`` and ``gamma`` rule, fusion statistics against the *other*
-    cohort subjects) from the first ``enrol_windows`` windows of its first recording;
-    its owner sequence is its second recording; its impostor sequences are the
-    second recordings of the others.
-    """
-    owners, impostors = [], []
-    probes = {
-        s: cohort.embeddings[(cohort.subject == s) & (cohort.recording == 1)].astype(np.float64)
-        for s in np.unique(cohort.subject)
-    }
-    for s, probe in probes.items():
-        enrol_rows = (cohort.subject == s) & (cohort.recording == 0)
-        enrolment = cohort.embeddings[enrol_rows][:enrol_windows].astype(np.float64)
-        if len(enrolment) < MIN_OWNER_WINDOWS or not len(probe):
-            continue
-        d2 = squared_distances(enrolment, enrolment)
-        median_d2 = float(np.median(d2[np.triu_indices(len(enrolment), k=1)]))
-        svm = fit_ocsvm(enrolment, nu, gamma_multiple / median_d2 if median_d2 > 1e-12 else gamma_multiple)
-        centroid = _centroid(enrolment)
-        others = cohort.embeddings[cohort.subject != s]
-        stats = FusionStats.measure(*_cohort_scores(others, centroid, svm))
-        owners.append(stats.fuse(cosine_scores(probe, centroid), svm.decision_function(probe)))
-        for other, x in probes.items():
-            if other != s and len(x):
-                impostors.append(stats.fuse(cosine_scores(x, centroid), svm.decision_function(x)))
-    if not owners:
-        raise CheckpointError(
-            "no cohort subject has two recordings long enough to calibrate the decision over time; "
-            "use a checkpoint whose cohort was made by `neuroauth train` or `neuroauth cohort`"
-        )
-    return owners, impostors
 
 
 def subjects_recorded_in(cohort: Cohort, owner: np.ndarray, similarity: float = 0.9999) -> set[str]:

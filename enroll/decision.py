@@ -11,7 +11,8 @@ The bound keeps the evidence current: however long the owner has worn the
 headset, an impostor needs at most ``(bound - lock_level) / llr_clip`` windows to
 lock. Consecutive windows overlap (4 s windows every 1 s), so their LLRs are
 correlated and ``A`` is not a calibrated probability; the levels are therefore
-tuned by simulating the machine on real score sequences (:func:`calibrate_decision`).
+tuned by simulating the machine on real score sequences
+(:func:`neuroauth.enroll.decision_calibration.calibrate_decision`).
 
 States::
 
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 
 import numpy as np
@@ -212,231 +213,11 @@ class DecisionMachine:
             self._state = state
             self._since = timestamp
             log.info(
-                "decision %s -> %s at %.3f (evidence %.2f)",
+                "decision %s -> %s at %.3f (evidence %.2f)%s",
                 previous.value,
                 state.value,
                 timestamp,
                 self._evidence,
+                f": {reason}" if reason else "",
             )
         return Decision(timestamp, state, previous, changed, self._since, self._evidence, score, llr, reason)
-
-
-# -- calibration to targets by simulation on real score sequences ---------------------------------
-
-
-@dataclass(frozen=True)
-class DecisionGrid:
-    """Candidate levels, as multiples of ``llr_clip`` (the most evidence one window can add)."""
-
-    unlock: tuple[float, ...] = (2.0, 4.0, 8.0)
-    lock: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)  # lock_level = -multiple * llr_clip
-    bound: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0)
-
-    def settings(self, llr_clip: float) -> list[tuple[float, float, float]]:
-        """``(unlock_level, lock_level, bound)`` for every combination where both levels are reachable."""
-        return [
-            (u * llr_clip, -k * llr_clip, b * llr_clip)
-            for u in self.unlock
-            for k in self.lock
-            for b in self.bound
-            if b >= u and b >= k
-        ]
-
-
-@dataclass(frozen=True)
-class DecisionCalibration:
-    """The chosen parameters and the figures the simulation measured (``record`` is JSON-ready)."""
-
-    params: DecisionParams
-    meets_targets: bool
-    record: dict = field(default_factory=dict)
-
-
-_OWNER, _IMPOSTOR, _OTHER = 2, 3, 1
-
-
-@dataclass(frozen=True)
-class _Run:
-    """What ``G`` simulated machines did over one sequence; every field ``(G,)``."""
-
-    locks: np.ndarray  # entries into IMPOSTOR
-    unlocks: np.ndarray  # entries into OWNER
-    first_lock: np.ndarray  # index of the window that first gave IMPOSTOR, -1 if none
-    first_unlock: np.ndarray  # index of the window that first gave OWNER, -1 if none
-    in_owner: np.ndarray  # windows after which the state was OWNER
-
-
-def _simulate(
-    llr: np.ndarray, unlock: np.ndarray, lock: np.ndarray, bound: np.ndarray, start_owner: bool
-) -> _Run:
-    """Run ``G`` machines (one per setting) over one sequence of clipped LLRs ``(T,)``.
-
-    Starts in UNKNOWN with A = 0, or (``start_owner``) in OWNER with A = +bound. The
-    same transitions as :meth:`DecisionMachine.update`, vectorised over settings.
-    """
-    g = len(unlock)
-    state = np.full(g, _OWNER if start_owner else _OTHER)
-    evidence = bound.copy() if start_owner else np.zeros(g)
-    locks = np.zeros(g, dtype=np.int64)
-    unlocks = np.zeros(g, dtype=np.int64)
-    in_owner = np.zeros(g, dtype=np.int64)
-    first_lock = np.full(g, -1)
-    first_unlock = np.full(g, -1)
-    for t, value in enumerate(llr):
-        evidence = np.clip(evidence + value, -bound, bound)
-        to_owner = (evidence >= unlock) & (state != _OWNER)
-        to_impostor = (evidence <= lock) & (state != _IMPOSTOR)
-        state = np.where(to_owner, _OWNER, np.where(to_impostor, _IMPOSTOR, state))
-        locks += to_impostor
-        unlocks += to_owner
-        in_owner += state == _OWNER
-        first_lock = np.where(to_impostor & (first_lock < 0), t, first_lock)
-        first_unlock = np.where(to_owner & (first_unlock < 0), t, first_unlock)
-    return _Run(locks, unlocks, first_lock, first_unlock, in_owner)
-
-
-def _seconds_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def calibrate_decision(
-    owner_sequences: list[np.ndarray],
-    impostor_sequences: list[np.ndarray],
-    hop_seconds: float,
-    targets: DecisionTargets,
-    *,
-    llr_clip: float = 3.0,
-    gap_seconds: float = 3.0,
-    grid: DecisionGrid | None = None,
-) -> DecisionCalibration:
-    """Choose the levels by simulating the machine on fused-score sequences in time order.
-
-    ``owner_sequences``: the owner's held-out fused scores, one array per contiguous
-    stretch; each starts like a session, in UNKNOWN with A = 0. A false lock-out is an
-    entry into IMPOSTOR. ``impostor_sequences``: fused scores of other people's
-    recordings, each started in OWNER with A = +bound (someone else puts the headset
-    on after the owner wore it long enough to saturate the evidence, the slowest case).
-    Time to lock counts windows from the first impostor window, times the hop.
-
-    The Gaussians are the mean and deviation of the pooled owner and impostor scores.
-    Among the settings that meet both targets (false lock-outs per hour of owner data,
-    median time to lock), the one that keeps the owner unlocked longest wins: a setting
-    that never lets the owner in meets both targets and is useless. When none meets
-    both, the shortest median time to lock among those within the false lock-out
-    target; when none is within that either, the fewest false lock-outs. In both
-    cases ``meets_targets`` is False.
-    """
-    owner_sequences = [np.asarray(s, dtype=np.float64) for s in owner_sequences if len(s)]
-    impostor_sequences = [np.asarray(s, dtype=np.float64) for s in impostor_sequences if len(s)]
-    if not owner_sequences or not impostor_sequences:
-        raise ValueError("calibrating the decision needs owner and impostor score sequences")
-    owner_all = np.concatenate(owner_sequences)
-    impostor_all = np.concatenate(impostor_sequences)
-    gaussians = {
-        "owner_mean": float(owner_all.mean()),
-        "owner_std": max(float(owner_all.std()), 1e-3),
-        "impostor_mean": float(impostor_all.mean()),
-        "impostor_std": max(float(impostor_all.std()), 1e-3),
-    }
-    settings = (grid or DecisionGrid()).settings(llr_clip)
-    unlock, lock, bound = (np.array(col, dtype=np.float64) for col in zip(*settings, strict=True))
-    # any valid setting serves to evaluate the LLR: it does not depend on the levels
-    probe = DecisionParams(
-        float(unlock[0]), float(lock[0]), float(bound[0]), llr_clip, gap_seconds, **gaussians
-    )
-
-    g = len(settings)
-    false_lockouts = np.zeros(g, dtype=np.int64)
-    owner_unlocked = np.zeros(g, dtype=np.int64)
-    unlock_times: list[np.ndarray] = []
-    for scores in owner_sequences:
-        run = _simulate(probe.llr(scores), unlock, lock, bound, start_owner=False)
-        false_lockouts += run.locks
-        owner_unlocked += run.in_owner
-        unlock_times.append(np.where(run.first_unlock >= 0, (run.first_unlock + 1) * hop_seconds, np.inf))
-    lock_times: list[np.ndarray] = []
-    impostor_unlocks = np.zeros(g, dtype=np.int64)
-    impostor_unlocked = np.zeros(g, dtype=np.int64)
-    for scores in impostor_sequences:
-        run = _simulate(probe.llr(scores), unlock, lock, bound, start_owner=True)
-        impostor_unlocks += run.unlocks
-        impostor_unlocked += run.in_owner
-        lock_times.append(np.where(run.first_lock >= 0, (run.first_lock + 1) * hop_seconds, np.inf))
-
-    owner_hours = len(owner_all) * hop_seconds / 3600.0
-    impostor_hours = len(impostor_all) * hop_seconds / 3600.0
-    per_hour = false_lockouts / owner_hours
-    lock_matrix = np.stack(lock_times)  # (sequences, G)
-    unlock_matrix = np.stack(unlock_times)  # (owner sequences, G)
-    median_lock = np.median(lock_matrix, axis=0)
-    p95_lock = np.percentile(lock_matrix, 95, axis=0, method="higher")
-    median_unlock = np.median(unlock_matrix, axis=0)
-    never_locked = (~np.isfinite(lock_matrix)).sum(axis=0)
-
-    owner_share = owner_unlocked / len(owner_all)
-    safe = per_hour <= targets.false_lockouts_per_hour
-    both = safe & (median_lock <= targets.time_to_lock_s)
-    if both.any():
-        # both targets met: the owner unlocked for longest, then the fewest impostor re-unlocks
-        candidates = np.flatnonzero(both)
-        order = [
-            (-owner_share[i], impostor_unlocks[i], median_lock[i], p95_lock[i], -unlock[i]) for i in range(g)
-        ]
-    elif safe.any():
-        candidates = np.flatnonzero(safe)
-        order = [
-            (median_lock[i], impostor_unlocks[i], -owner_share[i], p95_lock[i], -unlock[i]) for i in range(g)
-        ]
-    else:
-        candidates = np.arange(g)
-        order = [
-            (per_hour[i], median_lock[i], impostor_unlocks[i], -owner_share[i], -unlock[i]) for i in range(g)
-        ]
-    best = int(min(candidates, key=lambda i: order[i]))
-    meets = bool(
-        per_hour[best] <= targets.false_lockouts_per_hour and median_lock[best] <= targets.time_to_lock_s
-    )
-    params = DecisionParams(
-        float(unlock[best]), float(lock[best]), float(bound[best]), llr_clip, gap_seconds, **gaussians
-    )
-
-    def figures(i: int) -> dict:
-        return {
-            "unlock_level": float(unlock[i]),
-            "lock_level": float(lock[i]),
-            "bound": float(bound[i]),
-            "false_lockouts": int(false_lockouts[i]),
-            "false_lockouts_per_hour": float(per_hour[i]),
-            "median_time_to_lock_s": _seconds_or_none(median_lock[i]),
-            "p95_time_to_lock_s": _seconds_or_none(p95_lock[i]),
-            "never_locked": int(never_locked[i]),
-            "median_time_to_unlock_s": _seconds_or_none(median_unlock[i]),
-            "owner_unlocked_share": float(owner_share[i]),
-            "impostor_unlocks_per_hour": float(impostor_unlocks[i] / impostor_hours),
-            # impostor windows spent in OWNER, counting those before the first lock
-            "impostor_unlocked_share": float(impostor_unlocked[i] / len(impostor_all)),
-        }
-
-    record = {
-        "targets": targets.to_dict(),
-        "meets_targets": meets,
-        "chosen": figures(best),
-        "owner_sequences": len(owner_sequences),
-        "owner_windows": len(owner_all),
-        "owner_hours": owner_hours,
-        "impostor_sequences": len(impostor_sequences),
-        "impostor_windows": len(impostor_all),
-        "hop_seconds": hop_seconds,
-        "start": "owner sequences from UNKNOWN with A = 0; impostor sequences from OWNER with A = +bound",
-        "grid": [figures(i) for i in range(g)],
-    }
-    if not meets:
-        log.warning(
-            "decision targets not met: %.2f false lock-outs/h (target %.2f), median time to lock %s s "
-            "(target %.1f)",
-            per_hour[best],
-            targets.false_lockouts_per_hour,
-            record["chosen"]["median_time_to_lock_s"],
-            targets.time_to_lock_s,
-        )
-    return DecisionCalibration(params=params, meets_targets=meets, record=record)

@@ -2,8 +2,12 @@
 
 For one embedding window ``x`` (a unit vector) and a template:
 
-- **cosine** ``c(x) = <x, centroid> / |x|``: similarity to the normalised mean of
-  the owner's enrolment windows;
+- **cosine** ``c(x) = max_k <x, centroid_k> / |x|``: similarity to the nearest of
+  the owner's states, each the normalised mean of that state's enrolment windows
+  (eyes open, eyes closed, a mental task): a window is judged against the state
+  the owner is most like at that moment, not against an average of states the
+  owner is never in at once. Measured against the mean of the per-state cosines
+  and one centroid of every window, on people never seen (docs/results.md);
 - **svm** ``s(x)``: the one-class SVM decision (positive inside the owner's support);
 - **fused** ``f(x) = ( (c(x) - mu_c) / sd_c + (s(x) - mu_s) / sd_s ) / 2``.
 
@@ -76,16 +80,16 @@ class WindowScores:
         return len(self.fused)
 
 
-def cosine_scores(x: np.ndarray, centroid: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each row of ``x (n, D)`` to the unit vector ``centroid (D,)``."""
+def cosine_scores(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of ``x (n, D)`` to the nearest unit row of ``centroids (K, D)``."""
     x = np.asarray(x, dtype=np.float64)
     norms = np.maximum(np.linalg.norm(x, axis=1), 1e-12)  # (n,)
-    return (x @ centroid) / norms
+    return (x @ np.atleast_2d(centroids).T).max(axis=1) / norms  # (n, K) -> (n,)
 
 
-def raw_scores(x: np.ndarray, centroid: np.ndarray, svm: OneClassSvm) -> tuple[np.ndarray, np.ndarray]:
+def raw_scores(x: np.ndarray, centroids: np.ndarray, svm: OneClassSvm) -> tuple[np.ndarray, np.ndarray]:
     """``(cosine (n,), svm (n,))`` of the windows ``x (n, D)``, before fusion."""
-    return cosine_scores(x, centroid), svm.decision_function(x)
+    return cosine_scores(x, centroids), svm.decision_function(x)
 
 
 def score_windows(template: Template, x: np.ndarray) -> WindowScores:
@@ -99,5 +103,5 @@ def score_windows(template: Template, x: np.ndarray) -> WindowScores:
             f"score have shape {x.shape}; they come from another embedder. Enrol {template.user!r} "
             f"again with this checkpoint (`neuroauth enroll --user {template.user}`)."
         )
-    cosine, svm = raw_scores(x, template.centroid, template.svm)
+    cosine, svm = raw_scores(x, template.centroids, template.svm)
     return WindowScores(cosine=cosine, svm=svm, fused=template.fusion.fuse(cosine, svm))

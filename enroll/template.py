@@ -2,7 +2,7 @@
 
 A template file is one JSON document, never pickle, and nothing in it is executed::
 
-    {"format": "neuroauth-template", "format_version": 1,
+    {"format": "neuroauth-template", "format_version": 2,
      "sha256": "<hex digest of the UTF-8 bytes of content>",
      "content": "<a JSON text: metadata, parameters, calibration record, and arrays>"}
 
@@ -10,9 +10,9 @@ Arrays inside ``content`` are ``{"dtype": "<f8", "shape": [...], "base64": "..."
 little-endian float64 bytes in base64. Loading checks, in order: the document
 parses (else damaged or truncated), the format name and version, the digest of
 ``content`` (else altered after writing), then every field's presence, type, and
-the arrays' dtype, shapes (centroid ``(dim,)``, support vectors ``(S, dim)``, dual
-coefficients ``(S,)``) and finiteness. Every refusal is a :class:`TemplateError`
-naming the file and the fix.
+the arrays' dtype, shapes (centroids ``(K, dim)``, one per enrolled state,
+support vectors ``(S, dim)``, dual coefficients ``(S,)``) and finiteness. Every
+refusal is a :class:`TemplateError` naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .ocsvm import OneClassSvm
 from .scoring import FusionStats, WindowScores, score_windows
 
 FORMAT = "neuroauth-template"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one centroid per enrolled state
 POLICIES = ("target-far", "eer", "youden")
 
 _USER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -94,7 +94,8 @@ class Template:
     checkpoint_identity: str
     embedder: str
     dim: int
-    centroid: np.ndarray  # (dim,) float64, unit norm
+    states: tuple[str, ...]  # the states the owner was enrolled in, e.g. ("eyes-open", "eyes-closed")
+    centroids: np.ndarray  # (len(states), dim) float64, unit rows: the mean of each state's windows
     svm: OneClassSvm
     fusion: FusionStats
     threshold: Threshold
@@ -105,13 +106,15 @@ class Template:
 
     def __post_init__(self) -> None:
         validate_user(self.user)
-        if self.dim < 1 or self.centroid.shape != (self.dim,) or self.svm.dim != self.dim:
+        if self.dim < 1 or self.centroids.shape != (len(self.states), self.dim) or self.svm.dim != self.dim:
             raise ValueError(
-                f"template dimension {self.dim} disagrees with its centroid {self.centroid.shape} "
-                f"or support vectors {self.svm.support_vectors.shape}"
+                f"template dimension {self.dim} and states {self.states} disagree with its centroids "
+                f"{self.centroids.shape} or support vectors {self.svm.support_vectors.shape}"
             )
+        if not self.states or len(set(self.states)) != len(self.states) or not all(self.states):
+            raise ValueError(f"template states must be distinct non-empty names, got {self.states}")
         for name, array in (
-            ("centroid", self.centroid),
+            ("centroids", self.centroids),
             ("support vectors", self.svm.support_vectors),
             ("dual coefficients", self.svm.dual_coef),
         ):
@@ -132,6 +135,7 @@ class Template:
             "checkpoint_identity": self.checkpoint_identity,
             "embedder": self.embedder,
             "dim": self.dim,
+            "states": list(self.states),
             "n_windows": self.n_windows,
             "svm": {"nu": self.svm.nu, "gamma": self.svm.gamma, "support_vectors": len(self.svm.dual_coef)},
             "fusion": self.fusion.to_dict(),
@@ -148,6 +152,7 @@ class Template:
             "checkpoint_identity": self.checkpoint_identity,
             "embedder": self.embedder,
             "dim": self.dim,
+            "states": list(self.states),
             "created": self.created,
             "n_windows": self.n_windows,
             "svm": {"intercept": self.svm.intercept, "gamma": self.svm.gamma, "nu": self.svm.nu},
@@ -156,7 +161,7 @@ class Template:
             "decision": self.decision.to_dict(),
             "calibration": self.calibration,
             "arrays": {
-                "centroid": _encode_array(self.centroid),
+                "centroids": _encode_array(self.centroids),
                 "support_vectors": _encode_array(self.svm.support_vectors),
                 "dual_coef": _encode_array(self.svm.dual_coef),
             },
@@ -223,13 +228,20 @@ class Template:
         dim = content["dim"]
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
             raise ValueError(f"'dim' must be a positive integer, got {dim!r}")
-        centroid = _decode_array(arrays["centroid"], "centroid", ndim=1)
+        states = content["states"]
+        if not isinstance(states, list) or not all(isinstance(s, str) for s in states):
+            raise TypeError(f"'states' must be a list of names, got {states!r}")
+        centroids = _decode_array(arrays["centroids"], "centroids", ndim=2)
         support = _decode_array(arrays["support_vectors"], "support_vectors", ndim=2)
         coef = _decode_array(arrays["dual_coef"], "dual_coef", ndim=1)
-        if centroid.shape != (dim,) or support.shape[1:] != (dim,) or coef.shape != support.shape[:1]:
+        if (
+            centroids.shape != (len(states), dim)
+            or support.shape[1:] != (dim,)
+            or coef.shape != support.shape[:1]
+        ):
             raise ValueError(
-                f"array shapes disagree with dim {dim}: centroid {centroid.shape}, support_vectors "
-                f"{support.shape}, dual_coef {coef.shape}"
+                f"array shapes disagree with dim {dim} and {len(states)} state(s): centroids "
+                f"{centroids.shape}, support_vectors {support.shape}, dual_coef {coef.shape}"
             )
         svm = content["svm"]
         calibration = content["calibration"]
@@ -240,7 +252,8 @@ class Template:
             checkpoint_identity=str(content["checkpoint_identity"]),
             embedder=str(content["embedder"]),
             dim=dim,
-            centroid=centroid,
+            states=tuple(states),
+            centroids=centroids,
             svm=OneClassSvm(
                 support_vectors=support,
                 dual_coef=coef,

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..atomic import atomic_write
 from ..errors import CheckpointError
-from .cohort import Cohort
+from .cohort import Cohort, ScoreSequences
 from .denoiser import CausalDenoiser, DenoiserConfig
 from .embedders.fused import FusedConfig, FusedEmbedder
 from .embedders.resnet import ResNetConfig, ResNetEmbedder
@@ -55,6 +55,7 @@ class NeuroAuthModel:
     baseline_config: dict = field(default_factory=dict)  # its feature settings (SpectralConfig)
     meta: dict = field(default_factory=dict)
     cohort: Cohort | None = None  # background impostors for enrolment (training subjects' windows)
+    calibration: ScoreSequences | None = None  # unseen people's score sequences for the decision over time
 
     @property
     def embedder_name(self) -> str:
@@ -71,6 +72,8 @@ class NeuroAuthModel:
         }
         if self.cohort is not None:  # absent, not null, so that older checkpoints keep their identity
             config["cohort"] = self.cohort.config()
+        if self.calibration is not None:
+            config["calibration"] = self.calibration.config()
         return config
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -79,6 +82,8 @@ class NeuroAuthModel:
         out.update({f"baseline.{k}": v for k, v in self.baseline.items()})
         if self.cohort is not None:
             out.update({f"cohort.{k}": v for k, v in self.cohort.tensors().items()})
+        if self.calibration is not None:
+            out.update({f"calibration.{k}": v for k, v in self.calibration.tensors().items()})
         return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
     def identity(self) -> str:
@@ -179,6 +184,12 @@ def _rebuild(payload: object, path: Path) -> NeuroAuthModel:
             cohort = Cohort.from_parts(parts, config["cohort"])
             if cohort.dim != embedder.dim:
                 raise ValueError(f"cohort of dimension {cohort.dim} for an embedder of {embedder.dim}")
+        calibration = None
+        if config.get("calibration") is not None:
+            parts = {
+                k.removeprefix("calibration."): v for k, v in tensors.items() if k.startswith("calibration.")
+            }
+            calibration = ScoreSequences.from_parts(parts, config["calibration"])
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
@@ -195,6 +206,7 @@ def _rebuild(payload: object, path: Path) -> NeuroAuthModel:
         baseline_config=config.get("baseline", {}),
         meta=config.get("meta", {}),
         cohort=cohort,
+        calibration=calibration,
     )
     stored = payload["identity"]
     if stored != model.identity():

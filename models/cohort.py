@@ -78,3 +78,76 @@ class Cohort:
             subjects=tuple(str(s) for s in config["subjects"]),
             hop_seconds=float(config["hop_seconds"]),
         )
+
+
+@dataclass(frozen=True)
+class ScoreSequences:
+    """Fused-score sequences, in time order, of people the checkpoint's embedder never trained on.
+
+    Enrolment calibrates the decision over time on them: each *owner* sequence is
+    a person's own EEG after their enrolment (another part of a recording, another
+    state), scored by their template; each *impostor* sequence is someone else's
+    EEG scored by that template. The scores come from embedders fitted without
+    those people (cross-fitting), so they show what a new owner will meet, not the
+    flattering scores of people the model has learned.
+    """
+
+    values: np.ndarray  # (T,) float32: every sequence, one after the other
+    lengths: np.ndarray  # (S,) int64
+    owner: np.ndarray  # (S,) bool: the template's own person, else an impostor
+    record: dict  # JSON-ready: how they were made (people, folds, protocol)
+
+    def __post_init__(self) -> None:
+        if self.lengths.shape != self.owner.shape or int(self.lengths.sum()) != len(self.values):
+            raise ValueError(
+                f"score sequences disagree: {len(self.values)} values, lengths summing to "
+                f"{int(self.lengths.sum())}, {len(self.owner)} owner flags"
+            )
+        if (self.lengths < 1).any() or not np.isfinite(self.values).all():
+            raise ValueError("score sequences must be non-empty and finite")
+
+    def _split(self, wanted: bool) -> list[np.ndarray]:
+        ends = np.cumsum(self.lengths)
+        starts = ends - self.lengths
+        return [
+            self.values[a:b].astype(np.float64)
+            for a, b, o in zip(starts, ends, self.owner, strict=True)
+            if bool(o) == wanted
+        ]
+
+    def owner_sequences(self) -> list[np.ndarray]:
+        return self._split(True)
+
+    def impostor_sequences(self) -> list[np.ndarray]:
+        return self._split(False)
+
+    @classmethod
+    def from_lists(
+        cls, owners: list[np.ndarray], impostors: list[np.ndarray], record: dict
+    ) -> ScoreSequences:
+        seqs = [*owners, *impostors]
+        return cls(
+            values=np.concatenate(seqs).astype(np.float32),
+            lengths=np.array([len(s) for s in seqs], dtype=np.int64),
+            owner=np.array([True] * len(owners) + [False] * len(impostors)),
+            record=record,
+        )
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            "values": torch.from_numpy(np.ascontiguousarray(self.values, dtype=np.float32)),
+            "lengths": torch.from_numpy(self.lengths.astype(np.int64)),
+            "owner": torch.from_numpy(self.owner.astype(np.bool_)),
+        }
+
+    def config(self) -> dict:
+        return self.record
+
+    @classmethod
+    def from_parts(cls, tensors: dict[str, torch.Tensor], config: dict) -> ScoreSequences:
+        return cls(
+            values=tensors["values"].numpy().astype(np.float32),
+            lengths=tensors["lengths"].numpy().astype(np.int64),
+            owner=tensors["owner"].numpy().astype(bool),
+            record=dict(config),
+        )

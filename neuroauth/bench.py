@@ -292,3 +292,30 @@ def run(checkpoint: Path, data_dir: Path, progress: Callable[[str], None] = prin
         "state_per_stream_mb": round(state, 3),
         "hop_breakdown_ms": breakdown,
     }
+
+
+def register(subparsers) -> None:
+    from .paths import BUNDLED_DATA, SHIPPED_CHECKPOINT
+
+    p = subparsers.add_parser("bench", help="measure the streaming engine here (latency, streams, memory)")
+    p.add_argument(
+        "--checkpoint", type=Path, default=SHIPPED_CHECKPOINT, help="model to measure (default: shipped 4-ch)"
+    )
+    p.add_argument("--data", type=Path, default=BUNDLED_DATA, help="recordings for the equivalence check")
+    p.add_argument("--json", type=Path, help="write the figures as JSON here")
+    p.set_defaults(run=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    import json
+    import sys
+
+    from .atomic import atomic_write_text
+
+    result = run(args.checkpoint, args.data, progress=lambda text: print(text, file=sys.stderr))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        atomic_write_text(args.json, text + "\n")
+        print(f"figures written to {args.json}", file=sys.stderr)
+    return 0

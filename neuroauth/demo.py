@@ -75,7 +75,7 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen, int] | None:
 
 def takeover_recording(out: Path, owner: str, impostor: str, impostor_seconds: float) -> tuple[float, float]:
     """The owner's second recording, then the impostor's; returns (takeover, total) seconds."""
-    from .training.data import read_raw
+    from .recordings import read_raw
 
     first = read_raw(BUNDLED_DATA / f"{owner}_2.edf")
     second = read_raw(BUNDLED_DATA / f"{impostor}_2.edf")
@@ -275,3 +275,13 @@ def _summary(seen: list, started: float, takeover: float) -> int:
     else:
         print(f"time to lock:   {lock - takeover:.1f} s after the impostor put the headset on")
     return 0 if unlock is not None and lock is not None else 1
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo", help="live demo: enrol, replay owner then impostor, run neuroauthd over MQTT"
+    )
+    p.add_argument(
+        "--impostor-seconds", type=float, default=40.0, help="seconds of the impostor's EEG (default 40)"
+    )
+    p.set_defaults(run=lambda args: run(args.impostor_seconds))

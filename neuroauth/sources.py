@@ -33,7 +33,7 @@ class Source:
 
 def file_source(path: Path, seconds: float) -> Source:
     """The first ``seconds`` of a recording, as chunks with timestamps from 0."""
-    from .training.data import read_raw
+    from .recordings import read_raw
 
     raw = read_raw(path)
     sfreq = float(raw.info["sfreq"])

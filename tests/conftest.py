@@ -21,7 +21,7 @@ os.environ["LSLAPICFG"] = str(loopback_config_path())
 
 @pytest.fixture(scope="session")
 def bundled_dir() -> Path:
-    from neuroauth.cli import BUNDLED_DATA
+    from neuroauth.paths import BUNDLED_DATA
 
     return BUNDLED_DATA
 

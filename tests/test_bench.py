@@ -27,7 +27,7 @@ def test_largest_passing_finds_the_capacity_within_six_percent(capacity):
 
 
 def test_stream_equivalence_on_real_eeg_within_1e5(bundled_dir):
-    from neuroauth.cli import SHIPPED_CHECKPOINT
+    from neuroauth.paths import SHIPPED_CHECKPOINT
 
     model = load_checkpoint(SHIPPED_CHECKPOINT)
     rec = load_recording(find_sessions(bundled_dir)[0].probe, DEFAULT_MONTAGE, SignalSpec())
@@ -37,7 +37,7 @@ def test_stream_equivalence_on_real_eeg_within_1e5(bundled_dir):
 
 
 def test_state_bytes_counts_each_streams_buffers():
-    from neuroauth.cli import SHIPPED_CHECKPOINT
+    from neuroauth.paths import SHIPPED_CHECKPOINT
 
     model = load_checkpoint(SHIPPED_CHECKPOINT)
     engine = StreamingEngine(model)

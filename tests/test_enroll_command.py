@@ -8,7 +8,7 @@ import pytest
 from neuroauth.enroll.store import TemplateStore
 from neuroauth.models.checkpoint import load_checkpoint
 
-from neuroauth.cli import BUNDLED_DATA, SHIPPED_CHECKPOINT, main
+from neuroauth.paths import BUNDLED_DATA, SHIPPED_CHECKPOINT, main
 
 
 def test_enrol_from_a_bundled_recording(tmp_path, capsys):

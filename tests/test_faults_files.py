@@ -39,7 +39,7 @@ from neuroauth.models.preprocess import SignalSpec
 from neuroauth.training.data import Recording
 from neuroauth.training.denoiser_training import DenoiserTraining, train_denoiser
 
-from neuroauth.cli import SHIPPED_CHECKPOINT
+from neuroauth.paths import SHIPPED_CHECKPOINT
 
 DAEMON_TIMEOUT = 60.0  # seconds; generous (a refusal takes a few), the machine may be busy
 STARTING = "neuroauthd starting"  # logged once the checkpoint and templates are loaded

@@ -27,7 +27,7 @@ from neuroauth.enroll.store import TemplateStore
 from neuroauth.models.checkpoint import load_checkpoint
 
 from neuroauth.atomic import temporaries_of
-from neuroauth.cli import BUNDLED_DATA, SHIPPED_CHECKPOINT
+from neuroauth.paths import BUNDLED_DATA, SHIPPED_CHECKPOINT
 
 TIMEOUT = 120.0  # seconds to wait for a subprocess to reach a moment; generous, the machine may be busy
 

@@ -1,30 +1,38 @@
-"""``neuroauth evaluate --continuous``: the whole system on replayed sessions.
+"""``neuroauth evaluate --continuous``: the whole decision path on owner-then-impostor sessions.
 
-For every subject of the data (the *owner*):
+For every person with every recording (the *owner*):
 
-1. enrol as the offline protocol does, from the windows of the first 60 s of its
-   enrolment recording, run through the streaming engine; the template is
-   calibrated against the checkpoint's cohort *without* any subject of the data,
-   so neither the owner nor the impostors of the replay are seen in calibration;
-2. replay a session for every other subject (the *impostor*): the owner's probe
-   recording, then the impostor's probe recording, as one uninterrupted stream,
-   as if someone else put the headset on. All of an owner's sessions run as
-   parallel streams of one engine;
-3. drive the decision machine with every window and record the timeline.
+1. enrol as the protocol does (:mod:`.evaluate`): each state's enrolment part,
+   through :func:`neuroauth.enroll.calibration.enrol`, against the checkpoint's
+   cohort *without* any person evaluated, its decision tuned on the checkpoint's
+   calibration sequences of people its embedder never trained on;
+2. the owner wears the headset: the probe part of each of their states, one after
+   the other; then, for every other person (the *impostor*), that person's probe
+   parts, as if someone else put the headset on;
+3. every window's fused score drives the decision machine; a window the quality
+   gate refuses is no signal, as in the daemon.
+
+The windows are the protocol's, cut from each recording offline; the engine's are
+the same samples (the recurrent denoiser equals the whole-recording pass, see
+``neuroauth bench``). A stitched session has no windows straddling the takeover:
+the impostor's first window ends one window length after it, as the first window
+wholly of the impostor does in the daemon.
 
 Figures:
 
-- ``time_to_unlock_s``: from the start of the owner's recording (the first window
+- ``time_to_unlock_s``: from the start of the owner's stream (the first window
   needs 4 s of EEG) to the first OWNER state;
 - ``time_to_lock_s``: from the takeover to the first locked state, over the
   sessions in which the owner was unlocked at the takeover (the others are
   counted in ``sessions_locked_at_takeover``);
 - ``false_lockouts_per_hour``: changes from OWNER to a locked state during owner
-  EEG, per hour of owner EEG (each owner recording counted once);
-- ``window_eer``: fused window scores, owner windows against windows wholly of
-  the impostor, with each owner's own template;
+  EEG, per hour of owner EEG (each owner counted once);
+- ``window_eer``: fused window scores, owner windows against impostor windows,
+  with each owner's own template;
 - ``impostor_unlocks_per_hour``: changes to OWNER during impostor EEG after the
-  first lock, per hour of impostor EEG.
+  first lock, per hour of impostor EEG;
+- ``promised``: what each template's calibration said it would do (false
+  lock-outs per hour, median time to lock), averaged over owners.
 """
 
 from __future__ import annotations
@@ -38,28 +46,24 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..enroll.calibration import MIN_OWNER_WINDOWS, enrol
-from ..enroll.collect import collect_windows, require_enough
+from ..enroll.calibration import OwnerWindows, enrol
 from ..enroll.decision import DecisionMachine, DecisionTargets, State
 from ..enroll.template import Template
 from ..errors import CheckpointError
 from ..models.checkpoint import NeuroAuthModel
-from ..models.streaming import EngineConfig, StreamingEngine
 from .data import SubjectData
+from .evaluate import PersonWindows, embedded_people
 from .metrics import eer
-from .protocol import ENROL_SECONDS
+from .protocol import HOP_SECONDS
 
 log = logging.getLogger(__name__)
 
 MIN_COHORT_SUBJECTS = 4
-CHUNK_SECONDS = 1.0
-# Recordings replayed here carry exact timestamps: the delivered-rate check has nothing to find.
-EXACT_TIMESTAMPS = EngineConfig(rate_tolerance=None)
 
 
 @dataclass
 class Session:
-    """One owner-then-impostor replay: a row per window."""
+    """One owner-then-impostor stream: a row per window."""
 
     owner: str
     impostor: str
@@ -76,63 +80,46 @@ class Session:
         return None
 
 
-def _chunks(volts: np.ndarray, sfreq: float, seconds: float):
-    step = round(seconds * sfreq)
-    for i in range(0, volts.shape[1], step):
-        yield volts[:, i : i + step], np.arange(i, min(i + step, volts.shape[1])) / sfreq
-
-
-def enrol_subject(model: NeuroAuthModel, d: SubjectData, cohort, targets: DecisionTargets) -> Template:
-    """The protocol's enrolment: windows ending within the first 60 s of the enrolment recording."""
-    spec = model.spec
-    volts = d.enrol.volts[:, : round(ENROL_SECONDS * spec.sfreq)]
-    chunks = _chunks(volts, spec.sfreq, CHUNK_SECONDS)
-    collected = collect_windows(model, model.montage, spec.sfreq, chunks, EXACT_TIMESTAMPS)
-    owner = require_enough(collected, MIN_OWNER_WINDOWS, f"{d.enrol.path}")
+def enrol_person(model: NeuroAuthModel, person: PersonWindows, cohort, targets: DecisionTargets) -> Template:
+    """The protocol's enrolment: every state's enrolment part."""
+    kept = [(s, e) for s, e in zip(person.states, person.enrol["states"], strict=True) if len(e)]
     return enrol(
-        owner,
+        OwnerWindows(tuple(s for s, _ in kept), tuple(e for _, e in kept)),
         cohort,
-        user=d.subject,
+        model.calibration,
+        user=person.subject.replace("/", "."),
         checkpoint_identity=model.identity(),
         embedder=model.embedder_name,
         targets=targets,
     )
 
 
-def replay_sessions(
-    model: NeuroAuthModel, template: Template, owner: SubjectData, impostors
-) -> list[Session]:
-    """Every owner-then-impostor session of one owner, as parallel streams of one engine."""
-    spec = model.spec
-    engine = StreamingEngine(model, EXACT_TIMESTAMPS)
-    takeover = owner.probe.volts.shape[1]
-    data, machines, sessions = {}, {}, {}
-    for imp in impostors:
-        key = imp.subject
-        data[key] = np.concatenate([owner.probe.volts, imp.probe.volts], axis=1)
-        engine.add_stream(key, model.montage, spec.sfreq)
-        machines[key] = DecisionMachine(template.decision, start_time=0.0)
-        sessions[key] = Session(owner.subject, key, takeover / spec.sfreq)
-    step = round(CHUNK_SECONDS * spec.sfreq)
-    longest = max(v.shape[1] for v in data.values())
-    for i in range(0, longest, step):
-        for key, v in data.items():
-            if i < v.shape[1]:
-                engine.push(key, v[:, i : i + step], np.arange(i, min(i + step, v.shape[1])) / spec.sfreq)
-        result = engine.advance()
-        for r in result.restarts:  # none on clean recordings; kept so that a bad file shows
-            machines[r.stream].no_signal(r.timestamp, r.reason)
-        for w in result.windows:
-            machine, s = machines[w.stream], sessions[w.stream]
-            if w.ok:
-                score = float(template.score(w.embedding[None]).fused[0])
-                decision = machine.update(w.timestamp, score)
-            else:
-                score, decision = None, machine.no_signal(w.timestamp, "; ".join(w.problems))
-            s.times.append(w.timestamp + 1 / spec.sfreq)  # the window ends after its last sample
-            s.scores.append(score)
-            s.states.append(decision.state.value)
-    return list(sessions.values())
+def _stream(template: Template, person: PersonWindows) -> list[float | None]:
+    """``person``'s probe windows, state after state, as fused scores (None where refused)."""
+    out: list[float | None] = []
+    for x, ok in zip(person.probes, person.probe_ok, strict=True):
+        if not len(x):
+            continue
+        fused = template.score(x).fused
+        out += [float(f) if good else None for f, good in zip(fused, ok, strict=True)]
+    return out
+
+
+def run_session(
+    template: Template, owner: str, impostor: str, owner_scores, impostor_scores, window_seconds: float
+) -> Session:
+    """Drive the decision machine over the owner's windows, then the impostor's."""
+    machine = DecisionMachine(template.decision, start_time=0.0)
+    takeover = window_seconds + (len(owner_scores) - 1) * HOP_SECONDS  # the owner's last window ends here
+    session = Session(owner, impostor, takeover)
+    times = [window_seconds + i * HOP_SECONDS for i in range(len(owner_scores))]
+    times += [takeover + window_seconds + j * HOP_SECONDS for j in range(len(impostor_scores))]
+    for t, score in zip(times, [*owner_scores, *impostor_scores], strict=True):
+        decision = machine.update(t, score) if score is not None else machine.no_signal(t, "quality gate")
+        session.times.append(t)
+        session.scores.append(score)
+        session.states.append(decision.state.value)
+    return session
 
 
 def _summary(values: Sequence[float]) -> dict:
@@ -167,6 +154,7 @@ def session_figures(sessions: Sequence[Session], window_seconds: float) -> dict:
     by_owner: dict[str, list[Session]] = {}
     for s in sessions:
         by_owner.setdefault(s.owner, []).append(s)
+    out["owners"] = len(by_owner)
     for owner, group in by_owner.items():
         first = group[0]  # the owner's part is the same computation in every session: count it once
         t_unlock = first.first(0.0, lambda st: st == unlocked)
@@ -242,10 +230,25 @@ def summarise(figures: dict) -> dict:
         "sessions_locked_at_takeover": figures["sessions_locked_at_takeover"],
         "sessions_never_locked": figures["sessions_never_locked"],
         "impostor_unlocks_per_hour": figures["impostor_unlocks"] / impostor_hours if impostor_hours else None,
+        "owners": figures["owners"],
         "impostor_hours": impostor_hours,
         "window_eer": eer(np.array(genuine), np.array(impostor)) if genuine and impostor else None,
         "n_genuine_windows": len(genuine),
         "n_impostor_windows": len(impostor),
+        "promised": _promised(figures.get("promised", [])),
+    }
+
+
+def _promised(chosen: Sequence[dict]) -> dict:
+    """What the templates' calibrations promised, averaged over owners."""
+    if not chosen:
+        return {}
+    lock = [c["median_time_to_lock_s"] for c in chosen if c["median_time_to_lock_s"] is not None]
+    return {
+        "false_lockouts_per_hour": float(np.mean([c["false_lockouts_per_hour"] for c in chosen])),
+        "median_time_to_lock_s": float(np.mean(lock)) if lock else None,
+        "owner_unlocked_share": float(np.mean([c["owner_unlocked_share"] for c in chosen])),
+        "templates": len(chosen),
     }
 
 
@@ -254,10 +257,12 @@ def evaluate_continuous(
     data: Sequence[SubjectData],
     targets: DecisionTargets | None = None,
     progress: bool = True,
+    embedded: dict[str, list[PersonWindows]] | None = None,
 ) -> tuple[dict, list[Session], dict]:
-    """The report, every session, and the raw figures (for pooling over folds)."""
-    if len(data) < 2:
-        raise ValueError("continuous evaluation needs at least two subjects: an owner and an impostor")
+    """The report, every session, and the raw figures (for pooling over splits)."""
+    owners = [d for d in data if d.complete]
+    if len(owners) < 1 or len(data) < 2:
+        raise ValueError("continuous evaluation needs an owner with every recording and another person")
     if model.cohort is None:
         raise CheckpointError("the checkpoint carries no cohort; add one with `neuroauth cohort`")
     started = time.time()
@@ -267,23 +272,30 @@ def evaluate_continuous(
     remaining = sorted(set(cohort.subjects[i] for i in np.unique(cohort.subject)))
     if len(remaining) < MIN_COHORT_SUBJECTS:
         raise CheckpointError(
-            f"without the {len(subjects)} subjects evaluated, the checkpoint's cohort keeps "
-            f"{len(remaining)} subject(s); calibration needs at least {MIN_COHORT_SUBJECTS} other people. "
-            "Evaluate fewer subjects, or a checkpoint trained on other people (`neuroauth crossval "
-            "--continuous`)."
+            f"without the {len(subjects)} people evaluated, the checkpoint's cohort keeps "
+            f"{len(remaining)}; calibration needs at least {MIN_COHORT_SUBJECTS} other people. "
+            "Evaluate fewer people, or a checkpoint trained on other people (`neuroauth crossval`)."
         )
-    sessions, calibration = [], {}
-    for d in tqdm(data, desc="continuous", unit="owner", disable=not progress):
-        template = enrol_subject(model, d, cohort, targets)
-        calibration[d.subject] = template.calibration.get("decision", {})
-        sessions += replay_sessions(model, template, d, [i for i in data if i.subject != d.subject])
-    figures = session_figures(sessions, model.spec.window_seconds)
+    if embedded is None or not any(len(ok) for p in embedded["ours"] for ok in p.probe_ok):
+        embedded = embedded_people(model, data, progress, gate=True)
+    people = {p.subject: p for p in embedded["ours"]}
+    window_seconds = model.spec.window_seconds
+    sessions, promised = [], []
+    for d in tqdm(owners, desc="continuous", unit="owner", disable=not progress):
+        template = enrol_person(model, people[d.subject], cohort, targets)
+        promised.append(template.calibration["decision"]["chosen"])
+        own = _stream(template, people[d.subject])
+        for other in data:
+            if other.subject != d.subject:
+                theirs = _stream(template, people[other.subject])
+                sessions.append(run_session(template, d.subject, other.subject, own, theirs, window_seconds))
+    figures = session_figures(sessions, window_seconds)
+    figures["promised"] = promised
     report = summarise(figures)
     report["subjects"] = [d.subject for d in data]
     report["seen_in_training"] = sorted(subjects & set(model.meta.get("training_subjects", [])))
     report["cohort_subjects"] = remaining
     report["targets"] = targets.to_dict()
-    report["templates_meeting_targets"] = sum(bool(c.get("meets_targets")) for c in calibration.values())
     report["checkpoint"] = {"identity": model.identity(), "embedder": model.embedder_name}
     report["seconds"] = round(time.time() - started, 1)
     return report, sessions, figures

@@ -1,28 +1,179 @@
-"""Recordings from disk: channel picking by name, resampling, sessions of a data set.
+"""Recordings from disk: corpora, channel picking by name, resampling.
 
-A data directory holds two recordings per subject, named
-``<subject><enrol_suffix>.<ext>`` (enrolment) and ``<subject><probe_suffix>.<ext>``
-(probe); the shared EEGMAT copy uses ``Subject00_1.edf`` and ``Subject00_2.edf``.
+A **corpus** is one directory of recordings from one lab: every person has a
+recording per *state* (a mental or recording condition), named
+``<person><suffix>.<ext>``. How a corpus pairs its files is described once:
+
+- a ``corpus.toml`` in the directory (see :func:`read_manifest`), or
+- the rules this loader knows for the shared corpora, recognised by the
+  directory's name: ``eegmat`` (``_1`` rest, ``_2`` mental arithmetic) and
+  ``mumtaz`` (``_EC`` eyes closed, ``_EO`` eyes open), or
+- for any other directory, the suffixes given (``--enrol-suffix`` /
+  ``--probe-suffix``, default ``_1`` and ``_2``): an enrolment and a probe state.
+
+A data directory may hold one corpus, or several as sub-directories (the shared
+``data/`` folder holds ``eegmat/`` and ``mumtaz/``). A person is named
+``<corpus>/<person>`` so that corpora never mix people up. People with a
+recording of one state only still serve as training classes, cohort and
+impostors. Rate and channel labels come from each file; labels are matched to
+the montage by name with their reference suffix removed (``EEG T3-LE`` is T7).
 Any format MNE reads by extension (EDF, BDF, BrainVision, FIF, ...) is accepted.
 """
 
 from __future__ import annotations
 
 import logging
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import mne
 import numpy as np
 
 from ..errors import DataError, MontageError
 from ..models.montage import resolve_montage
 from ..models.preprocess import SignalSpec, filter_and_scale, resample
+from ..recordings import EXTENSIONS, read_raw
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS: tuple[str, ...] = (".edf", ".bdf", ".gdf", ".vhdr", ".fif", ".set", ".cnt")
+MANIFEST = "corpus.toml"
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One recording condition of a corpus.
+
+    ``enrol_seconds``: how much of this state's recording, from its start, the
+    several-state enrolment protocol enrols from (0: none, the whole recording is probe).
+    """
+
+    name: str
+    suffix: str
+    enrol_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.suffix:
+            raise ValueError(f"a corpus state needs a name and a file-name suffix, got {self}")
+        if self.enrol_seconds < 0:
+            raise ValueError(f"state {self.name!r}: enrol_seconds must be >= 0, got {self.enrol_seconds}")
+
+
+#: The corpora this loader knows by their directory's name (see ../shared/data/README.md).
+KNOWN_CORPORA: dict[str, tuple[StateSpec, ...]] = {
+    # EEGMAT: 182 s at rest, then 62 s of serial subtraction; 20 s of the task leave 38 s to probe
+    "eegmat": (StateSpec("rest", "_1", 60.0), StateSpec("arithmetic", "_2", 20.0)),
+    # Mumtaz: 180 s of each, eyes closed and eyes open
+    "mumtaz": (StateSpec("eyes-closed", "_EC", 60.0), StateSpec("eyes-open", "_EO", 60.0)),
+}
+
+
+def plain_states(enrol_suffix: str = "_1", probe_suffix: str = "_2") -> tuple[StateSpec, ...]:
+    """A directory of enrolment and probe recordings: enrol from the first, probe with the whole second."""
+    if enrol_suffix == probe_suffix:
+        raise DataError(
+            f"the enrolment and probe suffixes are both {enrol_suffix!r}; give two different ones"
+        )
+    return (StateSpec("enrol", enrol_suffix, 60.0), StateSpec("probe", probe_suffix, 0.0))
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A directory of recordings from one lab and how its files pair up into states."""
+
+    name: str
+    directory: Path
+    states: tuple[StateSpec, ...]
+
+    def __post_init__(self) -> None:
+        if not self.states:
+            raise DataError(f"corpus {self.name} ({self.directory}) describes no state")
+        suffixes = [s.suffix for s in self.states]
+        if len(set(suffixes)) != len(suffixes) or len({s.name for s in self.states}) != len(self.states):
+            raise DataError(f"corpus {self.name} ({self.directory}) names a state or a suffix twice")
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "directory": str(self.directory),
+            "states": [
+                {"name": s.name, "suffix": s.suffix, "enrol_seconds": s.enrol_seconds} for s in self.states
+            ],
+        }
+
+
+def read_manifest(path: Path) -> Corpus:
+    """A ``corpus.toml``::
+
+    name = "mylab"                  # optional; default: the directory's name
+    [[state]]
+    name = "rest"
+    suffix = "_rest"
+    enrol_seconds = 60              # optional; default 60
+    [[state]]
+    name = "task"
+    suffix = "_task"
+    enrol_seconds = 20
+    """
+    try:
+        data = tomllib.loads(path.read_text())
+        states = tuple(
+            StateSpec(str(s["name"]), str(s["suffix"]), float(s.get("enrol_seconds", 60.0)))
+            for s in data["state"]
+        )
+        unknown = set(data) - {"name", "state"}
+        if unknown:
+            raise KeyError(f"unknown key(s) {sorted(unknown)}")
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(
+            f"{path} does not describe a corpus ({exc.__class__.__name__}: {exc}); it needs [[state]] "
+            "tables, each with a name and a suffix (see `neuroauth train --help`)"
+        ) from None
+    return Corpus(str(data.get("name", path.parent.name)), path.parent, states)
+
+
+def _holds_recordings(directory: Path) -> bool:
+    return any(p.suffix.lower() in EXTENSIONS for p in directory.iterdir() if p.is_file())
+
+
+def find_corpora(
+    directories: Sequence[str | Path], enrol_suffix: str | None = None, probe_suffix: str | None = None
+) -> list[Corpus]:
+    """The corpora under ``directories``: each one a corpus, or a folder of corpora.
+
+    Suffixes, when given, describe every directory that has no ``corpus.toml``
+    (they override the known rules); otherwise a known corpus name gives its
+    rules and anything else the plain ``_1`` / ``_2`` pairing.
+    """
+    explicit = enrol_suffix is not None or probe_suffix is not None
+    corpora: list[Corpus] = []
+    for given in directories:
+        directory = Path(given)
+        if not directory.is_dir():
+            raise DataError(f"data directory {directory} does not exist")
+        if (directory / MANIFEST).is_file() or _holds_recordings(directory):
+            members = [directory]
+        else:
+            members = sorted(
+                d
+                for d in directory.iterdir()
+                if d.is_dir() and ((d / MANIFEST).is_file() or _holds_recordings(d))
+            )
+            if not members:
+                raise DataError(
+                    f"{directory} holds no recordings ({', '.join(EXTENSIONS)}) and no folder of them"
+                )
+        for d in members:
+            if (d / MANIFEST).is_file():
+                corpora.append(read_manifest(d / MANIFEST))
+            elif explicit:
+                corpora.append(Corpus(d.name, d, plain_states(enrol_suffix or "_1", probe_suffix or "_2")))
+            else:
+                corpora.append(Corpus(d.name, d, KNOWN_CORPORA.get(d.name.lower(), plain_states())))
+    names = [c.name for c in corpora]
+    if len(set(names)) != len(names):
+        raise DataError(f"two corpora share a name ({', '.join(names)}); give each its own folder name")
+    return corpora
 
 
 @dataclass
@@ -33,32 +184,40 @@ class Recording:
     path: Path
     volts: np.ndarray  # (C, N) float64 at spec.sfreq
     spec: SignalSpec
+    state: str = ""
 
     def preprocessed(self, volts: np.ndarray | None = None) -> np.ndarray:
         """Filtered and scaled signal in model units (of ``volts`` when given, e.g. with noise)."""
         return filter_and_scale(self.volts if volts is None else volts, self.spec)
 
+    @property
+    def seconds(self) -> float:
+        return self.volts.shape[1] / self.spec.sfreq
+
 
 @dataclass
 class Session:
-    """A subject's enrolment and probe recordings."""
+    """A person's recording files in one corpus, one per state (None where the state is missing)."""
 
-    subject: str
-    enrol: Path
-    probe: Path
+    subject: str  # <corpus>/<person>
+    corpus: Corpus
+    paths: tuple[Path | None, ...]  # in the order of corpus.states
 
+    @property
+    def enrol(self) -> Path | None:
+        return self.paths[0]
 
-def read_raw(path: Path) -> mne.io.BaseRaw:
-    if path.suffix.lower() not in EXTENSIONS:
-        raise DataError(f"{path} has an extension NeuroAuth does not read; use one of {EXTENSIONS}")
-    try:
-        return mne.io.read_raw(path, preload=False, verbose="error")
-    except (ValueError, OSError, RuntimeError) as exc:
-        raise DataError(f"{path} could not be read as EEG ({exc}); check that the file is complete") from None
+    @property
+    def probe(self) -> Path | None:
+        return self.paths[1] if len(self.paths) > 1 else None
+
+    @property
+    def complete(self) -> bool:
+        return all(p is not None for p in self.paths)
 
 
 def load_recording(
-    path: str | Path, montage: Sequence[str], spec: SignalSpec, subject: str = ""
+    path: str | Path, montage: Sequence[str], spec: SignalSpec, subject: str = "", state: str = ""
 ) -> Recording:
     """Read ``path``, pick ``montage`` by name (aliases allowed) and resample to ``spec.sfreq``."""
     path = Path(path)
@@ -76,60 +235,107 @@ def load_recording(
             f"{spec.window_seconds:.1f} s window"
         )
     return Recording(
-        subject=subject or path.stem, path=path, volts=resample(volts, sfreq, spec.sfreq), spec=spec
+        subject=subject or path.stem,
+        path=path,
+        volts=resample(volts, sfreq, spec.sfreq),
+        spec=spec,
+        state=state,
     )
 
 
-def find_sessions(
-    directory: str | Path,
-    enrol_suffix: str = "_1",
-    probe_suffix: str = "_2",
-    subjects: Sequence[str] | None = None,
-) -> list[Session]:
-    """Every subject of ``directory`` with both an enrolment and a probe recording, sorted."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError(f"data directory {directory} does not exist")
-    found: dict[str, dict[str, Path]] = {}
-    for path in sorted(directory.iterdir()):
+def corpus_sessions(corpus: Corpus) -> list[Session]:
+    """Every person of ``corpus`` with at least one recording, sorted by name."""
+    found: dict[str, list[Path | None]] = {}
+    for path in sorted(corpus.directory.iterdir()):
         if path.suffix.lower() not in EXTENSIONS:
             continue
-        for role, suffix in (("enrol", enrol_suffix), ("probe", probe_suffix)):
-            if path.stem.endswith(suffix) and len(path.stem) > len(suffix):
-                found.setdefault(path.stem[: -len(suffix)], {})[role] = path
-    sessions = [
-        Session(subject, roles["enrol"], roles["probe"])
-        for subject, roles in sorted(found.items())
-        if "enrol" in roles and "probe" in roles
+        for i, state in enumerate(corpus.states):
+            if path.stem.endswith(state.suffix) and len(path.stem) > len(state.suffix):
+                person = path.stem[: -len(state.suffix)]
+                found.setdefault(person, [None] * len(corpus.states))[i] = path
+    return [
+        Session(f"{corpus.name}/{person}", corpus, tuple(paths)) for person, paths in sorted(found.items())
     ]
+
+
+def find_sessions(
+    directories: str | Path | Sequence[str | Path],
+    enrol_suffix: str | None = None,
+    probe_suffix: str | None = None,
+    subjects: Sequence[str] | None = None,
+    complete_only: bool = False,
+) -> list[Session]:
+    """Every person of the corpora under ``directories`` (see :func:`find_corpora`), sorted.
+
+    ``subjects`` picks people by ``<corpus>/<person>`` or by ``<person>`` alone;
+    ``complete_only`` keeps the people with a recording of every state.
+    """
+    if isinstance(directories, (str, Path)):
+        directories = [directories]
+    corpora = find_corpora(directories, enrol_suffix, probe_suffix)
+    sessions = [s for c in corpora for s in corpus_sessions(c)]
+    if complete_only:
+        sessions = [s for s in sessions if s.complete]
     if subjects is not None:
         wanted = set(subjects)
-        sessions = [s for s in sessions if s.subject in wanted]
-        absent = wanted - {s.subject for s in sessions}
+        sessions = [s for s in sessions if s.subject in wanted or s.subject.split("/", 1)[1] in wanted]
+        absent = wanted - {s.subject for s in sessions} - {s.subject.split("/", 1)[1] for s in sessions}
         if absent:
-            raise DataError(f"{directory} has no complete session for subject(s) {', '.join(sorted(absent))}")
-    if not sessions:
+            raise DataError(
+                f"{', '.join(map(str, directories))} has no recordings of subject(s) "
+                f"{', '.join(sorted(absent))}"
+            )
+    if not any(s.complete for s in sessions):
+        states = "; ".join(
+            f"{c.name}: " + " and ".join(f"<person>{s.suffix}.<ext>" for s in c.states) for c in corpora
+        )
         raise DataError(
-            f"{directory} holds no pair of recordings named <subject>{enrol_suffix}.<ext> and "
-            f"<subject>{probe_suffix}.<ext>; rename them or pass --enrol-suffix / --probe-suffix"
+            f"{', '.join(map(str, directories))} holds no person with a recording of every state ({states}); "
+            "rename the files, pass --enrol-suffix / --probe-suffix, or describe the corpus in a "
+            f"{MANIFEST}"
         )
     return sessions
 
 
 @dataclass
 class SubjectData:
-    """Both recordings of one subject, loaded."""
+    """One person's recordings, loaded: one per state of their corpus (None where missing)."""
 
     subject: str
-    enrol: Recording
-    probe: Recording
+    recordings: tuple[Recording | None, ...]
+    corpus: Corpus
+
+    @property
+    def enrol(self) -> Recording | None:
+        return self.recordings[0]
+
+    @property
+    def probe(self) -> Recording | None:
+        return self.recordings[1] if len(self.recordings) > 1 else None
+
+    @property
+    def complete(self) -> bool:
+        return len(self.recordings) >= 2 and all(r is not None for r in self.recordings)
+
+    def present(self) -> list[Recording]:
+        """The recordings this person has, in state order."""
+        return [r for r in self.recordings if r is not None]
 
 
 def load_sessions(sessions: Sequence[Session], montage: Sequence[str], spec: SignalSpec) -> list[SubjectData]:
     out = []
     for session in sessions:
-        enrol = load_recording(session.enrol, montage, spec, session.subject)
-        probe = load_recording(session.probe, montage, spec, session.subject)
-        out.append(SubjectData(session.subject, enrol, probe))
-    log.info("loaded %d subjects (%d channels at %.0f Hz)", len(out), len(montage), spec.sfreq)
+        recordings = tuple(
+            None if path is None else load_recording(path, montage, spec, session.subject, state.name)
+            for path, state in zip(session.paths, session.corpus.states, strict=True)
+        )
+        out.append(SubjectData(session.subject, recordings, session.corpus))
+    corpora = sorted({s.corpus.name for s in sessions})
+    log.info(
+        "loaded %d people of %s (%d channels at %.0f Hz)",
+        len(out),
+        ", ".join(corpora),
+        len(montage),
+        spec.sfreq,
+    )
     return out

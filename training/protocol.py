@@ -1,11 +1,22 @@
 """The verification protocol: denoise, cut windows, embed, enrol, probe, score.
 
-Per subject: the template is the normalised mean embedding of the windows in
-the first ``enrol_seconds`` of the enrolment recording; the probes are every
-window of the probe recording (a different recording, so no window of one
-recording is ever compared with an overlapping window of itself). Each
-subject is the genuine user for its own probes and an impostor for everyone
-else's.
+Windows are cut every second from the start of each recording. Per person and
+state of their corpus (:class:`~neuroauth.training.data.StateSpec`):
+
+- **enrolment**: the windows that end within the state's first ``enrol_seconds``
+  (several states, as ``neuroauth enroll`` records them), or, with
+  ``states=False``, within the first 60 s of the first state only;
+- **probes**: the windows that start one window length after the state's
+  enrolment part, so that no probe overlaps an enrolment window; a state enrolled
+  from nothing is probe from its start. The probe windows are the same whichever
+  enrolment is used, so the two can be compared.
+
+EEGMAT: enrol 60 s at rest + the first 20 s of the arithmetic task, probe the
+task from 24 s on (and the rest from 64 s on); Mumtaz: 60 s of eyes closed + 60 s
+of eyes open, probe from 64 s on. A plain directory (enrolment and probe
+recordings): the first 60 s of the enrolment recording, the whole probe
+recording. Each person is the genuine user for their own probes and an impostor
+for everyone else's; people with one recording are impostors only.
 """
 
 from __future__ import annotations
@@ -63,6 +74,31 @@ def windows_of(x: np.ndarray, sfreq: float, window: int, seconds: float | None =
     """Windows at a 1 s hop from the start; only those ending within ``seconds`` when given."""
     stop = None if seconds is None else round(seconds * sfreq)
     return sliding_windows(x, window, round(HOP_SECONDS * sfreq), stop=stop)
+
+
+@dataclass(frozen=True)
+class StatePlan:
+    """Which of a recording's windows (1 s hop from its start) enrol and which probe."""
+
+    enrol: slice
+    probe: slice
+
+
+def state_plans(
+    state_enrol_seconds: Sequence[float], window_seconds: float, states: bool = True
+) -> list[StatePlan]:
+    """Per state of a corpus: its enrolment and probe windows, as window indices.
+
+    ``state_enrol_seconds`` are the states' ``enrol_seconds``; the probe cut follows
+    them whatever ``states`` says, so single- and several-state enrolment share probes.
+    """
+    plans = []
+    for i, seconds in enumerate(state_enrol_seconds):
+        enrolled = seconds if states or i == 0 else 0.0
+        last = int(np.floor((enrolled - window_seconds) / HOP_SECONDS + 1e-9)) + 1 if enrolled > 0 else 0
+        first_probe = int(np.ceil((seconds + window_seconds) / HOP_SECONDS - 1e-9)) if seconds > 0 else 0
+        plans.append(StatePlan(enrol=slice(0, max(last, 0)), probe=slice(first_probe, None)))
+    return plans
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Markdown tables of cross-validation results and checkpoint selections (for the README)."""
+"""Reports: Markdown tables of cross-validation results and checkpoints (``neuroauth report``), and
+the console summaries ``train``, ``evaluate`` and ``crossval`` print."""
 
 from __future__ import annotations
 
@@ -6,126 +7,166 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _ms(stat: dict | None, digits: int = 3) -> str:
+def _ci(stat: dict | None, digits: int = 3) -> str:
+    """A mean with its 95 % interval, or the single value of one split."""
     if not stat or stat.get("mean") is None:
         return "n/a"
-    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+    if stat.get("low") is None:
+        return f"{stat['mean']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
 
 
 def _row(*cells: str) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _label(study: dict, candidate: str) -> str:
-    """The candidate's name, with the joint-training settings for one that trains the denoiser, and
-    the noise its fusion weight was chosen under for a fused one."""
-    joint, noise = study.get("joint_training"), study.get("fusion_noise")
-    if candidate.startswith("temporal-joint") and joint is not None:
-        return f"{candidate} (denoiser rate {joint['denoiser_lr_scale']}, weight {joint['denoise_weight']})"
-    if candidate.endswith("+spectral") and noise:
-        return f"{candidate} (weight chosen clean and under {', '.join(noise)})"
-    return candidate
+# -- crossval tables -----------------------------------------------------------------------------------
 
 
-def _dig(data: dict | None, *keys: str):
-    """``data[k1][k2]...``, or None where a level is missing."""
-    for key in keys:
-        if data is None:
-            return None
-        data = data.get(key)
-    return data
+def _groups(result: dict):
+    montage = f"{len(result['montage'])} ch"
+    for group, entry in result["summary"].items():
+        yield montage, group, entry
 
 
-def _montage_name(result: dict) -> str:
-    return f"{len(result['montage'])} ch"
-
-
-def clean_table(results: Sequence[dict]) -> str:
+def verification_table(results: Sequence[dict]) -> str:
     rows = [
-        "| montage | model | window EER | AUROC | P@1 | P@5 | EER, 5 windows | EER, 10 | EER, 30 |",
+        "| montage | test people (splits) | model | window EER | EER, 10 windows | AUROC | P@1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        for montage, group, entry in _groups(result):
+            f = entry["figures"]
+            label = f"{group}: {entry['test_people']} ({entry['splits']})"
+            for name, prefix in (
+                ("ours", ""),
+                ("ours, first state only", "first_state_enrolment.ours."),
+                ("no denoiser", "no_denoiser."),
+                ("PSD baseline", "baseline_psd."),
+            ):
+                rows.append(
+                    _row(
+                        montage,
+                        label,
+                        name,
+                        _ci(f.get(f"{prefix}window_eer")),
+                        _ci(f.get(f"{prefix}eer_at.10")),
+                        _ci(f.get(f"{prefix}auroc")),
+                        _ci(f.get(f"{prefix}p_at_1")),
+                    )
+                )
+    return "\n".join(rows)
+
+
+def state_table(results: Sequence[dict]) -> str:
+    """Window EER by probe state, for every-state and first-state enrolment."""
+    rows = [
+        "| montage | test people | probe state | every state enrolled | first state only |",
+        "|---|---|---|---|---|",
+    ]
+    for result in results:
+        for montage, group, entry in _groups(result):
+            f = entry["figures"]
+            states = sorted(
+                {k.split(".")[1] for k in f if k.startswith("window_eer_by_state.")},
+            )
+            for state in states:
+                rows.append(
+                    _row(
+                        montage,
+                        group,
+                        state,
+                        _ci(f.get(f"window_eer_by_state.{state}")),
+                        _ci(f.get(f"first_state_enrolment.ours.window_eer_by_state.{state}")),
+                    )
+                )
+    return "\n".join(rows)
+
+
+def continuous_table(results: Sequence[dict]) -> str:
+    rows = [
+        "| montage | test people | owner false lock-outs / h (promised) | owner unlocked | owners never "
+        "unlocked | time to lock, median / p95 (s) | takeovers never locked | impostor unlocks / h | "
+        "owner EEG (h) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
-        name = _montage_name(result)
-        variants = result["variants"]
-        entries = [
-            (f"ours, {'with' if v == 'mamba' else 'without'} Mamba", variants[v]["summary"]) for v in variants
-        ]
-        entries.append(("PSD baseline", next(iter(variants.values()))["summary"]["baseline_psd"]))
-        for label, s in entries:
-            metrics = [
-                s["window_eer"],
-                s["auroc"],
-                s["p_at_1"],
-                s["p_at_5"],
-                *(s["eer_at"][k] for k in ("5", "10", "30")),
-            ]
-            rows.append(_row(name, label, *map(_ms, metrics)))
-    return "\n".join(rows)
+        for montage, group, entry in _groups(result):
+            f = entry["figures"]
+            if "continuous.false_lockouts_per_hour" not in f:
+                continue
+            never = f.get("continuous.owners_never_unlocked_count")
+            rows.append(
+                _row(
+                    montage,
+                    group,
+                    f"{_ci(f['continuous.false_lockouts_per_hour'], 1)} "
+                    f"({_ci(f.get('continuous.promised.false_lockouts_per_hour'), 1)})",
+                    _ci(f.get("continuous.owner_unlocked_share"), 2),
+                    _ci(never, 1),
+                    f"{_ci(f.get('continuous.time_to_lock_s.median'), 1)} / "
+                    f"{_ci(f.get('continuous.time_to_lock_s.p95'), 1)}",
+                    _ci(f.get("continuous.sessions_never_locked"), 1),
+                    _ci(f.get("continuous.impostor_unlocks_per_hour"), 1),
+                    _ci(f.get("continuous.owner_hours"), 2),
+                )
+            )
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def noise_table(results: Sequence[dict]) -> str:
     rows = [
-        "| montage | noise (0 dB) | SI-SNR in (dB) | SI-SNR out, with / without Mamba (dB) | "
-        "EER with Mamba | EER without Mamba | EER, no denoiser | EER, PSD baseline |",
-        "|---|---|---|---|---|---|---|---|",
+        "| montage | test people | noise (0 dB) | SI-SNR in / out (dB) | EER | EER, no denoiser "
+        "| EER, PSD baseline |",
+        "|---|---|---|---|---|---|---|",
     ]
     for result in results:
-        name = _montage_name(result)
-        v = result["variants"]
-        with_m, without_m = v.get("mamba", {}).get("summary"), v.get("no_mamba", {}).get("summary")
-        any_s = with_m or without_m
-        for kind in any_s["noisy_eer"]:
-            si_out = (
-                f"{_ms(_dig(with_m, 'si_snr_db', kind), 1)} / {_ms(_dig(without_m, 'si_snr_db', kind), 1)}"
-            )
-            rows.append(
-                _row(
-                    name,
-                    kind,
-                    _ms(_dig(any_s, "si_snr_input_db", kind), 1),
-                    si_out,
-                    _ms(_dig(with_m, "noisy_eer", kind, "denoised")),
-                    _ms(_dig(without_m, "noisy_eer", kind, "denoised")),
-                    _ms(_dig(any_s, "noisy_eer", kind, "without_denoiser")),
-                    _ms(_dig(any_s, "baseline_psd", "noisy_eer", kind)),
-                )
-            )
-    return "\n".join(rows)
-
-
-def selection_table(results: Sequence[dict]) -> str:
-    """The embedder settings each outer fold's inner cross-validation chose."""
-    rows = [
-        "| montage | denoiser | fold | chosen features | PCA dim | shrinkage | inner-CV EER | held-out EER | "
-        "training time (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for result in results:
-        for variant, data in result["variants"].items():
-            for f, report in enumerate(data["folds"]):
-                chosen = report["embedder_selection"]
-                if chosen is None:  # an embedder without the spectral one: no spectral search
-                    continue
-                dim = chosen["pca_dim"] or "none"
+        for montage, group, entry in _groups(result):
+            f = entry["figures"]
+            kinds = sorted({k.split(".")[1] for k in f if k.startswith("noisy_eer.")})
+            for kind in kinds:
                 rows.append(
-                    f"| {_montage_name(result)} | {variant.replace('_', ' ')} | {f + 1} | "
-                    f"{' + '.join(chosen['features'])} | {dim} | {chosen['shrinkage']} | "
-                    f"{chosen['eer_mean']:.3f} ± {chosen['eer_std']:.3f} | {report['window_eer']:.3f} | "
-                    f"{report['train_seconds']:.0f} |"
+                    _row(
+                        montage,
+                        group,
+                        kind,
+                        f"{_ci(f.get(f'si_snr_input_db.{kind}'), 1)} / {_ci(f.get(f'si_snr_db.{kind}'), 1)}",
+                        _ci(f.get(f"noisy_eer.{kind}.denoised")),
+                        _ci(f.get(f"noisy_eer.{kind}.without_denoiser")),
+                        _ci(f.get(f"baseline_psd.noisy_eer.{kind}")),
+                    )
                 )
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
+def selection_table(results: Sequence[dict]) -> str:
+    """How often each embedder setting was chosen, per montage."""
+    rows = ["| montage | chosen features, PCA dim, shrinkage | splits |", "|---|---|---|"]
+    for result in results:
+        counts: dict[str, int] = {}
+        for entry in result["splits"].values():
+            chosen = entry["report"].get("embedder_selection")
+            if chosen:
+                key = (
+                    f"{' + '.join(chosen['features'])}, {chosen['pca_dim'] or 'none'}, {chosen['shrinkage']}"
+                )
+                counts[key] = counts.get(key, 0) + 1
+        for key, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            rows.append(_row(f"{len(result['montage'])} ch", key, str(n)))
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
 def checkpoint_table(paths: Sequence[Path]) -> str:
-    """For shipped checkpoints: the settings chosen and the best few of the cross-validation grid."""
+    """For checkpoints: the spectral settings chosen and the best of each feature set and dimension."""
     from ..models.checkpoint import load_checkpoint
 
     rows = [
-        "| checkpoint | features, PCA dimension, best shrinkage | CV window EER (mean ± std over splits) |",
+        "| checkpoint | features, PCA dimension, best shrinkage | inner-CV window EER (mean ± std) |",
         "|---|---|---|",
     ]
     for path in paths:
@@ -146,215 +187,146 @@ def checkpoint_table(paths: Sequence[Path]) -> str:
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
-def embedder_table(studies: Sequence[dict]) -> str:
-    """Every embedder of ``neuroauth embedders`` runs, clean, with its cost, beside the PSD baseline."""
-    rows = [
-        "| montage | embedder | window EER | AUROC | P@1 | EER, 10 windows | fitting time (s) | "
-        "ms per window, alone / in 64 | stored values |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for study in studies:
-        name = _montage_name(study)
-        baseline = None
-        for candidate, data in study["candidates"].items():
-            s, folds = data["summary"], data["folds"]
-            baseline = s["baseline_psd"]
-            cost = s["embed_ms_per_window"]
-            rows.append(
-                _row(
-                    name,
-                    _label(study, candidate),
-                    _ms(s["window_eer"]),
-                    _ms(s["auroc"]),
-                    _ms(s["p_at_1"]),
-                    _ms(s["eer_at"]["10"]),
-                    " / ".join(f"{r['fit_seconds']:.0f}" for r in folds),
-                    f"{cost['single']['mean']:.2f} / {cost['batch_64']['mean']:.3f}",
-                    " / ".join(dict.fromkeys(f"{r['stored_values']:,}" for r in folds)),  # per fold if unlike
-                )
-            )
-        if baseline is not None:
-            rows.append(
-                _row(
-                    name,
-                    "PSD baseline",
-                    _ms(baseline["window_eer"]),
-                    _ms(baseline["auroc"]),
-                    _ms(baseline["p_at_1"]),
-                    _ms(baseline["eer_at"]["10"]),
-                    "",
-                    "",
-                    "",
-                )
-            )
-    return "\n".join(rows)
-
-
-def embedder_noise_table(studies: Sequence[dict]) -> str:
-    """Window EER of every embedder per noise type (denoised probes), beside the PSD baseline."""
-    kinds = list(next(iter(studies[0]["candidates"].values()))["summary"].get("noisy_eer", {}))
-    rows = [
-        "| montage | embedder | " + " | ".join(kinds) + " |",
-        "|---|---|" + "---|" * len(kinds),
-    ]
-    for study in studies:
-        name = _montage_name(study)
-        summaries = {c: d["summary"] for c, d in study["candidates"].items()}
-        for candidate, s in summaries.items():
-            rows.append(
-                _row(
-                    name, _label(study, candidate), *(_ms(_dig(s, "noisy_eer", k, "denoised")) for k in kinds)
-                )
-            )
-        any_s = next(iter(summaries.values()))
-        rows.append(
-            _row(name, "PSD baseline", *(_ms(_dig(any_s, "baseline_psd", "noisy_eer", k)) for k in kinds))
-        )
-    return "\n".join(rows)
-
-
-def _fold_reports(studies: Sequence[dict]):
-    """``(study, candidate, fold index, fold report)`` for every fold of every candidate."""
-    for study in studies:
-        for candidate, data in study["candidates"].items():
-            for f, report in enumerate(data["folds"]):
-                yield study, candidate, f, report
-
-
-def _by_eer(row: dict) -> tuple[float, float]:
-    return row["eer_mean"], row["eer_std"]
-
-
-def fusion_table(studies: Sequence[dict]) -> str:
-    """Per fused candidate and fold: the spectral weight (and loss) its inner cross-validation chose."""
-    rows = [
-        "| montage | embedder | fold | chosen spectral weight (loss) | inner-CV EER | "
-        "best with a learned part: EER (weight, loss) | spectral alone, inner CV | held-out EER |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-
-    def loss(row):
-        return f", {row['loss']}" if "loss" in row else ""
-
-    for study, candidate, f, report in _fold_reports(studies):
-        grid, best = report["fit"].get("grid"), report["fit"].get("chosen")
-        if not grid or "fuse" not in grid[0]:
-            continue
-        learned = min((r for r in grid if r["fuse"] < 1.0), key=_by_eer)
-        alone = min((r for r in grid if r["fuse"] == 1.0), key=_by_eer)
-        rows.append(
-            f"| {_montage_name(study)} | {_label(study, candidate)} | {f + 1} | {best['fuse']}{loss(best)} | "
-            f"{_ms({'mean': best['eer_mean'], 'std': best['eer_std']})} | "
-            f"{learned['eer_mean']:.3f} ({learned['fuse']}{loss(learned)}) | "
-            f"{alone['eer_mean']:.3f} | {report['window_eer']:.3f} |"
-        )
-    return "\n".join(rows) if len(rows) > 2 else ""
-
-
-def fusion_condition_table(studies: Sequence[dict]) -> str:
-    """Per fused candidate whose weight was chosen under noise, fold and condition: the inner-CV EER
-    at the chosen weight, at the best weight for that condition alone, and of the spectral part alone."""
-    rows = [
-        "| montage | embedder | fold | condition | inner-CV EER at the chosen weight | "
-        "best for this condition (weight) | spectral alone |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for study, candidate, f, report in _fold_reports(studies):
-        conditions, chosen = report["fit"].get("conditions"), report["fit"].get("chosen")
-        for condition, grid in (conditions or {}).items():
-            at = {r["fuse"]: r["eer_mean"] for r in grid}
-            best = min(grid, key=_by_eer)
-            rows.append(
-                f"| {_montage_name(study)} | {_label(study, candidate)} | {f + 1} | {condition} | "
-                f"{at[chosen['fuse']]:.3f} ({chosen['fuse']}) | {best['eer_mean']:.3f} ({best['fuse']}) | "
-                f"{at[1.0]:.3f} |"
-            )
-    return "\n".join(rows) if len(rows) > 2 else ""
-
-
-def int8_table(studies: Sequence[dict]) -> str:
-    """Per candidate measured with ``--int8``: EER change, size and cost of the int8 copy, per fold."""
-    rows = [
-        "| montage | embedder | window EER change, per fold | stored bytes, float -> int8 | "
-        "ms per window alone, float -> int8 | in batches of 64 |",
-        "|---|---|---|---|---|---|",
-    ]
-    for study in studies:
-        for candidate, data in study["candidates"].items():
-            folds = [r for r in data["folds"] if "int8" in r]
-            if not folds:
-                continue
-            q = [r["int8"] for r in folds]
-
-            def cost(reports, key):
-                return float(np.mean([r["embed_ms_per_window"][key] for r in reports]))
-
-            rows.append(
-                _row(
-                    _montage_name(study),
-                    _label(study, candidate),
-                    " / ".join(f"{r['eer_change']:+.4f}" for r in q),
-                    f"{q[0]['float_stored_bytes']:,} -> {q[0]['stored_bytes']:,}",
-                    f"{cost(folds, 'single'):.2f} -> {cost(q, 'single'):.2f}",
-                    f"{cost(folds, 'batch_64'):.3f} -> {cost(q, 'batch_64'):.3f}",
-                )
-            )
-    return "\n".join(rows) if len(rows) > 2 else ""
-
-
-def joint_table(studies: Sequence[dict]) -> str:
-    """Per candidate that fine-tunes the denoiser, per fold: its SI-SNR gain before and after."""
-    rows = [
-        "| montage | embedder | fold | denoiser SI-SNR gain before -> after (dB, training subjects) | "
-        "held-out EER |",
-        "|---|---|---|---|---|",
-    ]
-    for study, candidate, f, report in _fold_reports(studies):
-        gain = report["fit"].get("si_snr_gain_db")
-        if gain is not None:
-            rows.append(
-                _row(
-                    _montage_name(study),
-                    _label(study, candidate),
-                    str(f + 1),
-                    f"{gain['before']:.2f} -> {gain['after']:.2f}",
-                    f"{report['window_eer']:.3f}",
-                )
-            )
-    return "\n".join(rows) if len(rows) > 2 else ""
-
-
-def render(
-    crossval_paths: Sequence[Path], checkpoints: Sequence[Path], embedder_paths: Sequence[Path] = ()
-) -> str:
+def render(crossval_paths: Sequence[Path], checkpoints: Sequence[Path]) -> str:
     results = [json.loads(Path(p).read_text()) for p in crossval_paths]
-    studies = [json.loads(Path(p).read_text()) for p in embedder_paths]
     parts = []
-    if studies:
-        tables = (
-            embedder_table,
-            embedder_noise_table,
-            fusion_table,
-            fusion_condition_table,
-            int8_table,
-            joint_table,
-        )
-        for table in tables:
-            text = table(studies)
-            parts += [text, ""] if text else []
     if results:
-        folds = results[0]["folds"]
         parts += [
-            f"Unseen people: {len(folds)} subject-disjoint folds "
-            f"({' / '.join(str(len(f)) for f in folds)} subjects); mean ± std over folds.",
+            "Test people never seen in training; repeated splits: mean [95 % interval] over splits "
+            "(corrected for shared people); leave-one-corpus-out: one figure per direction.",
             "",
-            clean_table(results),
-            "",
-            noise_table(results),
         ]
-        selections = selection_table(results)
-        parts += ["", selections] if selections else []
+        for table in (verification_table, state_table, continuous_table, noise_table, selection_table):
+            text = table(results)
+            parts += [text, ""] if text else []
     if checkpoints:
         table = checkpoint_table(checkpoints)
-        parts += ["", table] if table else []
-    return "\n".join(parts) + "\n"
+        parts += [table, ""] if table else []
+    return "\n".join(parts)
+
+
+# -- console summaries ---------------------------------------------------------------------------------
+
+
+def format_selection(meta: dict) -> list[str]:
+    """What ``train`` chose, in a line or two."""
+    lines = []
+    chosen = meta["embedder_selection"].get("chosen")
+    if chosen is not None:
+        lines.append(
+            f"spectral embedder settings ({meta['embedder_selection'].get('judged_by', 'cross-validation')}):"
+            " "
+            f"{' + '.join(chosen['features'])}, PCA {chosen['pca_dim'] or 'none'}, shrinkage "
+            f"{chosen['shrinkage']} (window EER {chosen['eer_mean']:.3f} +- {chosen['eer_std']:.3f})"
+        )
+    learned = meta["embedder_selection"].get("learned", {})
+    best = learned.get("chosen")
+    if best is not None:
+        loss = f", loss {best['loss']}" if "loss" in best else ""
+        noise = learned.get("noise")
+        eer = f"mean window EER, clean and under {', '.join(noise)}" if noise else "window EER"
+        lines.append(
+            f"{meta['embedder_choice']} by cross-validation: spectral weight {best['fuse']}{loss} "
+            f"({eer} {best['eer_mean']:.3f} +- {best['eer_std']:.3f})"
+        )
+    return lines
+
+
+def format_report(report: dict) -> str:
+    """A short human-readable summary of an evaluation report."""
+    ck = report["checkpoint"]
+    lines = [
+        f"checkpoint {ck['identity']}: embedder {ck['embedder']}, montage {','.join(ck['montage'])}, "
+        f"mamba {'on' if ck['mamba'] else 'off'}",
+        f"people: {len(report['subjects'])} of {', '.join(report['corpora'])}",
+    ]
+    if report.get("seen_in_training"):
+        lines.append(
+            f"NOTE: {len(report['seen_in_training'])} of these people were in the checkpoint's training "
+            "data; these figures are not from unseen people (see `neuroauth crossval` for those)."
+        )
+    first = report["first_state_enrolment"]["ours"]
+    columns = (
+        ("ours", report),
+        ("first state only", first),
+        ("no denoiser", report["no_denoiser"]),
+        ("PSD baseline", report["baseline_psd"]),
+    )
+    lines.append(f"{'':22}" + "".join(f"{name:>18}" for name, _ in columns))
+    for key in ("window_eer", "auroc", "p_at_1", "p_at_5"):
+        lines.append(f"{key:22}" + "".join(f"{_fmt(r[key]):>18}" for _, r in columns))
+    for k in report["eer_at"]:
+        lines.append(
+            f"{'eer over ' + k + ' windows':22}" + "".join(f"{_fmt(r['eer_at'][k]):>18}" for _, r in columns)
+        )
+    for state in report["window_eer_by_state"]:
+        lines.append(
+            f"{'eer, ' + state:22}"
+            + "".join(f"{_fmt(r['window_eer_by_state'][state]):>18}" for _, r in columns)
+        )
+    if report.get("noisy_eer"):
+        lines.append(
+            f"\n{'noise at 0 dB':14}{'SI-SNR in':>10}{'out':>7}{'EER ours':>10}{'no denoiser':>13}"
+            f"{'baseline':>10}"
+        )
+        for kind, e in report["noisy_eer"].items():
+            lines.append(
+                f"{kind:14}{report['si_snr_input_db'][kind]:10.1f}{report['si_snr_db'][kind]:7.1f}"
+                f"{e['denoised']:10.3f}{e['without_denoiser']:13.3f}"
+                f"{report['baseline_psd']['noisy_eer'][kind]:10.3f}"
+            )
+    return "\n".join(lines)
+
+
+def format_continuous(report: dict) -> str:
+    def span(key):
+        v = report[key]
+        return (
+            "n/a" if v["median"] is None else f"median {v['median']:.1f} s, p95 {v['p95']:.1f} s (n={v['n']})"
+        )
+
+    promised = report.get("promised") or {}
+    lines = []
+    if "cohort_subjects" in report:
+        lines.append(
+            f"owners: {report['owners']}; calibration cohort: {len(report['cohort_subjects'])} other people"
+        )
+    lines += [
+        f"time to unlock (owner)      {span('time_to_unlock_s')}",
+        f"time to lock (takeover)     {span('time_to_lock_s')}"
+        + (f"; promised {_fmt(promised.get('median_time_to_lock_s'), 1)} s" if promised else ""),
+        f"false lock-outs per hour    {_fmt(report['false_lockouts_per_hour'], 2)} "
+        f"({report['false_lockouts']} in {report['owner_hours']:.2f} h of owner EEG)"
+        + (f"; promised {promised['false_lockouts_per_hour']:.2f}" if promised else ""),
+        f"owner time unlocked         {100 * (report['owner_unlocked_share'] or 0):.0f} %",
+        f"impostor unlocks per hour   {_fmt(report['impostor_unlocks_per_hour'], 2)}",
+        f"window EER                  {_fmt(report['window_eer'])}",
+    ]
+    if report["owners_never_unlocked"]:
+        lines.append(f"owners never unlocked: {', '.join(report['owners_never_unlocked'])}")
+    if report.get("seen_in_training"):
+        lines.append(
+            f"NOTE: {len(report['seen_in_training'])} of these people were in the checkpoint's training "
+            "data; for people the model never saw, see `neuroauth crossval --continuous`."
+        )
+    return "\n".join(lines)
+
+
+def format_crossval(result: dict) -> str:
+    lines = []
+    for group, entry in result["summary"].items():
+        f = entry["figures"]
+        line = (
+            f"{group} ({entry['splits']} split(s), {entry['test_people']} test people): window EER "
+            f"{_ci(f.get('window_eer'))}, over 10 windows {_ci(f.get('eer_at.10'))}; first state only "
+            f"{_ci(f.get('first_state_enrolment.ours.window_eer'))}; PSD baseline "
+            f"{_ci(f.get('baseline_psd.window_eer'))}"
+        )
+        if "continuous.false_lockouts_per_hour" in f:
+            line += (
+                f"\n    false lock-outs/h {_ci(f['continuous.false_lockouts_per_hour'], 1)}, time to lock "
+                f"{_ci(f.get('continuous.time_to_lock_s.median'), 1)} s, owner unlocked "
+                f"{_ci(f.get('continuous.owner_unlocked_share'), 2)}"
+            )
+        lines.append(line)
+    return "\n".join(lines)

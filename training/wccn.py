@@ -34,18 +34,38 @@ def within_class_covariance(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return cov / len(classes)
 
 
-def fit_projection(features: np.ndarray, labels: np.ndarray, dim: int, shrinkage: float) -> Projection:
+def standardise_by_domain(
+    features: np.ndarray, domains: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Z-scores of ``features``, each domain (corpus, recording site) by its own statistics;
+    and the statistics of all of them pooled, for a site that has none of its own."""
+    features = np.asarray(features, dtype=np.float64)
+    mean, scale = zscore_stats(features)
+    if domains is None or len(np.unique(domains)) < 2:
+        return (features - mean) / scale, mean, scale
+    z = np.empty_like(features)
+    for d in np.unique(domains):
+        rows = domains == d
+        m, s = zscore_stats(features[rows])
+        z[rows] = (features[rows] - m) / s
+    return z, mean, scale
+
+
+def fit_projection(
+    features: np.ndarray, labels: np.ndarray, dim: int, shrinkage: float, domains: np.ndarray | None = None
+) -> Projection:
     """Fit the z-score, a ``dim``-component PCA and the shrunk WCCN whitening.
 
+    With ``domains`` (the corpus of each row), each corpus is standardised by its own
+    statistics before PCA and WCCN, so that the projection learns how people differ
+    within a recording site, not how sites differ; the stored z-score is the pooled one.
     ``shrinkage`` blends the within-class covariance ``Sw`` with a scaled
     identity of the same trace: ``(1 - a) Sw + a tr(Sw)/d I``; ``a = 1`` keeps
     plain PCA, ``a = 0`` is full WCCN.
     """
     if len(np.unique(labels)) < 2:
         raise ValueError("fitting the projection needs windows of at least two subjects")
-    features = np.asarray(features, dtype=np.float64)
-    mean, scale = zscore_stats(features)
-    z = (features - mean) / scale
+    z, mean, scale = standardise_by_domain(features, domains)
     basis = principal_axes(z, dim)
     return Projection(mean=mean, scale=scale, matrix=basis @ wccn_whitening(z @ basis, labels, shrinkage))
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from neuroauth.daemon.lslconfig import loopback_env
 
-from neuroauth.cli import BUNDLED_DATA
+from neuroauth.paths import BUNDLED_DATA
 
 #: 62 s, 21 channels at 500 Hz: the shortest bundled recording.
 RECORDING = BUNDLED_DATA / "Subject00_2.edf"

@@ -28,9 +28,9 @@ from neuroauth.daemon.inlet import (
     xpath_literal,
 )
 from neuroauth.daemon.lslconfig import LOOPBACK_CONFIG, configure_lsl, loopback_env
-from neuroauth.training.data import read_raw
 
 from neuroauth.errors import StreamError
+from neuroauth.recordings import read_raw
 
 FIND_TIMEOUT = 10.0  # seconds; resolving returns as soon as the stream answers
 

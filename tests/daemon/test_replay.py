@@ -11,8 +11,9 @@ import uuid
 import numpy as np
 import pytest
 from neuroauth.daemon.inlet import EegInlet, StreamLost, StreamSelector, resolve
-from neuroauth.daemon.replay import Replayer, add_replay_parser, main
-from neuroauth.training.data import read_raw
+from neuroauth.daemon.replay import Replayer, main, register
+
+from neuroauth.recordings import read_raw
 
 
 def open_inlet(source_id: str) -> EegInlet:
@@ -97,7 +98,7 @@ def test_replayer_pushes_every_sample_once_without_loop(recording):
 
 def test_replay_command_line(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="neuroauth")
-    add_replay_parser(parser.add_subparsers(dest="command"))
+    register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["replay", "rec.edf", "--speed", "2.5", "--loop", "--source-id", "cap-1"])
     assert (args.command, args.speed, args.loop, args.source_id, args.type) == (
         "replay",

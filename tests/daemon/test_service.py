@@ -31,7 +31,7 @@ import aiomqtt
 import pytest
 from neuroauth.daemon.lslconfig import loopback_env
 
-from neuroauth.cli import BUNDLED_DATA
+from neuroauth.paths import BUNDLED_DATA
 
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from neuroauth.enroll.calibration import enrol
+from neuroauth.enroll.calibration import OwnerWindows, SvmSearch, enrol
 from neuroauth.enroll.template import Template
-from neuroauth.models.cohort import Cohort
+from neuroauth.models.cohort import Cohort, ScoreSequences
+from neuroauth.training.crossfit import HeldPerson, held_sequences
 
 DIM = 64
 SPREAD = 2.0  # noise relative to the distance between a person's centre and the origin
@@ -50,6 +51,26 @@ class People:
             hop_seconds=1.0,
         )
         self.strangers = [recording(rng, rng.standard_normal(DIM), 120) for _ in range(4)]
+        self.sequences = sequences_of(self.cohort)
+
+
+def sequences_of(cohort: Cohort) -> ScoreSequences:
+    """Calibration sequences of the cohort's own people: each enrolled from the first 60 windows of
+    their first recording, probed with their second; the other people are the impostors."""
+    held = []
+    for _, r, windows in cohort.sequences():
+        if r == 0:
+            held.append(HeldPerson("synthetic", [windows[:60].astype(np.float64)], []))
+        else:
+            held[-1].probes.append(windows.astype(np.float64))
+    owners, impostors = held_sequences(held, cohort.embeddings, SvmSearch())
+    return ScoreSequences.from_lists(owners, impostors, {"people": len(held), "hop_seconds": 1.0})
+
+
+def enrol_windows(people: People, owner: np.ndarray, cohort: Cohort | None = None, **kwargs) -> Template:
+    """``owner (n, D)`` enrolled as one state against ``people``'s cohort and sequences."""
+    kwargs = {"user": "alice", "checkpoint_identity": "ckpt-a", "embedder": "spectral"} | kwargs
+    return enrol(OwnerWindows.single(owner), cohort or people.cohort, people.sequences, **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +85,7 @@ def people() -> People:
 
 @pytest.fixture(scope="session")
 def enrolled(people) -> Template:
-    return enrol(people.owner, people.cohort, user="alice", checkpoint_identity="ckpt-a", embedder="spectral")
+    return enrol_windows(people, people.owner)
 
 
 @pytest.fixture

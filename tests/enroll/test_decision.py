@@ -2,14 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from neuroauth.enroll.decision import (
-    DecisionGrid,
-    DecisionMachine,
-    DecisionParams,
-    DecisionTargets,
-    State,
-    calibrate_decision,
-)
+from neuroauth.enroll.decision import DecisionMachine, DecisionParams, DecisionTargets, State
+from neuroauth.enroll.decision_calibration import DecisionGrid, calibrate_decision
 
 # owner N(2, 1), impostor N(0, 1): LLR(s) = 2 (s - 1), clipped to +-2
 PARAMS = DecisionParams(

@@ -20,7 +20,8 @@ from neuroauth.errors import TemplateError
 def assert_same(a: Template, b: Template) -> None:
     for name in ("user", "checkpoint_identity", "embedder", "dim", "created", "n_windows", "calibration"):
         assert getattr(a, name) == getattr(b, name), name
-    np.testing.assert_array_equal(a.centroid, b.centroid)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+    assert a.states == b.states
     np.testing.assert_array_equal(a.svm.support_vectors, b.svm.support_vectors)
     np.testing.assert_array_equal(a.svm.dual_coef, b.svm.dual_coef)
     assert (a.svm.intercept, a.svm.gamma, a.svm.nu) == (b.svm.intercept, b.svm.gamma, b.svm.nu)
@@ -56,7 +57,7 @@ def test_file_is_private_and_not_pickle(tmp_path, make_template):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
     document = json.loads(path.read_text())
-    assert document["format"] == "neuroauth-template" and document["format_version"] == 1
+    assert document["format"] == "neuroauth-template" and document["format_version"] == 2
 
 
 def test_an_open_directory_is_made_private(tmp_path, make_template):
@@ -141,8 +142,8 @@ def test_wrong_array_shapes_are_refused(tmp_path, make_template):
 def test_shape_and_byte_count_must_agree(tmp_path, make_template):
     store = TemplateStore(tmp_path)
     path = store.save(make_template())
-    rewrite(path, lambda c: c["arrays"]["centroid"].update(shape=[9]))
-    with pytest.raises(TemplateError, match=r"alice\.template\.json is malformed.*centroid.*bytes"):
+    rewrite(path, lambda c: c["arrays"]["centroids"].update(shape=[1, 9]))
+    with pytest.raises(TemplateError, match=r"alice\.template\.json is malformed.*centroids.*bytes"):
         store.load("alice")
 
 
@@ -167,9 +168,9 @@ def test_another_format_version_is_refused(tmp_path, make_template):
     store = TemplateStore(tmp_path)
     path = store.save(make_template())
     document = json.loads(path.read_text())
-    document["format_version"] = 2
+    document["format_version"] = 1  # one centroid: made before templates kept one per state
     path.write_text(json.dumps(document))
-    with pytest.raises(TemplateError, match=r"alice\.template\.json has format version 2"):
+    with pytest.raises(TemplateError, match=r"alice\.template\.json has format version 1.*Enrol again"):
         store.load("alice")
 
 

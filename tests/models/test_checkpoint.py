@@ -29,19 +29,25 @@ def test_round_trip_rebuilds_identical_models(tiny_checkpoint, tmp_path):
 
 
 def test_the_cohort_travels_with_the_checkpoint(tiny_checkpoint, tmp_path, bundled_4ch):
-    """`neuroauth train` embeds every window of its subjects; the file keeps them (float16)."""
+    """`neuroauth train` embeds its people's windows, 4 s apart; the file keeps them (float16), and
+    the calibration sequences beside them."""
     model = load_checkpoint(tiny_checkpoint)
     cohort = model.cohort
     assert cohort is not None and cohort.subjects == tuple(d.subject for d in bundled_4ch)
     assert cohort.dim == model.embedder.dim
     n_windows = sum(len(seq) for _, _, seq in cohort.sequences())
-    assert n_windows == len(cohort.embeddings) > 5 * 200
+    assert n_windows == len(cohort.embeddings) > 5 * 200 / 4 and cohort.hop_seconds == 4.0
     assert np.allclose(np.linalg.norm(cohort.embeddings, axis=1), 1.0, atol=2e-3)
     reloaded = load_checkpoint(tmp_path / "c.pt") if save_checkpoint(model, tmp_path / "c.pt") else None
     assert np.array_equal(reloaded.cohort.embeddings, cohort.embeddings)
     assert (reloaded.cohort.recording == cohort.recording).all()
     assert reloaded.cohort.without({cohort.subjects[0]}).subjects == cohort.subjects
     assert len(reloaded.cohort.without({cohort.subjects[0]}).embeddings) < len(cohort.embeddings)
+    sequences = reloaded.calibration
+    assert sequences is not None and sequences.record == model.calibration.record
+    assert len(sequences.owner_sequences()) == sequences.record["owner_sequences"] > 0
+    assert len(sequences.impostor_sequences()) == sequences.record["impostor_sequences"] > 0
+    np.testing.assert_array_equal(sequences.values, model.calibration.values)
 
 
 def test_a_cohort_of_another_dimension_is_refused(tiny_checkpoint, tmp_path):

@@ -10,11 +10,11 @@ from neuroauth.models.checkpoint import load_checkpoint
 from neuroauth.models.montage import resolve_montage
 from neuroauth.models.preprocess import preprocess
 from neuroauth.models.streaming import EngineConfig, StreamingEngine
-from neuroauth.training.data import read_raw
 from neuroauth.training.protocol import denoise, embed, windows_of
 from scipy import signal
 
 from neuroauth.errors import MontageError, StreamError
+from neuroauth.recordings import read_raw
 
 T0 = 5000.0  # LSL time of each test recording's first sample
 # The timestamps made here are exact, so most tests skip the delivered-rate check, which
@@ -24,7 +24,7 @@ EXACT = EngineConfig(rate_tolerance=None)
 
 @pytest.fixture(scope="module")
 def model():
-    from neuroauth.cli import SHIPPED_CHECKPOINT
+    from neuroauth.paths import SHIPPED_CHECKPOINT
 
     return load_checkpoint(SHIPPED_CHECKPOINT)
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from neuroauth.enroll.decision import DecisionTargets
 from neuroauth.models.checkpoint import load_checkpoint
-from neuroauth.training.continuous import Session, evaluate_continuous, plot_session, pool, session_figures
+from neuroauth.training.continuous import (
+    Session,
+    evaluate_continuous,
+    plot_session,
+    pool,
+    run_session,
+    session_figures,
+)
 from neuroauth.training.data import find_sessions, load_sessions
 
 from neuroauth.errors import CheckpointError
@@ -42,9 +49,23 @@ def test_figures_of_scripted_sessions():
     assert joined["time_to_lock_s"] == [2.0, 1.0, 2.0, 1.0] and joined["false_lockouts"] == 2
 
 
+def test_a_stitched_session_times_the_impostor_from_the_takeover_as_a_live_stream_would():
+    from factories import make_template
+
+    template = make_template()
+    owner = [3.0] * 20 + [None] + [3.0] * 9  # a window the quality gate refused
+    session = run_session(template, "a", "b", owner, [-3.0] * 15, window_seconds=4.0)
+    assert session.takeover == 4.0 + 29  # the owner's last window ends there
+    assert session.times[:2] == [4.0, 5.0] and session.times[30] == session.takeover + 4.0  # first wholly theirs
+    assert session.states[20] == "NO_SIGNAL" and session.scores[20] is None
+    f = session_figures([session], window_seconds=4.0)
+    assert f["owner_seconds"] == session.takeover and f["false_lockouts"] == 1  # the refused window
+    assert f["time_to_lock_s"] and f["time_to_lock_s"][0] >= 4.0
+
+
 @pytest.fixture(scope="module")
 def three_subjects(bundled_dir):
-    from neuroauth.cli import SHIPPED_CHECKPOINT
+    from neuroauth.paths import SHIPPED_CHECKPOINT
 
     model = load_checkpoint(SHIPPED_CHECKPOINT)
     return model, load_sessions(find_sessions(bundled_dir)[:3], model.montage, model.spec)
@@ -70,7 +91,7 @@ def test_a_cohort_of_only_evaluated_people_is_refused(three_subjects):
     cohort = model.cohort
     model.cohort = cohort.without(set(cohort.subjects) - {d.subject for d in data})
     try:
-        with pytest.raises(CheckpointError, match="keeps 0 subject"):
+        with pytest.raises(CheckpointError, match="cohort keeps 0; calibration needs at least 4"):
             evaluate_continuous(model, data, progress=False)
     finally:
         model.cohort = cohort

@@ -1,142 +1,143 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
-from neuroauth.training.crossval import aggregate, subject_folds
-from neuroauth.training.report import clean_table
+from neuroauth.training.crossval import interval, plan_splits, summary
+from neuroauth.training.data import Corpus, StateSpec, SubjectData
+from neuroauth.training.report import continuous_table, render, verification_table
+
+STATES = (StateSpec("rest", "_1", 60.0), StateSpec("task", "_2", 20.0))
 
 
-def test_folds_are_disjoint_and_cover_every_subject():
-    subjects = [f"S{i:02d}" for i in range(22)]
-    folds = subject_folds(subjects, 2, seed=0)
-    assert sorted(folds[0] + folds[1]) == subjects
-    assert not set(folds[0]) & set(folds[1])
-    assert [len(f) for f in folds] == [11, 11]
-    with pytest.raises(ValueError, match="folds"):
-        subject_folds(subjects, 12, seed=0)
+def people(corpus: str, complete: int, single: int = 0) -> list[SubjectData]:
+    c = Corpus(corpus, Path(corpus), STATES)
+    out = [SubjectData(f"{corpus}/p{i:02d}", ("rec", "rec"), c) for i in range(complete)]
+    out += [SubjectData(f"{corpus}/s{i:02d}", ("rec", None), c) for i in range(single)]
+    return out
 
 
-def test_crossval_never_trains_on_the_subjects_it_evaluates(monkeypatch):
+def test_splits_are_subject_disjoint_and_leave_each_corpus_out():
+    data = people("a", 12, single=3) + people("b", 10)
+    splits = plan_splits(data, repeats=4, seed=0)
+    repeated = [s for s in splits if s.kind == "repeated"]
+    loco = [s for s in splits if s.kind == "leave-one-corpus-out"]
+    assert len(repeated) == 8 and [s.name for s in loco] == ["b -> a", "a -> b"]
+    assert [s.corpus for s in splits] == ["a"] * 5 + ["b"] * 5  # a test corpus's splits together
+    everyone = {d.subject for d in data}
+    for s in splits:
+        assert not set(s.training) & set(s.test)
+        assert set(s.training) | set(s.test) <= everyone
+        assert all(t.startswith(f"{s.corpus}/p") for t in s.test)  # people with one recording never tested
+    for s in repeated:
+        assert len(s.test) == (12 if s.corpus == "a" else 10) // 2
+        assert set(s.training) == everyone - set(s.test)  # every other person, of every corpus
+    assert len({s.test for s in repeated if s.corpus == "a"}) > 1  # the halves differ
+    b_to_a = loco[0]
+    assert set(b_to_a.training) == {d.subject for d in data if d.subject.startswith("b/")}
+    assert len(b_to_a.test) == 12
+    one = plan_splits(people("a", 12), repeats=3, seed=0)
+    assert [s.kind for s in one] == ["repeated"] * 3  # one corpus: nothing to leave out
+    with pytest.raises(ValueError, match=r"no corpus has 8 people"):
+        plan_splits(people("a", 5), repeats=3, seed=0)
+
+
+def test_the_interval_is_widened_for_splits_that_share_people():
+    values = [0.10, 0.12, 0.08, 0.11, 0.09, 0.13, 0.07, 0.10, 0.12, 0.08]
+    from scipy import stats
+
+    plain = stats.t.ppf(0.975, 9) * np.std(values, ddof=1) / np.sqrt(10)
+    corrected = interval(values, n_train=50, n_test=50)
+    assert corrected["mean"] == pytest.approx(0.1)
+    half = corrected["high"] - corrected["mean"]
+    assert half == pytest.approx(plain * np.sqrt(1 + 10 * 50 / 50))  # (1/J + n2/n1) / (1/J)
+    assert corrected["mean"] - corrected["low"] == pytest.approx(half)
+    assert interval([0.2, None], 10, 10) == {"mean": 0.2, "low": None, "high": None, "n": 1}
+    assert interval([None], 10, 10)["mean"] is None
+
+
+def test_crossval_never_fits_or_denoises_with_the_people_it_tests(monkeypatch):
     import neuroauth.training.crossval as cv
 
-    class Subject:
-        def __init__(self, name):
-            self.subject = name
+    data = people("a", 10, single=2) + people("b", 8)
+    denoised_on, fitted_on, tested = [], [], []
 
-    seen = []
+    class Net:
+        pass
 
-    class FakeModel:
-        def __init__(self):
-            self.meta = {"embedder_selection": {"chosen": {}}, "seconds": {"total": 1.0}}
+    def fake_stage1(training, options, partial, progress):
+        denoised_on.append({d.subject for d in training})
+        return cv.Denoiser(Net(), {}, [], [])
 
-    def fake_train(data, options, out, resume, progress):
-        seen.append(("train", {d.subject for d in data}))
-        return FakeModel()
+    def fake_stage2(training, net, options, denoised, progress):
+        fitted_on.append(({d.subject for d in training}, denoised_on[-1]))
 
-    def fake_evaluate(model, data, progress):
-        seen.append(("eval", {d.subject for d in data}))
+        return type("Stage2", (), {"record": {"chosen": None}})()
+
+    def fake_evaluate(model, test, noise_types, progress, embedded):
+        tested.append({d.subject for d in test})
         return {"window_eer": 0.1, "seen_in_training": []}, None
 
-    monkeypatch.setattr(cv, "train", fake_train)
+    monkeypatch.setattr(cv, "train_stage1", fake_stage1)
+    monkeypatch.setattr(cv, "fit_stage2", fake_stage2)
+    monkeypatch.setattr(cv, "DenoisedRecordings", lambda net, spec: None)
+    monkeypatch.setattr(
+        cv, "assemble", lambda stage2, options, training: type("M", (), {"eval": lambda self: self})()
+    )
+    monkeypatch.setattr(cv, "embedded_people", lambda model, test, progress, gate: None)
     monkeypatch.setattr(cv, "evaluate", fake_evaluate)
-    data = [Subject(f"S{i}") for i in range(10)]
-    cv.crossval(data, cv.TrainOptions(), folds=2, mamba=[True], progress=False)
-    pairs = list(zip(seen[::2], seen[1::2], strict=True))
-    assert len(pairs) == 2
-    for (_, trained), (_, evaluated) in pairs:
-        assert not trained & evaluated
-        assert trained | evaluated == {d.subject for d in data}
+    result = cv.crossval(data, cv.TrainOptions(), repeats=2, progress=False)
+    assert len(tested) == len(fitted_on) == 2 + 2 + 2  # 2 repeats per corpus, 2 directions
+    assert len(denoised_on) == 2  # one denoiser per held-out corpus, reused by its splits
+    for test, (fit, denoiser_people) in zip(tested, fitted_on, strict=True):
+        assert not test & fit and not test & denoiser_people
+    assert set(result["summary"]) == {"a (repeated)", "b (repeated)", "b -> a", "a -> b"}
+    assert result["summary"]["a (repeated)"]["figures"]["window_eer"]["mean"] == pytest.approx(0.1)
 
 
-def test_aggregate_takes_mean_and_spread_of_numbers_only():
-    reports = [
-        {"window_eer": 0.1, "eer_at": {"5": 0.05}, "subjects": ["a"], "n_genuine": 3},
-        {"window_eer": 0.3, "eer_at": {"5": None}, "subjects": ["b"], "n_genuine": 5},
-    ]
-    summary = aggregate(reports)
-    assert summary["window_eer"] == pytest.approx({"mean": 0.2, "std": 0.1})
-    assert summary["eer_at"]["5"] == pytest.approx({"mean": 0.05, "std": 0.0})
-    assert "subjects" not in summary and "n_genuine" not in summary
+def _result():
+    def report(eer, lockouts):
+        return {
+            "window_eer": eer,
+            "eer_at": {"10": eer / 2},
+            "auroc": 0.9,
+            "p_at_1": 0.8,
+            "window_eer_by_state": {"rest": eer, "task": eer * 2},
+            "no_denoiser": {"window_eer": eer + 0.01},
+            "baseline_psd": {"window_eer": 0.3},
+            "first_state_enrolment": {
+                "ours": {"window_eer": eer + 0.05, "window_eer_by_state": {"rest": eer}}
+            },
+            "continuous": {"false_lockouts_per_hour": lockouts, "promised": {"false_lockouts_per_hour": 1.0}},
+        }
 
-
-def test_report_table_lists_every_variant_and_the_baseline():
-    stat = {"mean": 0.1, "std": 0.01}
-    metrics = {k: stat for k in ("window_eer", "auroc", "p_at_1", "p_at_5")}
-    metrics["eer_at"] = {"5": stat, "10": stat, "30": stat}
-    summary = dict(metrics, baseline_psd=metrics)
-    result = {
-        "montage": ["T7", "F8", "Cz", "P4"],
-        "variants": {"mamba": {"summary": summary}, "no_mamba": {"summary": summary}},
+    split = {"kind": "repeated", "corpus": "a", "training": ["x"] * 40, "test": ["y"] * 10}
+    reports = {
+        f"a split {k}": {"split": split, "report": report(0.1 + 0.02 * k, 2.0 + k)} for k in range(1, 4)
     }
-    table = clean_table([result])
-    assert "ours, with Mamba" in table and "ours, without Mamba" in table and "PSD baseline" in table
-    assert "0.100 ± 0.010" in table
+    reports["b -> a"] = {
+        "split": {"kind": "leave-one-corpus-out", "corpus": "a", "training": ["x"] * 30, "test": ["y"] * 20},
+        "report": report(0.2, 6.0),
+    }
+    return {"montage": ["T7", "F8", "Cz", "P4"], "splits": reports, "summary": summary(reports)}
 
 
-def test_a_kept_fold_checkpoint_is_reused_only_when_trained_alike(tiny_checkpoint, bundled_4ch):
-    import dataclasses
-
-    from neuroauth.training.crossval import _kept
-    from neuroauth.training.denoiser_training import DenoiserTraining
-    from neuroauth.training.embedder_training import SpectralSearch
-    from neuroauth.training.train import TrainOptions
-
-    options = TrainOptions(  # as tests/conftest.py trains the tiny checkpoint
-        stage1=DenoiserTraining(steps=6, batch=8, val_every=3, val_examples=16),
-        search=SpectralSearch(pca_dims=(8, 16), shrinkages=(0.5,), splits=2),
-        val_subjects=1,
-    )
-    assert _kept(tiny_checkpoint, bundled_4ch, options) is not None
-    assert _kept(tiny_checkpoint, bundled_4ch[1:], options) is None  # other subjects
-    assert _kept(tiny_checkpoint, bundled_4ch, dataclasses.replace(options, seed=1)) is None
-    other_steps = dataclasses.replace(options, stage1=dataclasses.replace(options.stage1, steps=7))
-    assert _kept(tiny_checkpoint, bundled_4ch, other_steps) is None
-    assert _kept(tiny_checkpoint.with_name("absent.pt"), bundled_4ch, options) is None
+def test_the_report_gives_every_split_group_with_its_interval():
+    result = _result()
+    table = verification_table([result])
+    assert "| 4 ch | a (repeated): 10 (3) | ours | 0.140 [" in table
+    assert "| 4 ch | b -> a: 20 (1) | ours | 0.200 | 0.100 |" in table  # one split: no interval
+    assert "first state only | 0.190 [" in table and "PSD baseline | 0.300" in table
+    continuous = continuous_table([result])
+    assert "| a (repeated) | 4.0 [" in continuous and "(1.0)" in continuous
+    text = render([], [])
+    assert text == ""
 
 
-def test_a_kept_learned_checkpoint_is_reused_only_when_its_embedder_was_trained_alike(
-    tiny_checkpoint, bundled_4ch, tmp_path
-):
-    import dataclasses
+def test_the_crossval_json_renders(tmp_path):
+    import json
 
-    from neuroauth.models.checkpoint import load_checkpoint, save_checkpoint
-    from neuroauth.training.crossval import _kept
-    from neuroauth.training.denoiser_training import DenoiserTraining
-    from neuroauth.training.embedder_training import SpectralSearch
-    from neuroauth.training.joint import JointTraining
-    from neuroauth.training.learned_embedders import LearnedTraining
-    from neuroauth.training.train import TrainOptions
-
-    options = TrainOptions(
-        stage1=DenoiserTraining(steps=6, batch=8, val_every=3, val_examples=16),
-        search=SpectralSearch(pca_dims=(8, 16), shrinkages=(0.5,), splits=2),
-        val_subjects=1,
-        embedder="temporal-joint-arcface",
-    )
-    model = load_checkpoint(tiny_checkpoint)  # as if trained with these options
-    model.meta["embedder_choice"] = options.embedder
-    model.meta["learned_training"] = dataclasses.asdict(options.learned)
-    model.meta["embedder_selection"] = {"learned": {}}  # no spectral search for this embedder
-    path = tmp_path / "learned.pt"
-    save_checkpoint(model, path)
-    assert _kept(path, bundled_4ch, options) is not None
-    del model.meta["learned_training"]["fusion_noise"]  # written before that setting existed
-    save_checkpoint(model, path)
-    assert _kept(path, bundled_4ch, options) is not None
-    noisy = dataclasses.replace(options, learned=LearnedTraining(fusion_noise=("emg",)))
-    assert _kept(path, bundled_4ch, noisy) is None
-    other = dataclasses.replace(options, learned=LearnedTraining(joint=JointTraining(denoise_weight=0.0)))
-    assert _kept(path, bundled_4ch, other) is None
-
-
-def test_the_selection_table_leaves_out_folds_without_a_spectral_search():
-    from neuroauth.training.report import selection_table
-
-    chosen = {"features": ["psd"], "pca_dim": None, "shrinkage": 0.5, "eer_mean": 0.1, "eer_std": 0.01}
-    fold = {"window_eer": 0.2, "train_seconds": 10.0}
-    folds = [fold | {"embedder_selection": chosen}, fold | {"embedder_selection": None}]
-    result = {"montage": ["T7", "F8", "Cz", "P4"], "variants": {"no_mamba": {"folds": folds}}}
-    assert selection_table([result]).splitlines()[2:] == [
-        "| 4 ch | no mamba | 1 | psd | none | 0.5 | 0.100 ± 0.010 | 0.200 | 10 |"
-    ]
-    del folds[0]
-    assert selection_table([result]) == ""  # no fold with a spectral search, no table
+    path = tmp_path / "cv.json"
+    path.write_text(json.dumps(_result()))
+    assert "leave-one-corpus-out" in render([path], [])

@@ -8,15 +8,15 @@ import torch
 from neuroauth.models.denoiser import CausalDenoiser, DenoiserConfig, si_snr
 from neuroauth.models.embedders.temporal import TemporalConfig, TemporalEmbedder
 from neuroauth.models.preprocess import SignalSpec
-from neuroauth.training.joint import DenoisedEmbedder, JointTraining, NoisyWindowSampler, fit_joint
-from neuroauth.training.learned_embedders import (
+from neuroauth.training.study.joint import DenoisedEmbedder, JointTraining, NoisyWindowSampler, fit_joint
+from neuroauth.training.study.learned_embedders import (
     LearnedTraining,
     check_embedder,
     fit_embedder,
     fit_with_denoiser,
     trains_denoiser,
 )
-from neuroauth.training.metric_learning import MetricTraining
+from neuroauth.training.study.metric_learning import MetricTraining
 
 SPEC = SignalSpec(window=200)
 SMALL_DENOISER = DenoiserConfig(residual_channels=4, skip_channels=4, n_blocks=1, use_mamba=False)
@@ -117,19 +117,22 @@ def test_joint_names_go_to_the_fit_that_trains_the_denoiser():
 
 
 def test_the_command_line_sets_the_joint_training():
-    from neuroauth.cli import _options, build_parser
+    from neuroauth.training.commands import options_from
+    from neuroauth.training.study.commands import learned_settings
+
+    from neuroauth.cli import build_parser
 
     joint = ["--joint-weight", "0.1", "--joint-denoiser-rate", "0"]
     args = build_parser().parse_args(
         ["train", "--data", "d", "--out", "o.pt", "--embedder", "temporal-joint-arcface", *joint]
     )
-    options = _options(args)
+    options = options_from(args)
     assert options.embedder == "temporal-joint-arcface"
     assert options.learned.joint == JointTraining(denoise_weight=0.1, denoiser_lr_scale=0.0)
     assert options.learned.resnet.steps == options.learned.metric.steps == 300
-    defaults = _options(build_parser().parse_args(["train", "--data", "d", "--out", "o.pt"]))
-    assert defaults.learned.joint == JointTraining()
+    defaults = options_from(build_parser().parse_args(["train", "--data", "d", "--out", "o.pt"]))
+    assert defaults.embedder == "spectral" and defaults.learned is None  # the shipped trainer needs none
     study = ["embedders", "--data", "d", "--json", "o.json", "--resnet-steps", "7", "--metric-steps", "9"]
-    learned = _options(build_parser().parse_args([*study, *joint])).learned
+    learned = learned_settings(build_parser().parse_args([*study, *joint]))
     assert (learned.resnet.steps, learned.metric.steps) == (7, 9)
     assert learned.joint == JointTraining(denoise_weight=0.1, denoiser_lr_scale=0.0)

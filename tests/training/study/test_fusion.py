@@ -8,7 +8,7 @@ from neuroauth.models.embedders.spectral import SpectralConfig, SpectralFeatures
 from neuroauth.models.embedders.temporal import TemporalConfig, TemporalEmbedder
 from neuroauth.models.preprocess import SignalSpec
 from neuroauth.training.embedder_training import group_columns, window_features
-from neuroauth.training.fusion import choose_weight, fit_fused, fit_spectral_part, half_splits
+from neuroauth.training.study.fusion import choose_weight, fit_fused, fit_spectral_part, half_splits
 
 SPEC = SignalSpec()
 
@@ -44,7 +44,7 @@ def _people(rhythmic: bool, n: int = 8):
         recordings.append(pair)
     config = SpectralConfig(n_channels=4, pca_dim=16, features=("psd", "bandpower"))
     extractor = SpectralFeatures(SpectralConfig(n_channels=4))
-    windows = [window_features(f"S{k}", e, p, extractor, SPEC) for k, (e, p) in enumerate(recordings)]
+    windows = [window_features(f"S{k}", [e, p], extractor, SPEC) for k, (e, p) in enumerate(recordings)]
     spectral = fit_spectral_part(windows, group_columns(extractor, config.features), config)
     return windows, recordings, extractor, spectral
 
@@ -95,7 +95,7 @@ def test_noisy_probes_move_the_weight_to_the_part_that_survives_the_noise():
         probe = rng.standard_normal((4, len(t))) + rhythm
         offset_only = rng.standard_normal((4, len(t)))
         offset_only[0] += 5.0 * k
-        windows.append(window_features(f"S{k}", enrol, probe, extractor, SPEC))
+        windows.append(window_features(f"S{k}", [enrol, probe], extractor, SPEC))
         recordings.append([enrol, probe])
         noisy.append({"gaussian": offset_only})
     config = SpectralConfig(n_channels=4, pca_dim=16, features=("psd", "bandpower"))
@@ -123,7 +123,7 @@ def test_noisy_probes_move_the_weight_to_the_part_that_survives_the_noise():
 
 
 def test_a_weight_of_one_ships_the_spectral_embedder_alone(monkeypatch):
-    import neuroauth.training.fusion as fusion
+    import neuroauth.training.study.fusion as fusion
 
     windows, recordings, extractor, spectral = _people(rhythmic=True)
     fitted = []
@@ -157,15 +157,17 @@ def test_half_splits_are_disjoint_and_need_four_subjects():
 
 
 def test_the_command_line_and_the_training_check_the_fusion_noise():
-    from neuroauth.training.learned_embedders import LearnedTraining, fit_embedder
     from neuroauth.training.noise import NOISE_TYPES
+    from neuroauth.training.study.commands import learned_settings
+    from neuroauth.training.study.learned_embedders import LearnedTraining, fit_embedder
 
-    from neuroauth.cli import NeuroAuthError, _options, build_parser
+    from neuroauth.cli import build_parser
+    from neuroauth.errors import NeuroAuthError
 
     def learned(*argv):
-        return _options(
-            build_parser().parse_args(["crossval", "--data", "d", "--json", "o.json", *argv])
-        ).learned
+        return learned_settings(
+            build_parser().parse_args(["embedders", "--data", "d", "--json", "o.json", *argv])
+        )
 
     assert learned().fusion_noise == ()
     assert learned("--fusion-noise", "emg,blink, emg").fusion_noise == ("emg", "blink")
@@ -192,8 +194,8 @@ def test_the_command_line_and_the_training_check_the_fusion_noise():
 
 
 def test_spectral_metric_is_built_on_the_spectral_embedder_it_is_given():
-    from neuroauth.training.learned_embedders import LearnedTraining, fit_embedder
-    from neuroauth.training.metric_learning import MetricTraining
+    from neuroauth.training.study.learned_embedders import LearnedTraining, fit_embedder
+    from neuroauth.training.study.metric_learning import MetricTraining
 
     windows, _, extractor, spectral = _people(rhythmic=True)
     training = LearnedTraining(metric=MetricTraining(steps=2, per_batch=4, per_subject=4))

@@ -29,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.checkpoint import NeuroAuthModel
-from ..models.embedders.spectral import SpectralConfig, SpectralFeatures
-from .crossval import _kept, aggregate, subject_folds
-from .data import SubjectData
-from .embedder_training import SubjectWindows, window_features
-from .evaluate import evaluate, noisy_probes
+from ...models.checkpoint import NeuroAuthModel
+from ...models.embedders.spectral import SpectralConfig, SpectralFeatures
+from ..data import SubjectData
+from ..embedder_training import SubjectWindows, window_features
+from ..evaluate import evaluate, noisy_probes
+from ..protocol import ENROL_SECONDS, denoise, embed, score, verification_metrics, windows_of
+from ..train import TrainOptions, train
+from .folds import _kept, aggregate, subject_folds
 from .kept_fits import FitPaths, keep_fit, load_fit
 from .learned_embedders import (
     LearnedTraining,
@@ -46,9 +48,7 @@ from .learned_embedders import (
     needs_signal,
     trains_denoiser,
 )
-from .protocol import ENROL_SECONDS, denoise, embed, score, verification_metrics, windows_of
 from .quantization import int8_copy, stored_bytes
-from .train import TrainOptions, train
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def _fold_inputs(
         SpectralConfig(n_channels=len(model.montage), sfreq=spec.sfreq, window=spec.window)
     )
     windows = [
-        window_features(d.subject, e, p, extractor, spec) for d, (e, p) in zip(fit, denoised, strict=True)
+        window_features(d.subject, [e, p], extractor, spec) for d, (e, p) in zip(fit, denoised, strict=True)
     ]
     joint = any(trains_denoiser(c) for c in candidates)
     noisy = None
@@ -195,6 +195,7 @@ def study(
     """Per candidate, every fold's evaluation report and their summary; learned candidates are
     trained as ``options.learned`` says."""
     candidates = check_candidates(candidates)
+    options = dataclasses.replace(options, learned=options.learned or LearnedTraining())
     subjects = [d.subject for d in data]
     groups = subject_folds(subjects, folds, options.seed)
     by_subject = {d.subject: d for d in data}

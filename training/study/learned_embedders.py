@@ -31,19 +31,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.denoiser import CausalDenoiser
-from ..models.embedders.resnet import ResNetConfig, ResNetEmbedder
-from ..models.embedders.signal_input import set_input_scale
-from ..models.embedders.spectral import SpectralEmbedder, SpectralFeatures
-from ..models.embedders.temporal import TemporalConfig, TemporalEmbedder
-from ..models.preprocess import SignalSpec
+from ...models.denoiser import CausalDenoiser
+from ...models.embedders.resnet import ResNetConfig, ResNetEmbedder
+from ...models.embedders.signal_input import set_input_scale
+from ...models.embedders.spectral import SpectralEmbedder, SpectralFeatures
+from ...models.embedders.temporal import TemporalConfig, TemporalEmbedder
+from ...models.preprocess import SignalSpec
+from ..embedder_registry import EmbedderFit, FitRequest, FitResult, register
+from ..embedder_training import SubjectWindows
+from ..noise import NOISE_TYPES
+from ..protocol import embed
 from .contrastive import ContrastiveTraining, pretrain_contrastive
-from .embedder_training import SubjectWindows
 from .fusion import NoisyProbes, Recordings, fit_fused
 from .joint import JointTraining, fit_joint
 from .metric_learning import LOSSES, MetricTraining, RawWindowSampler, train_metric
-from .noise import NOISE_TYPES
-from .protocol import embed
 from .spectral_metric_training import fit_spectral_metric
 
 _LOSS = "|".join(LOSSES)
@@ -246,7 +247,7 @@ def fit_with_denoiser(
 
 def embed_cost_ms(embedder: torch.nn.Module, n_channels: int, window: int, batch: int = 64) -> dict:
     """Milliseconds per window when embedding one window alone and ``batch`` at once (median of 5)."""
-    from ..bench import median_ms
+    from ...bench import median_ms
 
     embedder.eval()
     costs = {}
@@ -255,3 +256,51 @@ def embed_cost_ms(embedder: torch.nn.Module, n_channels: int, window: int, batch
         per_call = median_ms(lambda x=x: embed(embedder, x), repeats=5, warmup=1)
         costs["single" if size == 1 else f"batch_{batch}"] = per_call / size
     return costs
+
+
+def _resolve(name: str) -> EmbedderFit | None:
+    """The trainer's view of a learned embedder name (see :mod:`..embedder_registry`)."""
+    try:
+        check_embedder(name)
+    except ValueError:
+        return None
+    if name == "spectral":
+        return None
+
+    def fit(request: FitRequest) -> FitResult:
+        training = request.settings or LearnedTraining()
+        if trains_denoiser(name):
+            denoiser, embedder, record = fit_with_denoiser(
+                name,
+                request.denoiser,
+                request.raw,
+                request.spec,
+                training,
+                request.progress,
+                request.state_path,
+            )
+            return FitResult(embedder, record, denoiser)
+        noisy = request.noisy(training.fusion_noise) if needs_noisy_probes(name, training) else None
+        embedder, record = fit_embedder(
+            name,
+            request.spectral,
+            request.windows,
+            request.denoised,
+            request.extractor,
+            request.spec,
+            training,
+            request.progress,
+            noisy,
+            request.state_path,
+        )
+        return FitResult(embedder, record)
+
+    return EmbedderFit(
+        fit,
+        uses_spectral=uses_spectral(name),
+        needs_signal=needs_signal(name),
+        trains_denoiser=trains_denoiser(name),
+    )
+
+
+register(_resolve)

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..models.embedders.spectral import SpectralEmbedder, SpectralFeatures
-from ..models.embedders.spectral_metric import SpectralMetricConfig, SpectralMetricEmbedder
-from .embedder_training import SubjectWindows, group_columns
+from ...models.embedders.spectral import SpectralEmbedder, SpectralFeatures
+from ...models.embedders.spectral_metric import SpectralMetricConfig, SpectralMetricEmbedder
+from ..embedder_training import SubjectWindows, group_columns
 from .fusion import best_row, choose_weight, fit_spectral_part, fusion_eers, half_splits, spectral_vectors
 from .metric_learning import LOSSES, FeatureSampler, MetricTraining, train_metric
 

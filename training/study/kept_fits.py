@@ -17,11 +17,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import remove_stale_temporaries
-from ..models.checkpoint import NeuroAuthModel, load_checkpoint, save_checkpoint
-from .crossval import learned_alike, stored_form
+from ...atomic import remove_stale_temporaries
+from ...models.checkpoint import NeuroAuthModel, load_checkpoint, save_checkpoint
+from ..training_state import saved_seconds
+from .folds import learned_alike, stored_form
 from .learned_embedders import LearnedTraining
-from .training_state import saved_seconds
 
 log = logging.getLogger(__name__)
 

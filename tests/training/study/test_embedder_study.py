@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 from neuroauth.models.preprocess import SignalSpec
-from neuroauth.training.report import embedder_table
+from neuroauth.training.study.report import embedder_table
 
 
 class _Subject:
@@ -40,7 +40,7 @@ def _metrics(eer):
 
 
 def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monkeypatch):
-    import neuroauth.training.embedder_study as es
+    import neuroauth.training.study.embedder_study as es
 
     log = []
     eers = {"spectral": 0.1, "spectral-metric": 0.2}
@@ -96,11 +96,11 @@ def test_every_candidate_is_fitted_without_the_subjects_it_is_evaluated_on(monke
 def test_each_fit_is_kept_and_a_rerun_reuses_it_or_continues_its_training(
     monkeypatch, tmp_path, tiny_checkpoint
 ):
-    import neuroauth.training.embedder_study as es
+    import neuroauth.training.study.embedder_study as es
     from neuroauth.models.checkpoint import load_checkpoint
     from neuroauth.models.embedders.temporal import TemporalConfig, TemporalEmbedder
-    from neuroauth.training.learned_embedders import LearnedTraining
-    from neuroauth.training.metric_learning import MetricTraining
+    from neuroauth.training.study.learned_embedders import LearnedTraining
+    from neuroauth.training.study.metric_learning import MetricTraining
     from neuroauth.training.training_state import save_state
 
     candidate = "temporal-multisimilarity"
@@ -158,8 +158,8 @@ def test_each_fit_is_kept_and_a_rerun_reuses_it_or_continues_its_training(
 def test_an_int8_resnet_is_measured_on_the_held_out_subjects(tiny_checkpoint, bundled_4ch):
     from neuroauth.models.checkpoint import load_checkpoint
     from neuroauth.models.embedders.resnet import ResNetConfig, ResNetEmbedder
-    from neuroauth.training.embedder_study import _fold_inputs, _int8_report
-    from neuroauth.training.learned_embedders import LearnedTraining
+    from neuroauth.training.study.embedder_study import _fold_inputs, _int8_report
+    from neuroauth.training.study.learned_embedders import LearnedTraining
 
     torch.manual_seed(0)
     embedder = ResNetEmbedder(ResNetConfig(n_channels=4, dim=16)).eval()
@@ -175,10 +175,11 @@ def test_an_int8_resnet_is_measured_on_the_held_out_subjects(tiny_checkpoint, bu
 
 def test_a_joint_candidate_is_evaluated_with_its_own_denoiser(tiny_checkpoint, bundled_4ch):
     from neuroauth.models.checkpoint import load_checkpoint
-    from neuroauth.training.embedder_study import _fit, _fold_inputs, _int8_report
-    from neuroauth.training.evaluate import noisy_probe
-    from neuroauth.training.learned_embedders import LearnedTraining
-    from neuroauth.training.metric_learning import MetricTraining
+    from neuroauth.training.evaluate import with_noise
+    from neuroauth.training.protocol import denoise
+    from neuroauth.training.study.embedder_study import _fit, _fold_inputs, _int8_report
+    from neuroauth.training.study.learned_embedders import LearnedTraining
+    from neuroauth.training.study.metric_learning import MetricTraining
 
     model = load_checkpoint(tiny_checkpoint)
     before = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
@@ -189,7 +190,8 @@ def test_a_joint_candidate_is_evaluated_with_its_own_denoiser(tiny_checkpoint, b
     assert len(inputs.raw) == 2 and [sorted(n) for n in inputs.noisy] == [["emg", "pop"]] * 2
     for d, noisy, (_, probe) in zip(bundled_4ch[:2], inputs.noisy, inputs.recordings, strict=True):
         assert noisy["emg"].shape == probe.shape and not np.allclose(noisy["emg"], probe)
-        np.testing.assert_array_equal(noisy["pop"], noisy_probe(model, d, "pop")[1])  # the fit subjects'
+        pop = denoise(model, with_noise(d.probe, "pop", d.subject, 0, 1))
+        np.testing.assert_array_equal(noisy["pop"], pop)  # the fit subjects'
     variant, record = _fit("temporal-joint-multisimilarity", model, inputs, training, False)
     assert variant.embedder_name == "temporal" and variant.denoiser is not model.denoiser
     assert any(not torch.equal(v, before[k]) for k, v in variant.denoiser.state_dict().items())
@@ -200,7 +202,7 @@ def test_a_joint_candidate_is_evaluated_with_its_own_denoiser(tiny_checkpoint, b
 
 
 def test_the_fusion_table_shows_each_folds_choice_beside_the_spectral_part_alone():
-    from neuroauth.training.report import fusion_condition_table, fusion_table
+    from neuroauth.training.study.report import fusion_condition_table, fusion_table
 
     grid = [
         {"fuse": 0.5, "eer_mean": 0.10, "eer_std": 0.01},
@@ -234,7 +236,7 @@ def test_the_fusion_table_shows_each_folds_choice_beside_the_spectral_part_alone
 
 
 def test_the_int8_and_joint_tables_show_only_the_candidates_measured_so():
-    from neuroauth.training.report import int8_table, joint_table
+    from neuroauth.training.study.report import int8_table, joint_table
 
     def fold(eer, int8_eer=None, gain=None):
         report = {"window_eer": eer, "embed_ms_per_window": {"single": 1.0, "batch_64": 0.5}, "fit": {}}

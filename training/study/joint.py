@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.denoiser import CausalDenoiser
-from ..models.embedders.signal_input import set_input_scale
-from ..models.embedders.temporal import TemporalConfig, TemporalEmbedder
-from ..models.preprocess import SignalSpec, design_filter
-from .denoiser_training import NOISY_KINDS, denoising_loss, validate, with_noise
+from ...models.denoiser import CausalDenoiser
+from ...models.embedders.signal_input import set_input_scale
+from ...models.embedders.temporal import TemporalConfig, TemporalEmbedder
+from ...models.preprocess import SignalSpec, design_filter
+from ..denoiser_training import NOISY_KINDS, denoising_loss, validate, with_noise
 from .metric_learning import MetricTraining, random_crop, train_metric
 
 Recordings = Sequence[Sequence[np.ndarray]]  # per subject: preprocessed recordings (C, N), not denoised

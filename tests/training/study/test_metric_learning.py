@@ -6,8 +6,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from neuroauth.training.embedder_study import check_candidates
-from neuroauth.training.metric_learning import FeatureSampler, MetricTraining, RawWindowSampler, train_metric
+from neuroauth.training.study.embedder_study import check_candidates
+from neuroauth.training.study.metric_learning import (
+    FeatureSampler,
+    MetricTraining,
+    RawWindowSampler,
+    train_metric,
+)
 from torch import nn
 
 
@@ -72,7 +77,7 @@ def test_bad_settings_and_candidates_are_named():
 
 
 def test_a_signal_embedder_is_not_fitted_without_the_signal():
-    from neuroauth.training.learned_embedders import (
+    from neuroauth.training.study.learned_embedders import (
         LearnedTraining,
         fit_embedder,
         needs_signal,
@@ -103,14 +108,12 @@ def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
     embedder, shipped, bundled_4ch, tmp_path
 ):
     from neuroauth.models.checkpoint import load_checkpoint
-    from neuroauth.training.contrastive import ContrastiveTraining
     from neuroauth.training.denoiser_training import DenoiserTraining
     from neuroauth.training.embedder_training import SpectralSearch
-    from neuroauth.training.learned_embedders import LearnedTraining
-    from neuroauth.training.report import checkpoint_table
+    from neuroauth.training.report import checkpoint_table, format_selection
+    from neuroauth.training.study.contrastive import ContrastiveTraining
+    from neuroauth.training.study.learned_embedders import LearnedTraining
     from neuroauth.training.train import TrainOptions, train
-
-    from neuroauth.cli import format_fusion_choice
 
     options = TrainOptions(
         stage1=DenoiserTraining(steps=4, batch=4, val_every=2, val_examples=8),
@@ -138,10 +141,10 @@ def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
     assert (out.name in checkpoint_table([out])) == uses_spectral
     if embedder.endswith("+spectral"):  # its weight chosen on clean probes and under noise
         assert learned["noise"] == ["gaussian"] and set(learned["conditions"]) == {"clean", "gaussian"}
-        assert "(mean window EER, clean and under gaussian " in format_fusion_choice(model.meta)
+        assert "(mean window EER, clean and under gaussian " in "\n".join(format_selection(model.meta))
     if embedder.startswith("temporal-joint"):  # its denoiser is the fine-tuned one
         assert set(learned["si_snr_gain_db"]) == {"before", "after"}
-    fusion = format_fusion_choice(model.meta)
+    fusion = next((line for line in format_selection(model.meta) if "spectral weight" in line), None)
     if shipped in ("spectral-metric", "fused"):
         assert fusion.startswith(
             f"{embedder} by cross-validation: spectral weight {model.embedder.config.fuse}"
@@ -153,20 +156,21 @@ def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
 def test_train_saves_the_embedder_training_state_beside_its_output_until_the_checkpoint_is_written(
     bundled_4ch, tmp_path, monkeypatch
 ):
+    import neuroauth.training.study.learned_embedders as le
     import neuroauth.training.train as tr
     from neuroauth.training.denoiser_training import DenoiserTraining
-    from neuroauth.training.learned_embedders import LearnedTraining
+    from neuroauth.training.study.learned_embedders import LearnedTraining
 
     out = tmp_path / "learned.pt"
     state = out.with_name(out.name + ".embedder.partial")
-    fit_embedder, states = tr.fit_embedder, []
+    fit_embedder, states = le.fit_embedder, []
 
     def fit_and_look(*args):
         fitted = fit_embedder(*args)
         states.append((args[-1], args[-1].exists()))  # what train gave, and what the training left there
         return fitted
 
-    monkeypatch.setattr(tr, "fit_embedder", fit_and_look)
+    monkeypatch.setattr(le, "fit_embedder", fit_and_look)
     options = tr.TrainOptions(
         stage1=DenoiserTraining(steps=2, batch=4, val_every=2, val_examples=8),
         val_subjects=1,
@@ -179,7 +183,7 @@ def test_train_saves_the_embedder_training_state_beside_its_output_until_the_che
 
 
 def test_a_resnet_fit_repeats_exactly_with_its_seed():
-    from neuroauth.training.learned_embedders import fit_resnet
+    from neuroauth.training.study.learned_embedders import fit_resnet
 
     rng = np.random.default_rng(0)
     recordings = [[rng.standard_normal((2, 1200))] for _ in range(2)]

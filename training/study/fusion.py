@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.embedders.fused import FusedConfig, FusedEmbedder
-from ..models.embedders.spectral import SpectralConfig, SpectralEmbedder, SpectralFeatures
-from ..models.embedders.spectral_metric import fuse_vectors
-from ..models.preprocess import SignalSpec
-from .embedder_training import SubjectWindows, group_columns, labelled_features, spectral_embedder
-from .protocol import embed, score, verification_metrics, windows_of
-from .wccn import fit_projection
+from ...models.embedders.fused import FusedConfig, FusedEmbedder
+from ...models.embedders.spectral import SpectralConfig, SpectralEmbedder, SpectralFeatures
+from ...models.embedders.spectral_metric import fuse_vectors
+from ...models.preprocess import SignalSpec
+from ..embedder_training import SubjectWindows, group_columns, labelled_features, spectral_embedder
+from ..protocol import embed, score, verification_metrics, windows_of
+from ..wccn import fit_projection
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ def half_splits(n: int, splits: int, seed: int) -> list[tuple[np.ndarray, np.nda
 
 def fit_spectral_part(data: Sequence[SubjectWindows], columns: np.ndarray, config: SpectralConfig):
     """A spectral embedder with ``config``'s settings fitted on ``data`` only."""
-    feats, labels = labelled_features(data, columns)
-    return spectral_embedder(fit_projection(feats, labels, config.pca_dim, config.shrinkage), config)
+    feats, labels, domains = labelled_features(data, columns)
+    return spectral_embedder(fit_projection(feats, labels, config.pca_dim, config.shrinkage, domains), config)
 
 
 def spectral_vectors(spectral: SpectralEmbedder, features: np.ndarray, columns: np.ndarray) -> np.ndarray:

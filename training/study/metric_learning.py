@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .training_state import load_state, restore_rng, rng_state, save_state
+from ..training_state import load_state, restore_rng, rng_state, save_state
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from neuroauth.models.embedders.resnet import ResNetConfig, ResNetEmbedder
 from neuroauth.models.embedders.spectral import SpectralConfig, SpectralEmbedder
 from neuroauth.models.embedders.spectral_metric import SpectralMetricConfig, SpectralMetricEmbedder
 from neuroauth.models.embedders.temporal import TemporalConfig, TemporalEmbedder
-from neuroauth.training.quantization import int8_copy, stored_bytes
+from neuroauth.training.study.quantization import int8_copy, stored_bytes
 
 
 def _resnet() -> ResNetEmbedder:

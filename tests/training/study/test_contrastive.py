@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from neuroauth.training.contrastive import ContrastiveTraining, ViewPairs, nt_xent, pretrain_contrastive
+from neuroauth.training.study.contrastive import ContrastiveTraining, ViewPairs, nt_xent, pretrain_contrastive
 from torch import nn
 
 

@@ -1,0 +1,176 @@
+"""Enrolling an owner: guided phases of EEG through the engine, one template out.
+
+A person's EEG changes with their state, and a template from one state judges
+the others harshly; enrolment therefore records several short phases (by
+default eyes open at rest, eyes closed, and a mental task), keeps each phase's
+windows apart and gives the template one centroid per phase. Each phase comes
+from a source of its own (a live stream read for the phase's length, or one
+recording per phase) and runs through the daemon's engine, so the template is
+made from exactly the windows the daemon will score.
+
+:func:`enroll_owner` is the use case the ``neuroauth enroll`` command and the
+demo both call; what to show the wearer is left to the caller (``on_phase``,
+``on_window``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CheckpointError, DataError
+from ..models.checkpoint import NeuroAuthModel
+from ..models.streaming import EngineConfig
+from ..sources import Source
+from .calibration import MIN_STATE_WINDOWS, OwnerWindows, enrol, subjects_recorded_in
+from .collect import Collected, collect_windows, require_enough
+from .decision import DecisionTargets
+from .store import TemplateStore
+from .template import Template, validate_user
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One state the owner is enrolled in, and what the wearer is asked to do."""
+
+    state: str
+    title: str
+    instructions: str
+    seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.state or self.seconds <= 0:
+            raise ValueError(f"an enrolment phase needs a state name and a positive length, got {self}")
+
+
+PHASES: dict[str, Phase] = {
+    p.state: p
+    for p in (
+        Phase(
+            "eyes-open",
+            "Eyes open, at rest",
+            "Sit comfortably and still. Keep your eyes open, look at one point in front of you, "
+            "relax your face and jaw.",
+        ),
+        Phase(
+            "eyes-closed",
+            "Eyes closed, at rest",
+            "Close your eyes. Stay still and relaxed, but awake.",
+        ),
+        Phase(
+            "task",
+            "A mental task",
+            "Eyes open. In your head, count backwards from 1000 in steps of seven: 1000, 993, 986, ... "
+            "Start again at 1000 if you lose count.",
+        ),
+        Phase("rest", "At rest", "Sit comfortably and still, relaxed, eyes open."),
+        Phase(
+            "arithmetic",
+            "Mental arithmetic",
+            "Eyes open. Subtract seven again and again from a four-digit number, in your head.",
+        ),
+    )
+}
+DEFAULT_PHASES: tuple[str, ...] = ("eyes-open", "eyes-closed", "task")
+
+
+def phases_named(names: Sequence[str], seconds: float | None = None) -> list[Phase]:
+    """The phases of ``names`` (known ones with their instructions), each ``seconds`` long when given."""
+    if len(set(names)) != len(names) or not names:
+        raise DataError(f"enrolment phases must be distinct and at least one, got {list(names)}")
+    out = []
+    for name in names:
+        phase = PHASES.get(name) or Phase(
+            name, name, "Follow the instructions you were given for this phase."
+        )
+        out.append(Phase(phase.state, phase.title, phase.instructions, seconds or phase.seconds))
+    return out
+
+
+def collect_phase(
+    model: NeuroAuthModel,
+    phase: Phase,
+    source: Source,
+    hop_seconds: float,
+    on_window: Callable[[Collected], None] | None = None,
+) -> Collected:
+    """Run one phase's source through the engine; refuse a phase with too few good windows."""
+    # a live stream's rate is checked from its timestamps; a file's timestamps are made from its rate
+    rate_tolerance = None if source.exact_timestamps else EngineConfig().rate_tolerance
+    config = EngineConfig(hop_seconds=hop_seconds, rate_tolerance=rate_tolerance)
+    collected = collect_windows(model, source.channel_names, source.sfreq, source.chunks, config, on_window)
+    require_enough(collected, MIN_STATE_WINDOWS, f"the {phase.state!r} phase ({source.description})")
+    return collected
+
+
+def enroll_owner(
+    model: NeuroAuthModel,
+    phases: Sequence[tuple[Phase, Callable[[], Source]]],
+    store: TemplateStore,
+    *,
+    user: str,
+    targets: DecisionTargets,
+    policy: str = "target-far",
+    target_far: float = 0.01,
+    hop_seconds: float | None = None,
+    replace: bool = False,
+    on_phase: Callable[[int, Phase, Source], None] | None = None,
+    on_window: Callable[[Phase, Collected], None] | None = None,
+    on_collected: Callable[[Phase, Collected], None] | None = None,
+) -> tuple[Template, Path]:
+    """Record every phase, make ``user``'s template and write it to ``store``.
+
+    ``phases``: each phase with a function opening its source when the phase begins
+    (a live stream is opened only once the wearer is ready). Nothing is written when
+    a phase fails; an existing template stays unless ``replace``.
+    """
+    validate_user(user)
+    if store.path(user).exists() and not replace:
+        raise DataError(f"{user} already has a template ({store.path(user)}); pass --replace to enrol again")
+    if model.cohort is None:
+        raise CheckpointError(
+            "the checkpoint carries no background cohort to calibrate against; add one with "
+            "`neuroauth cohort --checkpoint ... --data DIR --out ...`"
+        )
+    hop = hop_seconds if hop_seconds is not None else EngineConfig().hop_seconds
+    states, windows = [], []
+    for i, (phase, open_source) in enumerate(phases):
+        source = open_source()
+        if on_phase is not None:
+            on_phase(i, phase, source)
+        collected = collect_phase(
+            model,
+            phase,
+            source,
+            hop,
+            None if on_window is None else lambda c, phase=phase: on_window(phase, c),
+        )
+        if on_collected is not None:
+            on_collected(phase, collected)
+        states.append(phase.state)
+        windows.append(collected.matrix())
+    owner = OwnerWindows(tuple(states), tuple(windows))
+    cohort = model.cohort
+    recorded = subjects_recorded_in(cohort, owner.all)
+    if recorded:  # enrolling one of the training people from a recording the cohort holds
+        log.warning("left out of the cohort: %s (this recording is in it)", ", ".join(sorted(recorded)))
+        cohort = cohort.without(recorded)
+    template = enrol(
+        owner,
+        cohort,
+        model.calibration,
+        user=user,
+        checkpoint_identity=model.identity(),
+        embedder=model.embedder_name,
+        policy=policy,
+        target_far=target_far,
+        targets=targets,
+        hop_seconds=hop,
+    )
+    if recorded:
+        template.calibration["cohort"]["left_out"] = sorted(recorded)
+    return template, store.save(template)

@@ -1,0 +1,178 @@
+"""Score sequences of people the embedder never trained on, for calibrating the decision over time.
+
+A checkpoint's cohort holds its training people, embedded by a projection fitted
+on them: their own scores across states are better than a new owner's will be.
+The decision levels are therefore tuned on people held out of the fit instead.
+The training people with every recording are split into ``folds`` groups; for
+each group, the spectral projection (the checkpoint's chosen settings) is fitted
+on everyone else, and each person of the group is enrolled as ``neuroauth
+enroll`` enrols an owner: their windows standardised with the fitted pool's
+statistics (a headset with one user), a template fitted against the other
+people's windows (:func:`~neuroauth.enroll.calibration.fit_scorer`). Their own
+later EEG (the probe part of every state) gives the *owner* sequences; every
+other person of the group from the same corpus, strangers to that fit too, gives
+*impostor* sequences: someone else putting on the same headset is recorded at
+the same site, and people of another corpus would be easier to tell apart than
+the impostors a deployment meets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..enroll.calibration import OwnerWindows, SvmSearch, fit_scorer
+from ..enroll.scoring import cosine_scores
+from ..models.cohort import ScoreSequences
+from .embedder_training import SubjectWindows, labelled_features
+from .protocol import HOP_SECONDS, state_plans
+from .wccn import Projection, apply_projection, fit_projection, zscore_stats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CrossFit:
+    """How the calibration sequences are made; recorded in the checkpoint."""
+
+    folds: int = 4
+    max_impostor_sequences: int = 600  # a seeded sample: enrolment simulates every one of them
+    cohort_windows: int = 4000  # windows of the fitted people a template is calibrated against
+    seed: int = 0
+
+
+def domain_embed(
+    data: Sequence[SubjectWindows], columns: np.ndarray, projection: Projection
+) -> list[np.ndarray]:
+    """Every window of each person, standardised by their own corpus's statistics: people as their
+    own recording site sees them (the cohort a template is calibrated against)."""
+    feats, labels, domains = labelled_features(data, columns)
+    out = np.empty((len(feats), projection.matrix.shape[1]))
+    for d in np.unique(domains):
+        rows = domains == d
+        mean, scale = zscore_stats(feats[rows])
+        out[rows] = apply_projection(feats[rows], Projection(mean, scale, projection.matrix))
+    return [out[labels == i] for i in range(len(data))]
+
+
+@dataclass
+class HeldPerson:
+    """A person a template is fitted for (``enrolled``, per state) or only an impostor (None)."""
+
+    corpus: str
+    enrolled: list[np.ndarray] | None  # per state: enrolment embeddings
+    probes: list[np.ndarray]  # per state (or recording): the embeddings scored as their later EEG
+
+
+def held_sequences(
+    people: Sequence[HeldPerson], cohort: np.ndarray, search: SvmSearch
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each enrolled person's template, fitted against ``cohort (M, D)``, scoring their own probes
+    (owner sequences) and the probes of everyone else of their corpus (impostor sequences)."""
+    owners, impostors = [], []
+    for i, person in enumerate(people):
+        if person.enrolled is None:
+            continue
+        kept = [(f"state{j}", e) for j, e in enumerate(person.enrolled) if len(e)]
+        scorer = fit_scorer(
+            OwnerWindows(tuple(s for s, _ in kept), tuple(e for _, e in kept)), cohort, search
+        )
+
+        def fused(x, scorer=scorer):
+            return scorer.fusion.fuse(cosine_scores(x, scorer.centroids), scorer.svm.decision_function(x))
+
+        owners += [fused(x) for x in person.probes if len(x)]
+        for j, other in enumerate(people):
+            if j != i and other.corpus == person.corpus:  # a headset's impostors share its site
+                impostors += [fused(x) for x in other.probes if len(x)]
+    return owners, impostors
+
+
+def crossfit_sequences(
+    data: Sequence[SubjectWindows],
+    columns: np.ndarray,
+    pca_dim: int,
+    shrinkage: float,
+    settings: CrossFit | None = None,
+    search: SvmSearch | None = None,
+    progress: bool = True,
+) -> ScoreSequences:
+    settings = settings or CrossFit()
+    search = search or SvmSearch()
+    rng = np.random.default_rng(settings.seed)
+    complete = [i for i, d in enumerate(data) if d.complete]
+    folds = min(settings.folds, len(complete) // 2)  # each fold needs an owner and an impostor
+    if folds < 2:
+        raise ValueError(
+            f"{len(complete)} people with every recording are too few to cross-fit calibration sequences "
+            "(two folds of two people at least); train on more people"
+        )
+    if folds < settings.folds:
+        log.warning(
+            "%d people with every recording: cross-fitting in %d folds, not %d",
+            len(complete),
+            folds,
+            settings.folds,
+        )
+    fold_of = np.empty(len(data), dtype=int)
+    for members in (complete, [i for i, d in enumerate(data) if not d.complete]):
+        fold_of[rng.permutation(np.array(members, dtype=int))] = np.arange(len(members)) % folds
+    owners, impostors = [], []
+    for k in tqdm(range(folds), desc="calibration cross-fit", unit="fold", disable=not progress):
+        fit = [d for i, d in enumerate(data) if fold_of[i] != k]
+        held = [d for i, d in enumerate(data) if fold_of[i] == k]
+        feats, labels, domains = labelled_features(fit, columns)
+        projection = fit_projection(feats, labels, pca_dim, shrinkage, domains)
+        cohort = np.concatenate(domain_embed(fit, columns, projection))
+        cohort = cohort[
+            rng.choice(len(cohort), size=min(settings.cohort_windows, len(cohort)), replace=False)
+        ]
+
+        def project(x, projection=projection):  # a headset of one user: the pool's statistics
+            return apply_projection(x[:, columns], projection)
+
+        held_people = []
+        for d in held:
+            if not d.complete:
+                held_people.append(HeldPerson(d.corpus, None, [project(x) for x in d.recordings]))
+                continue
+            plans = state_plans(d.enrol_seconds, d.window_seconds)
+            held_people.append(
+                HeldPerson(
+                    d.corpus,
+                    [project(x[p.enrol]) for x, p in zip(d.recordings, plans, strict=True)],
+                    [project(x[p.probe]) for x, p in zip(d.recordings, plans, strict=True)],
+                )
+            )
+        o, i = held_sequences(held_people, cohort, search)
+        owners += o
+        impostors += i
+    total = len(impostors)
+    if total > settings.max_impostor_sequences:
+        keep = np.sort(rng.choice(total, size=settings.max_impostor_sequences, replace=False))
+        impostors = [impostors[i] for i in keep]
+    record = {
+        **asdict(settings),
+        "folds_used": folds,
+        "people": len(data),
+        "owner_people": len(complete),
+        "owner_sequences": len(owners),
+        "impostor_sequences_made": total,
+        "impostor_sequences": len(impostors),
+        "hop_seconds": HOP_SECONDS,
+        "protocol": "every state enrolled from its first enrol_seconds, probed from one window later; "
+        "templates fitted without the people they score",
+    }
+    log.info(
+        "calibration sequences: %d owner and %d of %d impostor sequences from %d people in %d folds",
+        len(owners),
+        len(impostors),
+        total,
+        len(data),
+        folds,
+    )
+    return ScoreSequences.from_lists(owners, impostors, record)
