@@ -1,13 +1,14 @@
 # Two entry points for a fresh machine; each sets itself up first.
 #   make demo   the live demo: enrol, replay owner then impostor, neuroauthd over MQTT
 #   make test   lint and run the test suite (what CI runs)
+#   make test-fast   the same without the slow tests, for the edit-test loop
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup mosquitto
+.PHONY: demo test test-fast setup mosquitto
 
 setup: $(STAMP)
 
@@ -20,15 +21,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) mosquitto
 	$(BIN)/neuroauth demo
 
 test: $(STAMP) mosquitto
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# The MQTT tests run a real broker. Debian puts it in /usr/sbin, which is not on every
-# user's PATH; install it (as root, or through sudo) only when it is missing.
+# The edit-test loop: everything but the tests marked slow (training, real-time streams, live broker).
+test-fast: $(STAMP) mosquitto
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow"
+
+# The demo and the MQTT tests run a real broker. Debian puts it in /usr/sbin, which is not on
+# every user's PATH; install it (as root, or through sudo) only when it is missing.
 mosquitto:
 	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then :; \
 	elif [ "$$(id -u)" -eq 0 ]; then \

@@ -37,7 +37,8 @@ __all__ = ["LOOPBACK_CONFIG", "configure_lsl", "loopback_config_path", "loopback
 
 #: liblsl configuration that keeps discovery and data on 127.0.0.1: no IPv6, no
 #: multicast group beyond the loopback address, TTL 0, and the loopback address as
-#: the only known peer.
+#: the only known peer. liblsl logs errors only (level -2): its INFO lines ("Configuration
+#: loaded from ...") would otherwise interleave with the daemon's own log.
 LOOPBACK_CONFIG = """[ports]
 IPv6 = disable
 [multicast]
@@ -46,6 +47,8 @@ AddressesOverride = {127.0.0.1}
 TTLOverride = 0
 [lab]
 KnownPeers = {127.0.0.1}
+[log]
+level = -2
 """
 
 ENV_VAR = "LSLAPICFG"

@@ -244,13 +244,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     phases = _phases_and_sources(args, loopback)
     bars: dict[str, tqdm] = {}
 
-    def on_phase(i, phase, source) -> None:
+    def on_phase(i, phase) -> None:
+        print(f"\nphase {i + 1} of {len(phases)}: {phase.title} ({phase.seconds:.0f} s)")
+        print(f"  {phase.instructions}", flush=True)
+
+    def on_source(phase, source) -> None:
+        print(f"  recording {source.seconds:.0f} s from {source.description}", flush=True)
         expected = max(0, int((source.seconds - model.spec.window_seconds) / hop) + 1)
-        print(
-            f"\nphase {i + 1} of {len(phases)}: {phase.title} "
-            f"({source.seconds:.0f} s from {source.description})"
-        )
-        print(f"  {phase.instructions}")
         bars[phase.state] = tqdm(total=expected, unit="window", desc=f"  {phase.state}")
 
     def on_window(phase, c) -> None:
@@ -275,12 +275,16 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             hop_seconds=hop,
             replace=args.replace,
             on_phase=on_phase,
+            on_source=on_source,
             on_window=on_window,
             on_collected=on_collected,
         )
     finally:
         for bar in bars.values():
             bar.close()
+    left_out = template.calibration["cohort"].get("left_out")
+    if left_out:
+        print(f"left out of the cohort: {', '.join(left_out)} (these recordings are in it)")
     print(f"\ntemplate of {args.user} written to {path}")
     print(format_template(template, path))
     return 0

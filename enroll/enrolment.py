@@ -118,15 +118,17 @@ def enroll_owner(
     target_far: float = 0.01,
     hop_seconds: float | None = None,
     replace: bool = False,
-    on_phase: Callable[[int, Phase, Source], None] | None = None,
+    on_phase: Callable[[int, Phase], None] | None = None,
+    on_source: Callable[[Phase, Source], None] | None = None,
     on_window: Callable[[Phase, Collected], None] | None = None,
     on_collected: Callable[[Phase, Collected], None] | None = None,
 ) -> tuple[Template, Path]:
     """Record every phase, make ``user``'s template and write it to ``store``.
 
     ``phases``: each phase with a function opening its source when the phase begins
-    (a live stream is opened only once the wearer is ready). Nothing is written when
-    a phase fails; an existing template stays unless ``replace``.
+    (a live stream is opened only once the wearer is ready). ``on_phase`` is called
+    before a phase's source is opened (to show its instructions), ``on_source`` once it
+    is. Nothing is written when a phase fails; an existing template stays unless ``replace``.
     """
     validate_user(user)
     if store.path(user).exists() and not replace:
@@ -139,9 +141,11 @@ def enroll_owner(
     hop = hop_seconds if hop_seconds is not None else EngineConfig().hop_seconds
     states, windows = [], []
     for i, (phase, open_source) in enumerate(phases):
-        source = open_source()
         if on_phase is not None:
-            on_phase(i, phase, source)
+            on_phase(i, phase)
+        source = open_source()
+        if on_source is not None:
+            on_source(phase, source)
         collected = collect_phase(
             model,
             phase,
@@ -157,7 +161,7 @@ def enroll_owner(
     cohort = model.cohort
     recorded = subjects_recorded_in(cohort, owner.all)
     if recorded:  # enrolling one of the training people from a recording the cohort holds
-        log.warning("left out of the cohort: %s (this recording is in it)", ", ".join(sorted(recorded)))
+        log.info("left out of the cohort: %s (this recording is in it)", ", ".join(sorted(recorded)))
         cohort = cohort.without(recorded)
     template = enrol(
         owner,

@@ -4,10 +4,13 @@
 2. A mosquitto broker is started on a free 127.0.0.1 port when mosquitto is
    installed; otherwise the demo says how to get it and shows the daemon's own
    log of its decisions instead of MQTT messages.
-3. A bundled subject is enrolled from its first recording (rest).
-4. A recording is made of that subject's second recording (mental arithmetic)
-   followed by another bundled subject's: the owner wears the headset, then
-   someone else puts it on. It is replayed as a live LSL stream in real time.
+3. A bundled subject is enrolled in two states, as ``neuroauth enroll`` guides a
+   wearer through phases: 60 s at rest (their first recording) and the first 20 s
+   of mental arithmetic (their second).
+4. A recording is made of the rest of that subject's arithmetic recording (from
+   24 s on, never seen at enrolment) followed by another bundled subject's: the
+   owner wears the headset, then someone else puts it on. It is replayed as a
+   live LSL stream in real time.
 5. ``neuroauthd`` runs against it; its state changes and lock/unlock events are
    printed as they arrive, and at the end the time to unlock (from the start of
    the stream) and the time to lock (from the takeover).
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -34,6 +38,8 @@ import numpy as np
 from .paths import BUNDLED_DATA
 
 OWNER, IMPOSTOR = "Subject03", "Subject06"
+TASK_ENROL_SECONDS = 20.0  # the arithmetic phase of the enrolment; the replay starts one window later
+REPLAY_FROM_SECONDS = 24.0
 DEVICE = "demo-headset"
 PREFIX = "neuroauth-demo"
 
@@ -74,7 +80,8 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen, int] | None:
 
 
 def takeover_recording(out: Path, owner: str, impostor: str, impostor_seconds: float) -> tuple[float, float]:
-    """The owner's second recording, then the impostor's; returns (takeover, total) seconds."""
+    """The owner's second recording from REPLAY_FROM_SECONDS on, then the impostor's; returns (takeover,
+    total) seconds."""
     from .recordings import read_raw
 
     first = read_raw(BUNDLED_DATA / f"{owner}_2.edf")
@@ -84,12 +91,51 @@ def takeover_recording(out: Path, owner: str, impostor: str, impostor_seconds: f
     import mne
 
     sfreq = first.info["sfreq"]
-    data = np.concatenate(
-        [first.get_data(), second.get_data(stop=round(impostor_seconds * sfreq))], axis=1
-    ).astype(np.float64)
+    owner_part = first.get_data(start=round(REPLAY_FROM_SECONDS * sfreq))
+    data = np.concatenate([owner_part, second.get_data(stop=round(impostor_seconds * sfreq))], axis=1).astype(
+        np.float64
+    )
     info = mne.create_info(first.ch_names, sfreq, ch_types="eeg")
     mne.io.RawArray(data, info, verbose="error").save(out, overwrite=True, verbose="error")
-    return first.n_times / sfreq, data.shape[1] / sfreq
+    return owner_part.shape[1] / sfreq, data.shape[1] / sfreq
+
+
+def enrol_owner(templates: Path, clock: Clock) -> None:
+    """Enrol OWNER from the bundled recordings, one phase per state, as `neuroauth enroll` would."""
+    from .enroll.decision import DecisionTargets
+    from .enroll.enrolment import enroll_owner, phases_named
+    from .enroll.store import TemplateStore
+    from .models.checkpoint import load_checkpoint
+    from .paths import SHIPPED_CHECKPOINT
+    from .sources import file_source
+
+    rest, arithmetic = phases_named(["rest", "arithmetic"])
+    arithmetic = dataclasses.replace(arithmetic, seconds=TASK_ENROL_SECONDS)
+    recordings = {"rest": BUNDLED_DATA / f"{OWNER}_1.edf", "arithmetic": BUNDLED_DATA / f"{OWNER}_2.edf"}
+    phases = [(p, lambda p=p: file_source(recordings[p.state], p.seconds)) for p in (rest, arithmetic)]
+
+    def on_collected(phase, collected) -> None:
+        _say(clock, f"  {phase.state}: {collected.summary()}")
+
+    _say(
+        clock,
+        f"enrolling {OWNER}: 60 s at rest ({recordings['rest'].name}), the first "
+        f"{TASK_ENROL_SECONDS:.0f} s of mental arithmetic ({recordings['arithmetic'].name})",
+    )
+    template, path = enroll_owner(
+        load_checkpoint(SHIPPED_CHECKPOINT),
+        phases,
+        TemplateStore(templates),
+        user=OWNER,
+        targets=DecisionTargets(),
+        on_collected=on_collected,
+    )
+    chosen = template.calibration["decision"]["chosen"]
+    _say(
+        clock,
+        f"template written to {path}: decision tuned to {chosen['false_lockouts_per_hour']:.1f} "
+        f"false lock-outs per hour, {chosen['median_time_to_lock_s']} s to lock (median)",
+    )
 
 
 class Clock:
@@ -145,7 +191,6 @@ def _pump_log(stream, clock: Clock, seen: list, show: bool) -> None:
 
 
 def run(impostor_seconds: float = 40.0) -> int:
-    from .cli import main as cli_main
     from .daemon.lslconfig import configure_lsl, loopback_env
 
     configure_lsl(loopback_only=True)
@@ -169,19 +214,7 @@ def run(impostor_seconds: float = 40.0) -> int:
                 _say(clock, f"mosquitto listening on 127.0.0.1:{port}")
 
             templates = work / "templates"
-            recording = BUNDLED_DATA / f"{OWNER}_1.edf"
-            _say(clock, f"enrolling {OWNER} from {recording.name} (60 s at rest)")
-            args = [
-                "enroll",
-                "--user",
-                OWNER,
-                "--from-file",
-                str(recording),
-                "--templates-dir",
-                str(templates),
-            ]
-            if cli_main(args) != 0:
-                return 2
+            enrol_owner(templates, clock)
             takeover, total = takeover_recording(work / "takeover_raw.fif", OWNER, IMPOSTOR, impostor_seconds)
 
             config = work / "neuroauthd.toml"
@@ -226,7 +259,7 @@ def run(impostor_seconds: float = 40.0) -> int:
                 )
                 await replay.stdout.readline()
                 started = clock()
-                _say(clock, f"replay started: {OWNER} wears the headset ({takeover:.0f} s)")
+                _say(clock, f"replay started: {OWNER} wears the headset, counting ({takeover:.0f} s)")
                 await asyncio.sleep(takeover)
                 _say(clock, f"--- {IMPOSTOR} puts the headset on ---")
                 # the replay ends with the recording; then the stream is gone and the headset NO_SIGNAL

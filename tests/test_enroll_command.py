@@ -8,30 +8,44 @@ import pytest
 from neuroauth.enroll.store import TemplateStore
 from neuroauth.models.checkpoint import load_checkpoint
 
-from neuroauth.paths import BUNDLED_DATA, SHIPPED_CHECKPOINT, main
+from neuroauth.cli import main
+from neuroauth.paths import BUNDLED_DATA, SHIPPED_CHECKPOINT
 
 
-def test_enrol_from_a_bundled_recording(tmp_path, capsys):
+def test_enrol_in_two_phases_from_a_recording_each(tmp_path, capsys):
     templates = tmp_path / "templates"
-    recording = BUNDLED_DATA / "Subject03_1.edf"
-    argv = ["enroll", "--user", "ana", "--from-file", str(recording), "--templates-dir", str(templates)]
+    rest, task = BUNDLED_DATA / "Subject03_1.edf", BUNDLED_DATA / "Subject03_2.edf"
+    argv = ["enroll", "--user", "ana", "--phases", "rest,arithmetic", "--from-file", str(rest), str(task)]
+    argv += ["--templates-dir", str(templates)]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "57 windows accepted, 0 refused" in out
-    assert "left out of the cohort: Subject03" in out  # the shipped cohort holds this recording
+    assert "phase 1 of 2: At rest" in out and "phase 2 of 2: Mental arithmetic" in out
+    assert out.count("57 windows accepted, 0 refused") == 2  # 60 s of each
+    assert "left out of the cohort: eegmat/Subject03" in out  # the shipped cohort holds these recordings
     path = templates / "ana.template.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     template = TemplateStore(templates).load(
         "ana", expected_identity=load_checkpoint(SHIPPED_CHECKPOINT).identity()
     )
-    assert template.n_windows == 57
-    assert template.calibration["cohort"]["subjects"] == 21
+    assert template.states == ("rest", "arithmetic") and template.n_windows == 2 * 57
+    assert template.calibration["states"] == {"rest": 57, "arithmetic": 57}
     # a second enrolment of the same user needs --replace; the first template stays
     before = path.read_bytes()
     assert main(argv) == 2
     assert "--replace" in capsys.readouterr().err
     assert path.read_bytes() == before
     assert main([*argv, "--replace"]) == 0
+
+
+def test_one_recording_is_one_phase_and_a_recording_per_phase_is_checked(tmp_path, capsys):
+    one = ["enroll", "--user", "ana", "--from-file", str(BUNDLED_DATA / "Subject03_1.edf")]
+    assert main([*one, "--templates-dir", str(tmp_path)]) == 0
+    assert TemplateStore(tmp_path).load("ana").states == ("rest",)
+    capsys.readouterr()
+    three = [*one, "--phases", "eyes-open,eyes-closed,task", "--templates-dir", str(tmp_path), "--replace"]
+    assert main(three) == 2
+    err = capsys.readouterr().err
+    assert "--from-file gives 1 recording(s) for 3 phase(s) (eyes-open, eyes-closed, task)" in err
 
 
 def test_too_short_a_recording_is_refused_with_the_count(tmp_path, capsys):
@@ -46,7 +60,14 @@ def test_too_short_a_recording_is_refused_with_the_count(tmp_path, capsys):
     ]
     assert main([*argv, "--templates-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "gave 17 usable windows" in err and "at least 30" in err
+    assert "only 17 enrolment window(s) of 'bo'" in err and "at least 30" in err
+    assert not (tmp_path / "bo.template.json").exists()
+    # a phase below its own minimum is refused with its name, before any template is made
+    argv = ["enroll", "--user", "bo", "--phases", "rest,arithmetic", "--from-file"]
+    argv += [str(BUNDLED_DATA / "Subject06_1.edf"), str(BUNDLED_DATA / "Subject06_2.edf"), "--duration", "12"]
+    assert main([*argv, "--templates-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "the 'rest' phase" in err and "gave 9 usable windows" in err and "at least 10" in err
     assert not (tmp_path / "bo.template.json").exists()
 
 

@@ -225,9 +225,10 @@ def test_an_interrupted_enrolment_leaves_the_old_template(
     path = store.save(make_template("ana", identity, dim))
     before = path.read_bytes()
     argv = [sys.executable, "-m", "neuroauth.cli", "enroll", "--user", "ana", "--replace", "--duration", "20"]
+    argv += ["--phases", "rest", "--no-wait"]
     argv += ["--source-id", live_stream.source_id, "--templates-dir", str(store.directory)]
     enrolment = children(argv, tmp_path, "enroll")
-    enrolment.wait_for(r"enrolling ana from LSL stream")
+    enrolment.wait_for(r"recording 20 s from LSL stream")
     if moment == "windows":
         enrolment.wait_for(r"accepted=[1-9]", in_stderr=True)
 

@@ -56,7 +56,9 @@ def test_a_stitched_session_times_the_impostor_from_the_takeover_as_a_live_strea
     owner = [3.0] * 20 + [None] + [3.0] * 9  # a window the quality gate refused
     session = run_session(template, "a", "b", owner, [-3.0] * 15, window_seconds=4.0)
     assert session.takeover == 4.0 + 29  # the owner's last window ends there
-    assert session.times[:2] == [4.0, 5.0] and session.times[30] == session.takeover + 4.0  # first wholly theirs
+    assert (
+        session.times[:2] == [4.0, 5.0] and session.times[30] == session.takeover + 4.0
+    )  # first wholly theirs
     assert session.states[20] == "NO_SIGNAL" and session.scores[20] is None
     f = session_figures([session], window_seconds=4.0)
     assert f["owner_seconds"] == session.takeover and f["false_lockouts"] == 1  # the refused window
