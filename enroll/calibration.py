@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import CheckpointError, DataError
-from ..training.metrics import det_curve, eer
+from ..metrics import det_curve, eer
 from .decision import DecisionTargets
 from .decision_calibration import DecisionGrid, calibrate_decision
 from .ocsvm import OneClassSvm, fit_kernel, fit_ocsvm, squared_distances

@@ -23,10 +23,10 @@ from pathlib import Path
 from ..errors import CheckpointError, DataError
 from ..models.checkpoint import NeuroAuthModel
 from ..models.streaming import EngineConfig
-from ..sources import Source
 from .calibration import MIN_STATE_WINDOWS, OwnerWindows, enrol, subjects_recorded_in
 from .collect import Collected, collect_windows, require_enough
 from .decision import DecisionTargets
+from .sources import Source
 from .store import TemplateStore
 from .template import Template, validate_user
 

@@ -18,7 +18,8 @@ from .errors import NeuroAuthError
 
 #: The modules whose ``register(subparsers)`` adds commands, in the order ``--help`` lists them.
 COMMAND_MODULES = (
-    "neuroauth.enroll.commands",  # enroll, templates
+    "neuroauth.daemon.enroll_command",  # enroll
+    "neuroauth.enroll.commands",  # templates
     "neuroauth.training.commands",  # train, evaluate, crossval, cohort, report
     "neuroauth.training.study.commands",  # embedders, study; learned embedders for train, report
     "neuroauth.daemon.replay",  # replay

@@ -104,10 +104,10 @@ def enrol_owner(templates: Path, clock: Clock) -> None:
     """Enrol OWNER from the bundled recordings, one phase per state, as `neuroauth enroll` would."""
     from .enroll.decision import DecisionTargets
     from .enroll.enrolment import enroll_owner, phases_named
+    from .enroll.sources import file_source
     from .enroll.store import TemplateStore
     from .models.checkpoint import load_checkpoint
     from .paths import SHIPPED_CHECKPOINT
-    from .sources import file_source
 
     rest, arithmetic = phases_named(["rest", "arithmetic"])
     arithmetic = dataclasses.replace(arithmetic, seconds=TASK_ENROL_SECONDS)

@@ -53,7 +53,7 @@ from ..errors import CheckpointError
 from ..models.checkpoint import NeuroAuthModel
 from .data import SubjectData
 from .evaluate import PersonWindows, embedded_people
-from .metrics import eer
+from ..metrics import eer
 from .protocol import HOP_SECONDS
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ..models.embedders.spectral import FEATURE_GROUPS, SpectralConfig, SpectralEmbedder, SpectralFeatures
 from ..models.preprocess import SignalSpec
 from .data import SubjectData
-from .metrics import eer
+from ..metrics import eer
 from .protocol import ENROL_SECONDS, embed, state_plans, windows_of
 from .wccn import (
     Projection,

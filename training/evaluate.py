@@ -32,7 +32,7 @@ from ..models.preprocess import filter_and_scale
 from ..models.quality import QualityGate
 from .baseline import BaselinePSD
 from .data import Recording, SubjectData
-from .metrics import auroc, eer, moving_average, precision_at_k
+from ..metrics import auroc, eer, moving_average, precision_at_k
 from .noise import add_noise
 from .protocol import ENROL_SECONDS, HOP_SECONDS, denoise, embed, state_plans, windows_of
 
@@ -343,7 +343,7 @@ def write_plots(scores: dict[str, Scores], directory: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     from scipy.stats import norm
 
-    from .metrics import det_curve
+    from ..metrics import det_curve
 
     directory.mkdir(parents=True, exist_ok=True)
     written = []

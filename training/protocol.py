@@ -29,7 +29,7 @@ import torch
 
 from ..models.checkpoint import NeuroAuthModel
 from ..models.preprocess import sliding_windows
-from .metrics import auroc, eer, moving_average, precision_at_k
+from ..metrics import auroc, eer, moving_average, precision_at_k
 
 ENROL_SECONDS = 60.0
 HOP_SECONDS = 1.0

@@ -7,7 +7,7 @@ from neuroauth.enroll.calibration import OwnerWindows, SvmSearch, _folds, choose
 from neuroauth.enroll.decision import DecisionMachine, DecisionTargets, State
 from neuroauth.enroll.store import TemplateStore
 from neuroauth.models.cohort import Cohort
-from neuroauth.training.metrics import auroc
+from neuroauth.metrics import auroc
 
 from neuroauth.errors import CheckpointError, DataError
 

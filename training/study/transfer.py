@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..metrics import eer, moving_average
+from ...metrics import eer, moving_average
 from ..protocol import state_plans
 from ..wccn import principal_axes, shrunk_scales, within_class_eigen, zscore_stats
 from .window_cache import PersonFeatures

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from neuroauth.training.metrics import auroc, eer, moving_average, precision_at_k
+from neuroauth.metrics import auroc, eer, moving_average, precision_at_k
 
 
 def test_eer_of_separated_and_identical_distributions():
