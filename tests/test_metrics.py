@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from neuroauth.metrics import auroc, eer, moving_average, precision_at_k
 
 

@@ -50,10 +50,10 @@ from ..enroll.calibration import OwnerWindows, enrol
 from ..enroll.decision import DecisionMachine, DecisionTargets, State
 from ..enroll.template import Template
 from ..errors import CheckpointError
+from ..metrics import eer
 from ..models.checkpoint import NeuroAuthModel
 from .data import SubjectData
 from .evaluate import PersonWindows, embedded_people
-from ..metrics import eer
 from .protocol import HOP_SECONDS
 
 log = logging.getLogger(__name__)

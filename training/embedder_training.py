@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..metrics import eer
 from ..models.embedders.spectral import FEATURE_GROUPS, SpectralConfig, SpectralEmbedder, SpectralFeatures
 from ..models.preprocess import SignalSpec
 from .data import SubjectData
-from ..metrics import eer
 from .protocol import ENROL_SECONDS, embed, state_plans, windows_of
 from .wccn import (
     Projection,

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..metrics import auroc, eer, moving_average, precision_at_k
 from ..models.checkpoint import NeuroAuthModel
 from ..models.denoiser import si_snr
 from ..models.embedders.spectral import SpectralConfig, SpectralFeatures
@@ -32,7 +33,6 @@ from ..models.preprocess import filter_and_scale
 from ..models.quality import QualityGate
 from .baseline import BaselinePSD
 from .data import Recording, SubjectData
-from ..metrics import auroc, eer, moving_average, precision_at_k
 from .noise import add_noise
 from .protocol import ENROL_SECONDS, HOP_SECONDS, denoise, embed, state_plans, windows_of
 

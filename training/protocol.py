@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..metrics import auroc, eer, moving_average, precision_at_k
 from ..models.checkpoint import NeuroAuthModel
 from ..models.preprocess import sliding_windows
-from ..metrics import auroc, eer, moving_average, precision_at_k
 
 ENROL_SECONDS = 60.0
 HOP_SECONDS = 1.0

@@ -7,9 +7,9 @@ from neuroauth.enroll.calibration import OwnerWindows, SvmSearch, _folds, choose
 from neuroauth.enroll.decision import DecisionMachine, DecisionTargets, State
 from neuroauth.enroll.store import TemplateStore
 from neuroauth.models.cohort import Cohort
-from neuroauth.metrics import auroc
 
 from neuroauth.errors import CheckpointError, DataError
+from neuroauth.metrics import auroc
 
 
 def test_folds_never_train_on_windows_overlapping_the_held_out_block():
