@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import StreamSelector
 from ..enroll.commands import format_template
 from ..enroll.sources import CHUNK_SECONDS, Source
 from ..enroll.store import TemplateStore, default_templates_dir
 from ..errors import DataError
-from .inlet import EegInlet, StreamSelector, resolve
+from .inlet import EegInlet, resolve
 
 
 def lsl_source(

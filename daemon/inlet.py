@@ -1,7 +1,7 @@
 """Reading one EEG stream over LSL: find it, open it, pull samples in volts.
 
-A thin layer over pylsl for the daemon. :class:`StreamSelector` says which
-stream a headset publishes, :func:`resolve` finds it without blocking the event
+A thin layer over pylsl for the daemon. A :class:`~neuroauth.config.StreamSelector`
+says which stream a headset publishes, :func:`resolve` finds it without blocking the event
 loop, :class:`EegInlet` reads it, and :func:`connect_with_backoff` waits for it
 to appear. Reconnecting after a loss is the caller's decision: :meth:`EegInlet.pull`
 raises :class:`StreamLost` when the outlet is gone, and
@@ -28,14 +28,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pylsl
 from pylsl.util import LostError
 from pylsl.util import TimeoutError as LslTimeoutError
 
+from ..config import StreamSelector
 from ..errors import StreamError
 
 log = logging.getLogger(__name__)
@@ -43,12 +42,10 @@ log = logging.getLogger(__name__)
 __all__ = [
     "EegInlet",
     "StreamLost",
-    "StreamSelector",
     "backoff_delays",
     "connect_with_backoff",
     "resolve",
     "unit_scale",
-    "xpath_literal",
 ]
 
 #: Post-processing of timestamps: see the module docstring for why not dejitter.
@@ -94,52 +91,6 @@ class StreamLost(StreamError):  # noqa: N818 (the name says what happened)
             f"LSL stream {name!r} (source_id {source_id!r}) is gone: {reason}. Check the headset and "
             "the program streaming it; the stream is picked up again when it comes back."
         )
-
-
-def xpath_literal(value: str) -> str:
-    """``value`` as an XPath 1.0 string literal (XPath has no escapes: quote or concat)."""
-    if "'" not in value:
-        return f"'{value}'"
-    if '"' not in value:
-        return f'"{value}"'
-    parts = value.split("'")
-    return "concat(" + ', "\'", '.join(f"'{part}'" for part in parts) + ")"
-
-
-@dataclass(frozen=True)
-class StreamSelector:
-    """Which LSL stream to read; every field given must match."""
-
-    name: str | None = None
-    type: str | None = None
-    source_id: str | None = None
-
-    def __post_init__(self) -> None:
-        given = self._given()
-        if not given:
-            raise ValueError("give at least one of name, type or source_id to pick the LSL stream")
-        for field, value in given:
-            if not value:
-                raise ValueError(f"stream {field} is empty; leave it out or give a value")
-            if "\r" in value or "\n" in value:
-                raise ValueError(f"stream {field} {value!r} contains a line break, which LSL cannot query")
-
-    def _given(self) -> list[tuple[str, str]]:
-        fields = (("name", self.name), ("type", self.type), ("source_id", self.source_id))
-        return [(field, value) for field, value in fields if value is not None]
-
-    @classmethod
-    def of(cls, selector: Any) -> StreamSelector:
-        """A selector from any object with ``name``, ``type`` and ``source_id`` (e.g. the config's)."""
-        return cls(name=selector.name, type=selector.type, source_id=selector.source_id)
-
-    @property
-    def predicate(self) -> str:
-        """The XPath predicate liblsl matches against each stream's description."""
-        return " and ".join(f"{field}={xpath_literal(value)}" for field, value in self._given())
-
-    def __str__(self) -> str:
-        return ", ".join(f"{field} {value!r}" for field, value in self._given())
 
 
 async def resolve(selector: StreamSelector, timeout: float) -> list[pylsl.StreamInfo]:

@@ -69,23 +69,17 @@ def load_parts(settings: Settings, path: Path | None = None):
     return model, templates
 
 
-def _parts_of_a_broken_config(path: Path | None) -> tuple[Path | None, Path, list[tuple[int, str]]]:
+def _parts_of_a_broken_config(error: ConfigError) -> tuple[Path | None, Path, list[tuple[int, str]]]:
     """Checkpoint, template directory and owners as far as a configuration that failed to
-    validate still names them, so that their problems are reported along with its own."""
-    import tomllib
-
-    from ..enroll.store import default_templates_dir
+    validate still names them (what the loader read, ``error.data``), so that their problems are
+    reported along with its own."""
+    from ..enroll.store import TEMPLATES_ENV, default_templates_dir
     from ..enroll.template import validate_user
 
-    data: dict = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            data = {}
+    data = error.data
     model, templates = data.get("model", {}), data.get("templates", {})
     checkpoint = model.get("checkpoint") if isinstance(model, dict) else None
-    directory = os.environ.get("NEUROAUTH_TEMPLATES__DIRECTORY") or (
+    directory = os.environ.get(TEMPLATES_ENV) or (  # the environment wins, as in the settings
         templates.get("directory") if isinstance(templates, dict) else None
     )
     users = []
@@ -107,7 +101,7 @@ def validate_main(path: Path | None) -> int:
         settings = load_settings(path)
     except ConfigError as exc:
         # the owners' templates are checked as far as the broken configuration names them
-        problems = exc.errors + check_parts(*_parts_of_a_broken_config(path))[2]
+        problems = exc.errors + check_parts(*_parts_of_a_broken_config(exc))[2]
     else:
         users = [(i, h.user) for i, h in enumerate(settings.headsets)]
         problems = check_parts(settings.model.checkpoint, settings.templates.directory, users)[2]

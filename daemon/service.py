@@ -31,7 +31,7 @@ from ..enroll.template import Template
 from ..errors import MontageError, NeuroAuthError
 from ..models.checkpoint import NeuroAuthModel
 from ..models.streaming import Advance, EngineConfig, StreamingEngine
-from .inlet import EegInlet, StreamLost, StreamSelector, backoff_delays, connect_with_backoff
+from .inlet import EegInlet, StreamLost, backoff_delays, connect_with_backoff
 from .mqtt import MqttPublisher
 from .notify import Notifier
 
@@ -183,9 +183,7 @@ class Service:
 
     async def _read(self, h: Headset) -> None:
         """Connect, feed the engine, and on loss go NO_SIGNAL and connect again; for ever."""
-        selector = StreamSelector(
-            name=h.settings.stream.name, type=h.settings.stream.type, source_id=h.settings.stream.source_id
-        )
+        selector = h.settings.stream
         retry = backoff_delays(1.0, 30.0)
         while True:
             try:

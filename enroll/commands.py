@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dir",
         type=Path,
         default=None,
-        help="template directory (default: $NEUROAUTH_TEMPLATES_DIR, else $STATE_DIRECTORY/templates, "
+        help="template directory (default: $NEUROAUTH_TEMPLATES__DIRECTORY, else $STATE_DIRECTORY/templates, "
         "else ~/.local/share/neuroauth/templates)",
     )
     actions = p.add_subparsers(dest="templates_command", required=True)

@@ -25,9 +25,15 @@ log = logging.getLogger(__name__)
 SUFFIX = ".template.json"
 
 
+TEMPLATES_ENV = "NEUROAUTH_TEMPLATES__DIRECTORY"  # the settings tree's [templates] directory
+
+
 def default_templates_dir() -> Path:
-    """``$NEUROAUTH_TEMPLATES_DIR``, else ``$STATE_DIRECTORY/templates`` (systemd), else user data."""
-    explicit = os.environ.get("NEUROAUTH_TEMPLATES_DIR")
+    """Where templates live unless told: ``$NEUROAUTH_TEMPLATES__DIRECTORY`` (the environment form of the
+    configuration's ``[templates] directory``), else ``$STATE_DIRECTORY/templates`` (systemd), else
+    ``~/.local/share/neuroauth/templates``. The daemon's configuration, ``neuroauth enroll`` and
+    ``neuroauth templates`` all take it from here."""
+    explicit = os.environ.get(TEMPLATES_ENV)
     if explicit:
         return Path(explicit).expanduser()
     state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]  # colon-separated when a unit lists several

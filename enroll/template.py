@@ -36,16 +36,18 @@ FORMAT = "neuroauth-template"
 FORMAT_VERSION = 2  # 2: one centroid per enrolled state
 POLICIES = ("target-far", "eer", "youden")
 
-_USER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _DTYPE = "<f8"
 
 
 def validate_user(user: str) -> str:
-    """Return ``user`` if it is a safe template name: 1-64 of ``[A-Za-z0-9_.-]``, not starting with '.'."""
-    if not isinstance(user, str) or not _USER.fullmatch(user) or user.startswith("."):
+    """Return ``user`` if it is a valid owner name: 1-64 of ``[A-Za-z0-9_.-]``, the first a letter or
+    digit. The one rule for owner names: enrolment, the template store and the daemon's configuration
+    all apply it, so no one can be enrolled whom the configuration then refuses."""
+    if not isinstance(user, str) or not _USER.fullmatch(user):
         raise TemplateError(
             f"user name {user!r} is not allowed: use 1 to 64 letters, digits, '_', '.' or '-', "
-            "not starting with '.' (for example `alice` or `bob.smith`)"
+            "starting with a letter or digit (for example `alice` or `bob.smith`)"
         )
     return user
 

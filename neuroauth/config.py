@@ -40,7 +40,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .errors import NeuroAuthError
+from .enroll.store import default_templates_dir
+from .enroll.template import validate_user
+from .errors import NeuroAuthError, TemplateError
 
 __all__ = [
     "ENV_PREFIX",
@@ -63,15 +65,15 @@ ENV_PREFIX = "NEUROAUTH_"
 ENV_NESTED_DELIMITER = "__"
 
 _DEVICE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class ConfigError(NeuroAuthError):
     """A configuration cannot be used; ``errors`` lists every problem as ``key.path: message``."""
 
-    def __init__(self, errors: list[str], source: Path | None = None) -> None:
+    def __init__(self, errors: list[str], source: Path | None = None, data: dict | None = None) -> None:
         self.errors = list(errors)
         self.source = source
+        self.data = data or {}  # what the file held, as far as it could be read
         where = f"the configuration in {source}" if source is not None else "the configuration"
         lines = "\n".join(f"  {e}" for e in self.errors)
         super().__init__(f"{where} is invalid ({len(self.errors)} problem(s)):\n{lines}")
@@ -115,17 +117,6 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
-
-
-def _default_templates_dir() -> Path:
-    explicit = os.environ.get("NEUROAUTH_TEMPLATES_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    # systemd sets STATE_DIRECTORY (colon-separated when a unit lists several).
-    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if state:
-        return Path(state) / "templates"
-    return Path("~/.local/share/neuroauth/templates").expanduser()
 
 
 def _default_client_id() -> str:
@@ -184,9 +175,10 @@ class TemplatesSettings(_Section):
     """Where enrolled owners' templates live."""
 
     directory: UserPath = Field(
-        default_factory=_default_templates_dir,
-        description="Directory of owner templates. Default: $NEUROAUTH_TEMPLATES_DIR, else "
-        "$STATE_DIRECTORY/templates (systemd StateDirectory=), else ~/.local/share/neuroauth/templates.",
+        default_factory=default_templates_dir,
+        description="Directory of owner templates. Default: $STATE_DIRECTORY/templates (systemd "
+        "StateDirectory=), else ~/.local/share/neuroauth/templates; NEUROAUTH_TEMPLATES__DIRECTORY sets "
+        "it for every command.",
     )
 
 
@@ -370,20 +362,59 @@ def _read_password_file(path: Path) -> str:
     return lines[0]
 
 
-class StreamSelector(_Section):
-    """Which LSL stream carries a headset's EEG; every field given must match."""
+def xpath_literal(value: str) -> str:
+    """``value`` as an XPath 1.0 string literal (XPath has no escapes: quote or concat)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    parts = value.split("'")
+    return "concat(" + ', "\'", '.join(f"'{part}'" for part in parts) + ")"
 
-    name: str | None = Field(default=None, min_length=1, description="LSL stream name.")
-    type: str | None = Field(default=None, min_length=1, description="LSL stream type, e.g. EEG.")
+
+class StreamSelector(_Section):
+    """Which LSL stream carries a headset's EEG; every field given must match.
+
+    The one selector of the project: the daemon's configuration, ``neuroauth enroll``
+    and the inlet (which queries liblsl with :attr:`predicate`) all use it.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+    name: str | None = Field(default=None, description="LSL stream name.")
+    type: str | None = Field(default=None, description="LSL stream type, e.g. EEG.")
     source_id: str | None = Field(
-        default=None, min_length=1, description="LSL source id (the most specific: survives renames)."
+        default=None, description="LSL source id (the most specific: survives renames)."
     )
+
+    @field_validator("name", "type", "source_id")
+    @classmethod
+    def _one_line(cls, value: str | None, info) -> str | None:
+        if value == "":
+            raise ValueError(f"stream {info.field_name} is empty; leave it out or give a value")
+        if value is not None and ("\r" in value or "\n" in value):
+            raise ValueError(
+                f"stream {info.field_name} {value!r} contains a line break, which LSL cannot query"
+            )
+        return value
 
     @model_validator(mode="after")
     def _at_least_one(self) -> StreamSelector:
         if self.name is None and self.type is None and self.source_id is None:
             raise ValueError("give at least one of name, type or source_id to pick the LSL stream")
         return self
+
+    def _given(self) -> list[tuple[str, str]]:
+        fields = (("name", self.name), ("type", self.type), ("source_id", self.source_id))
+        return [(field, value) for field, value in fields if value is not None]
+
+    @property
+    def predicate(self) -> str:
+        """The XPath predicate liblsl matches against each stream's description."""
+        return " and ".join(f"{field}={xpath_literal(value)}" for field, value in self._given())
+
+    def __str__(self) -> str:
+        return ", ".join(f"{field} {value!r}" for field, value in self._given())
 
 
 class HeadsetSettings(_Section):
@@ -412,12 +443,10 @@ class HeadsetSettings(_Section):
     @field_validator("user")
     @classmethod
     def _user_name(cls, value: str) -> str:
-        if not _USER_RE.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not a valid owner name; use letters, digits, '_', '-' and '.', "
-                "starting with a letter or digit"
-            )
-        return value
+        try:  # the one rule: what `neuroauth enroll` and the template store accept
+            return validate_user(value)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -510,11 +539,11 @@ def load_settings(path: Path | None = None) -> Settings:
                 "file readable only by the service"
             )
         if problems:
-            raise ConfigError(problems, path)
+            raise ConfigError(problems, path, data)
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc), path) from None
+        raise ConfigError(_describe(exc), path, data) from None
 
 
 def validate(path: Path | None = None) -> list[str]:

@@ -20,15 +20,14 @@ import pytest
 from neuroauth.daemon.inlet import (
     EegInlet,
     StreamLost,
-    StreamSelector,
     backoff_delays,
     connect_with_backoff,
     resolve,
     unit_scale,
-    xpath_literal,
 )
 from neuroauth.daemon.lslconfig import LOOPBACK_CONFIG, configure_lsl, loopback_env
 
+from neuroauth.config import StreamSelector, xpath_literal
 from neuroauth.errors import StreamError
 from neuroauth.recordings import read_raw
 
@@ -93,12 +92,13 @@ def test_selector_refuses_what_lsl_cannot_query(fields, message):
         StreamSelector(**fields)
 
 
-def test_selector_from_the_daemon_configuration():
-    from neuroauth.config import StreamSelector as ConfiguredSelector
+def test_the_configured_selector_is_the_inlets():
+    import neuroauth.daemon.inlet
 
-    assert StreamSelector.of(ConfiguredSelector(name="Cap", type="EEG")) == StreamSelector(
-        name="Cap", type="EEG"
-    )
+    import neuroauth.config
+
+    assert neuroauth.daemon.inlet.StreamSelector is neuroauth.config.StreamSelector  # one rule, one home
+    assert neuroauth.config.HeadsetSettings(device="d", user="u").stream == StreamSelector(type="EEG")
 
 
 def test_resolve_by_source_id_by_name_and_by_type_and_name(replay):

@@ -10,9 +10,10 @@ import uuid
 
 import numpy as np
 import pytest
-from neuroauth.daemon.inlet import EegInlet, StreamLost, StreamSelector, resolve
+from neuroauth.daemon.inlet import EegInlet, StreamLost, resolve
 from neuroauth.daemon.replay import Replayer, main, register
 
+from neuroauth.config import StreamSelector
 from neuroauth.recordings import read_raw
 
 

@@ -39,7 +39,7 @@ def test_list_show_remove(tmp_path, make_template, enrolled, capsys):
 
 
 def test_default_directory_comes_from_the_environment(tmp_path, make_template, monkeypatch, capsys):
-    monkeypatch.setenv("NEUROAUTH_TEMPLATES_DIR", str(tmp_path / "env"))
+    monkeypatch.setenv("NEUROAUTH_TEMPLATES__DIRECTORY", str(tmp_path / "env"))
     assert run(["templates", "list"]) == 0
     assert f"no templates in {tmp_path / 'env'}" in capsys.readouterr().out
     TemplateStore(tmp_path / "env").save(make_template(user="erin"))

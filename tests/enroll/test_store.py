@@ -242,11 +242,11 @@ def test_list_flags_damaged_files_and_remove_deletes(tmp_path, make_template):
 
 
 def test_default_directory_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.delenv("NEUROAUTH_TEMPLATES_DIR", raising=False)
+    monkeypatch.delenv("NEUROAUTH_TEMPLATES__DIRECTORY", raising=False)
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_templates_dir() == tmp_path / "home" / ".local/share/neuroauth/templates"
     monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/state:{tmp_path}/other")
     assert default_templates_dir() == tmp_path / "state" / "templates"
-    monkeypatch.setenv("NEUROAUTH_TEMPLATES_DIR", str(tmp_path / "explicit"))
+    monkeypatch.setenv("NEUROAUTH_TEMPLATES__DIRECTORY", str(tmp_path / "explicit"))
     assert default_templates_dir() == tmp_path / "explicit"

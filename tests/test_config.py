@@ -189,7 +189,7 @@ def test_templates_directory_defaults(tmp_path, monkeypatch):
     assert load_settings(path).templates.directory == tmp_path / "home/.local/share/neuroauth/templates"
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/neuroauth:/var/lib/other")
     assert load_settings(path).templates.directory == Path("/var/lib/neuroauth/templates")
-    monkeypatch.setenv("NEUROAUTH_TEMPLATES_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("NEUROAUTH_TEMPLATES__DIRECTORY", str(tmp_path / "mine"))
     assert load_settings(path).templates.directory == tmp_path / "mine"
 
 
@@ -240,7 +240,7 @@ KEY_PATH_CASES = [
         "headsets.0.device: 'eeg/1' is not a valid device id",
     ),
     ("[[headsets]]\ndevice = 'eeg1'\n", "headsets.0.user: required"),
-    ("[[headsets]]\ndevice = 'e'\nuser = '../x'\n", "headsets.0.user: '../x' is not a valid owner name"),
+    ("[[headsets]]\ndevice = 'e'\nuser = '../x'\n", "headsets.0.user: user name '../x' is not allowed"),
     ("[[headsets]]\ndevice = 'e'\nuser = 'a'\nstream = {}\n", "headsets.0.stream: give at least one of"),
     ("[[headsets]]\ndevice = 'e'\nuser = 'a'\ncolour = 1\n", "headsets.0.colour: unknown key"),
     (
@@ -396,3 +396,47 @@ def test_every_section_forbids_unknown_keys_and_describes_every_field():
         assert model.model_config.get("extra") == "forbid", model.__name__
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"
+
+
+NAMES = [
+    "alice",
+    "bob.smith",
+    "x_1-2",
+    "7",
+    "a" * 64,
+    "a" * 65,
+    "_x",
+    "-x",
+    ".x",
+    "x y",
+    "../x",
+    "Zoë",
+    "",
+    "a/b",
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_owner_name_valid_in_one_place_is_valid_in_all(name, tmp_path):
+    """Enrolment, the template store and the configuration apply one rule to owner names."""
+    from neuroauth.enroll.store import TemplateStore
+    from neuroauth.enroll.template import validate_user
+
+    from neuroauth.config import HeadsetSettings
+    from neuroauth.errors import TemplateError
+
+    def accepted(check) -> bool:
+        try:
+            check()
+        except (TemplateError, ValueError):
+            return False
+        return True
+
+    verdicts = {
+        "enrolment": accepted(lambda: validate_user(name)),
+        "store": accepted(lambda: TemplateStore(tmp_path).path(name)),
+        "configuration": accepted(lambda: HeadsetSettings(device="desk", user=name)),
+    }
+    assert len(set(verdicts.values())) == 1, verdicts
+    expected = name in ("alice", "bob.smith", "x_1-2", "7", "a" * 64)
+    assert verdicts["enrolment"] is expected
