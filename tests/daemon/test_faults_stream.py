@@ -52,6 +52,8 @@ from test_service import (
 templates = test_service.templates
 neuroauthd = test_service.neuroauthd
 
+pytestmark = pytest.mark.slow  # a real broker or fault stream each: seconds per test
+
 FAULT_OUTLET = Path(__file__).with_name("fault_outlet.py")
 SPEED = 4.0  # the outlet's pace, times real time, where the fault allows it
 WINDOW_S = SignalSpec().window_seconds  # seconds of signal in one window of the shipped model

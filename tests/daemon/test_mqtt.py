@@ -23,6 +23,8 @@ from pydantic import SecretStr
 
 from neuroauth.config import MqttSettings, TlsSettings
 
+pytestmark = pytest.mark.slow  # a real broker or fault stream each: seconds per test
+
 TIMEOUT = 10.0  # generous: how long to wait for something that should happen
 
 
