@@ -18,7 +18,6 @@ import asyncio
 import dataclasses
 import logging
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from ..errors import MontageError, NeuroAuthError
 from ..models.checkpoint import NeuroAuthModel
 from ..models.streaming import Advance, EngineConfig, StreamingEngine
 from .inlet import EegInlet, StreamLost, backoff_delays, connect_with_backoff
+from .memory import resident_mb
 from .mqtt import MqttPublisher
 from .notify import Notifier
 
@@ -168,7 +168,7 @@ class Service:
         """What could grow in a long run: memory, tasks, queues, buffers."""
         queued = self.mqtt.queued if self.mqtt is not None else {}
         return {
-            "rss_mb": round(_rss_mb(), 1),
+            "rss_mb": round(resident_mb(), 1),
             "tasks": len(asyncio.all_tasks()),
             "threads": threading.active_count(),
             "pending_samples": sum(self.engine.pending_samples().values()),
@@ -332,15 +332,6 @@ class Service:
             event |= {"timestamp": payload["timestamp"], "reason": payload["reason"]}
             self.mqtt.event(h.device, kind, event)
             log.info("%s: %s (%s -> %s)", h.device, kind, d.previous.value, d.state.value)
-
-
-def _rss_mb() -> float:
-    """Resident memory of this process (Linux), 0 where /proc is not there."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return 0.0
 
 
 class _Stopping(Exception):  # noqa: N818 (a signal, not an error)

@@ -194,10 +194,12 @@ def stream_equivalence(model: NeuroAuthModel, recording: np.ndarray) -> dict:
 
 
 def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status; memory_per_stream_mb needs Linux")
+    from .daemon.memory import resident_mb
+
+    mb = resident_mb()
+    if not mb:
+        raise RuntimeError("no resident memory in /proc/self/statm; memory_per_stream_mb needs Linux")
+    return mb
 
 
 def memory_per_stream(model: NeuroAuthModel, n_streams: int = 256) -> tuple[float, float]:

@@ -23,9 +23,7 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import local_broker
 from .paths import BUNDLED_DATA
 
 OWNER, IMPOSTOR = "Subject03", "Subject06"
@@ -42,41 +41,6 @@ TASK_ENROL_SECONDS = 20.0  # the arithmetic phase of the enrolment; the replay s
 REPLAY_FROM_SECONDS = 24.0
 DEVICE = "demo-headset"
 PREFIX = "neuroauth-demo"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _mosquitto_binary() -> str | None:
-    return shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None
-    )
-
-
-def start_broker(workdir: Path) -> tuple[subprocess.Popen, int] | None:
-    binary = _mosquitto_binary()
-    if binary is None:
-        return None
-    port = _free_port()
-    config = workdir / "mosquitto.conf"
-    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false"]
-    if os.geteuid() == 0:
-        lines.append("user root")  # otherwise it drops to 'mosquitto', who cannot read the temp folder
-    config.write_text("\n".join(lines) + "\n")
-    log = (workdir / "mosquitto.log").open("wb")
-    process = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return process, port
-        if process.poll() is not None:
-            break
-        time.sleep(0.02)
-    process.kill()
-    raise RuntimeError(f"mosquitto did not start; its log is {workdir / 'mosquitto.log'}")
 
 
 def takeover_recording(out: Path, owner: str, impostor: str, impostor_seconds: float) -> tuple[float, float]:
@@ -199,18 +163,20 @@ def run(impostor_seconds: float = 40.0) -> int:
     with tempfile.TemporaryDirectory(prefix="neuroauth-demo-") as tmp:
         work = Path(tmp)
         processes: list[subprocess.Popen] = []
+        broker = None
         try:
-            broker = start_broker(work)
-            if broker is None:
+            binary = local_broker.find()
+            if binary is None:
                 print(
                     "mosquitto is not installed, so the demo shows the daemon's own log instead of MQTT.\n"
-                    "  Debian/Ubuntu: sudo apt-get install mosquitto   (then run the demo again)",
+                    "  `make demo` installs it; or Debian/Ubuntu: sudo apt-get install mosquitto",
                     flush=True,
                 )
-                port = _free_port()  # nobody listens: the daemon keeps retrying in the background
+                port = local_broker.free_port()  # nobody listens: the daemon keeps retrying
             else:
-                processes.append(broker[0])
-                port = broker[1]
+                broker = local_broker.LocalBroker(binary, work)
+                broker.start()
+                port = broker.port
                 _say(clock, f"mosquitto listening on 127.0.0.1:{port}")
 
             templates = work / "templates"
@@ -283,6 +249,8 @@ def run(impostor_seconds: float = 40.0) -> int:
             _say(clock, f"neuroauthd stopped (exit status {code})")
             return _summary(seen, started, started + takeover)
         finally:
+            if broker is not None:
+                broker.stop()
             for p in processes:
                 if p.poll() is None:
                     p.terminate()

@@ -6,14 +6,13 @@ LSL is configured loopback-only here, before anything can load liblsl.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from neuroauth.daemon.lslconfig import loopback_config_path  # imports pylsl, loads no liblsl config
+
+from neuroauth import local_broker
 
 # Every test and every process a test starts stays on 127.0.0.1, whatever the environment says.
 os.environ["LSLAPICFG"] = str(loopback_config_path())
@@ -55,101 +54,6 @@ def tiny_checkpoint(bundled_4ch, tmp_path_factory) -> Path:
 
 # A real MQTT broker ------------------------------------------------------------------
 
-_MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto")
-_MOSQUITTO_PASSWD_PATHS = ("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
-
-
-def _which(candidates: tuple[str, ...]) -> str | None:
-    for name in candidates:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Mosquitto:
-    """One mosquitto process on 127.0.0.1; ``stop()`` and ``start()`` keep the same port."""
-
-    host = "127.0.0.1"
-
-    def __init__(
-        self,
-        binary: str,
-        workdir: Path,
-        password_file: Path | None = None,
-        tls: tuple[Path, Path] | None = None,
-    ) -> None:
-        self.binary = binary
-        self.workdir = workdir
-        self.port = _free_port()
-        self.log_path = workdir / "mosquitto.log"
-        self.config_path = workdir / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} {self.host}",
-            f"allow_anonymous {'false' if password_file else 'true'}",
-            "persistence false",
-            "log_dest stderr",
-            # Everything, down to each PUBLISH received: tests read the log to count messages.
-            "log_type all",
-            "connection_messages true",
-        ]
-        if tls is not None:
-            lines += [f"certfile {tls[0]}", f"keyfile {tls[1]}"]
-        if password_file is not None:
-            lines.append(f"password_file {password_file}")
-        if os.geteuid() == 0:
-            # Started as root, mosquitto would switch to the 'mosquitto' user, who cannot
-            # read the test's private directory.
-            lines.append("user root")
-        self.config_path.write_text("\n".join(lines) + "\n")
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Start the broker and wait until its port accepts connections."""
-        if self.process is not None:
-            raise RuntimeError("this broker is already running")
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [self.binary, "-c", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                self.process = None
-                raise RuntimeError(f"mosquitto exited at start:\n{self.log()}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"mosquitto did not listen on {self.port} in {timeout} s") from None
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        """Terminate the broker (kill it if it lingers); clients see their connection drop."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
 
 @pytest.fixture
 def mosquitto(tmp_path_factory):
@@ -158,23 +62,25 @@ def mosquitto(tmp_path_factory):
 
     Each broker listens on its own free 127.0.0.1 port; all are stopped at teardown.
     """
-    binary = _which(_MOSQUITTO_PATHS)
+    binary = local_broker.find()
     if binary is None:
         pytest.skip("mosquitto is not installed (Debian: apt-get install mosquitto)")
-    brokers: list[Mosquitto] = []
+    brokers: list[local_broker.LocalBroker] = []
 
-    def start(users: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None) -> Mosquitto:
+    def start(
+        users: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None
+    ) -> local_broker.LocalBroker:
         workdir = tmp_path_factory.mktemp("mosquitto")
         password_file = None
         if users:
-            tool = _which(_MOSQUITTO_PASSWD_PATHS)
+            tool = local_broker.find(local_broker.MOSQUITTO_PASSWD)
             if tool is None:
                 pytest.skip("mosquitto_passwd is not installed (it comes with the mosquitto package)")
             password_file = workdir / "passwd"
             password_file.touch(mode=0o600)
             for name, password in users.items():
                 subprocess.run([tool, "-b", str(password_file), name, password], check=True)
-        broker = Mosquitto(binary, workdir, password_file, tls)
+        broker = local_broker.LocalBroker(binary, workdir, password_file, tls, log_everything=True)
         brokers.append(broker)
         broker.start()
         return broker

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import enrol_windows, sequences_of
 from neuroauth.enroll.calibration import OwnerWindows, SvmSearch, _folds, choose_threshold, enrol
 from neuroauth.enroll.decision import DecisionMachine, DecisionTargets, State
 from neuroauth.enroll.store import TemplateStore
 from neuroauth.models.cohort import Cohort
+from synthetic_people import enrol_windows, sequences_of
 
 from neuroauth.errors import CheckpointError, DataError
 from neuroauth.metrics import auroc
