@@ -93,6 +93,111 @@ def _seconds_or_none(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+@dataclass(frozen=True)
+class _Measured:
+    """What every setting of the grid did over all sequences; array fields are ``(G,)``."""
+
+    unlock: np.ndarray
+    lock: np.ndarray
+    bound: np.ndarray
+    false_lockouts: np.ndarray
+    per_hour: np.ndarray  # false lock-outs per hour of owner EEG
+    owner_share: np.ndarray  # share of owner windows spent in OWNER
+    median_lock: np.ndarray  # seconds, inf when most sequences never lock
+    p95_lock: np.ndarray
+    never_locked: np.ndarray
+    median_unlock: np.ndarray
+    impostor_unlocks: np.ndarray
+    impostor_unlocks_per_hour: np.ndarray
+    impostor_unlocked_share: np.ndarray  # impostor windows spent in OWNER, before the first lock too
+
+    def figures(self, i: int) -> dict:
+        return {
+            "unlock_level": float(self.unlock[i]),
+            "lock_level": float(self.lock[i]),
+            "bound": float(self.bound[i]),
+            "false_lockouts": int(self.false_lockouts[i]),
+            "false_lockouts_per_hour": float(self.per_hour[i]),
+            "median_time_to_lock_s": _seconds_or_none(self.median_lock[i]),
+            "p95_time_to_lock_s": _seconds_or_none(self.p95_lock[i]),
+            "never_locked": int(self.never_locked[i]),
+            "median_time_to_unlock_s": _seconds_or_none(self.median_unlock[i]),
+            "owner_unlocked_share": float(self.owner_share[i]),
+            "impostor_unlocks_per_hour": float(self.impostor_unlocks_per_hour[i]),
+            "impostor_unlocked_share": float(self.impostor_unlocked_share[i]),
+        }
+
+
+def _measure(
+    owner_llrs: list[np.ndarray],
+    impostor_llrs: list[np.ndarray],
+    settings: list[tuple[float, float, float]],
+    hop_seconds: float,
+) -> _Measured:
+    """Run every setting over every sequence of clipped LLRs and gather the figures."""
+    unlock, lock, bound = (np.array(col, dtype=np.float64) for col in zip(*settings, strict=True))
+    g = len(settings)
+    false_lockouts = np.zeros(g, dtype=np.int64)
+    owner_unlocked = np.zeros(g, dtype=np.int64)
+    unlock_times = []
+    for llr in owner_llrs:
+        run = _simulate(llr, unlock, lock, bound, start_owner=False)
+        false_lockouts += run.locks
+        owner_unlocked += run.in_owner
+        unlock_times.append(np.where(run.first_unlock >= 0, (run.first_unlock + 1) * hop_seconds, np.inf))
+    impostor_unlocks = np.zeros(g, dtype=np.int64)
+    impostor_unlocked = np.zeros(g, dtype=np.int64)
+    lock_times = []
+    for llr in impostor_llrs:
+        run = _simulate(llr, unlock, lock, bound, start_owner=True)
+        impostor_unlocks += run.unlocks
+        impostor_unlocked += run.in_owner
+        lock_times.append(np.where(run.first_lock >= 0, (run.first_lock + 1) * hop_seconds, np.inf))
+    owner_windows = sum(len(x) for x in owner_llrs)
+    impostor_windows = sum(len(x) for x in impostor_llrs)
+    lock_matrix = np.stack(lock_times)  # (sequences, G)
+    return _Measured(
+        unlock=unlock,
+        lock=lock,
+        bound=bound,
+        false_lockouts=false_lockouts,
+        per_hour=false_lockouts / (owner_windows * hop_seconds / 3600.0),
+        owner_share=owner_unlocked / owner_windows,
+        median_lock=np.median(lock_matrix, axis=0),
+        p95_lock=np.percentile(lock_matrix, 95, axis=0, method="higher"),
+        never_locked=(~np.isfinite(lock_matrix)).sum(axis=0),
+        median_unlock=np.median(np.stack(unlock_times), axis=0),
+        impostor_unlocks=impostor_unlocks,
+        impostor_unlocks_per_hour=impostor_unlocks / (impostor_windows * hop_seconds / 3600.0),
+        impostor_unlocked_share=impostor_unlocked / impostor_windows,
+    )
+
+
+def _choose(m: _Measured, targets: DecisionTargets) -> int:
+    """The setting :func:`calibrate_decision` describes: the owner unlocked longest among those
+    meeting both targets; else the quickest lock within the false lock-out target; else the
+    fewest false lock-outs."""
+    safe = m.per_hour <= targets.false_lockouts_per_hour
+    both = safe & (m.median_lock <= targets.time_to_lock_s)
+    if both.any():  # then the fewest impostor re-unlocks, the quickest lock
+        candidates = np.flatnonzero(both)
+
+        def key(i):
+            return (-m.owner_share[i], m.impostor_unlocks[i], m.median_lock[i], m.p95_lock[i], -m.unlock[i])
+    elif safe.any():
+        candidates = np.flatnonzero(safe)
+
+        def key(i):
+            return (m.median_lock[i], m.impostor_unlocks[i], -m.owner_share[i], m.p95_lock[i], -m.unlock[i])
+    else:
+        candidates = np.arange(len(m.unlock))
+
+        def key(i):
+            return (m.per_hour[i], m.median_lock[i], m.impostor_unlocks[i], -m.owner_share[i], -m.unlock[i])
+
+    return int(min(candidates, key=key))
+
+
 def calibrate_decision(
     owner_sequences: list[np.ndarray],
     impostor_sequences: list[np.ndarray],
@@ -133,102 +238,35 @@ def calibrate_decision(
         "impostor_std": max(float(impostor_all.std()), 1e-3),
     }
     settings = (grid or DecisionGrid()).settings(llr_clip)
-    unlock, lock, bound = (np.array(col, dtype=np.float64) for col in zip(*settings, strict=True))
     # any valid setting serves to evaluate the LLR: it does not depend on the levels
-    probe = DecisionParams(
-        float(unlock[0]), float(lock[0]), float(bound[0]), llr_clip, gap_seconds, **gaussians
+    llr = DecisionParams(*settings[0], llr_clip, gap_seconds, **gaussians).llr
+    measured = _measure(
+        [llr(s) for s in owner_sequences], [llr(s) for s in impostor_sequences], settings, hop_seconds
     )
-
-    g = len(settings)
-    false_lockouts = np.zeros(g, dtype=np.int64)
-    owner_unlocked = np.zeros(g, dtype=np.int64)
-    unlock_times: list[np.ndarray] = []
-    for scores in owner_sequences:
-        run = _simulate(probe.llr(scores), unlock, lock, bound, start_owner=False)
-        false_lockouts += run.locks
-        owner_unlocked += run.in_owner
-        unlock_times.append(np.where(run.first_unlock >= 0, (run.first_unlock + 1) * hop_seconds, np.inf))
-    lock_times: list[np.ndarray] = []
-    impostor_unlocks = np.zeros(g, dtype=np.int64)
-    impostor_unlocked = np.zeros(g, dtype=np.int64)
-    for scores in impostor_sequences:
-        run = _simulate(probe.llr(scores), unlock, lock, bound, start_owner=True)
-        impostor_unlocks += run.unlocks
-        impostor_unlocked += run.in_owner
-        lock_times.append(np.where(run.first_lock >= 0, (run.first_lock + 1) * hop_seconds, np.inf))
-
-    owner_hours = len(owner_all) * hop_seconds / 3600.0
-    impostor_hours = len(impostor_all) * hop_seconds / 3600.0
-    per_hour = false_lockouts / owner_hours
-    lock_matrix = np.stack(lock_times)  # (sequences, G)
-    unlock_matrix = np.stack(unlock_times)  # (owner sequences, G)
-    median_lock = np.median(lock_matrix, axis=0)
-    p95_lock = np.percentile(lock_matrix, 95, axis=0, method="higher")
-    median_unlock = np.median(unlock_matrix, axis=0)
-    never_locked = (~np.isfinite(lock_matrix)).sum(axis=0)
-
-    owner_share = owner_unlocked / len(owner_all)
-    safe = per_hour <= targets.false_lockouts_per_hour
-    both = safe & (median_lock <= targets.time_to_lock_s)
-    if both.any():
-        # both targets met: the owner unlocked for longest, then the fewest impostor re-unlocks
-        candidates = np.flatnonzero(both)
-        order = [
-            (-owner_share[i], impostor_unlocks[i], median_lock[i], p95_lock[i], -unlock[i]) for i in range(g)
-        ]
-    elif safe.any():
-        candidates = np.flatnonzero(safe)
-        order = [
-            (median_lock[i], impostor_unlocks[i], -owner_share[i], p95_lock[i], -unlock[i]) for i in range(g)
-        ]
-    else:
-        candidates = np.arange(g)
-        order = [
-            (per_hour[i], median_lock[i], impostor_unlocks[i], -owner_share[i], -unlock[i]) for i in range(g)
-        ]
-    best = int(min(candidates, key=lambda i: order[i]))
+    best = _choose(measured, targets)
     meets = bool(
-        per_hour[best] <= targets.false_lockouts_per_hour and median_lock[best] <= targets.time_to_lock_s
+        measured.per_hour[best] <= targets.false_lockouts_per_hour
+        and measured.median_lock[best] <= targets.time_to_lock_s
     )
-    params = DecisionParams(
-        float(unlock[best]), float(lock[best]), float(bound[best]), llr_clip, gap_seconds, **gaussians
-    )
-
-    def figures(i: int) -> dict:
-        return {
-            "unlock_level": float(unlock[i]),
-            "lock_level": float(lock[i]),
-            "bound": float(bound[i]),
-            "false_lockouts": int(false_lockouts[i]),
-            "false_lockouts_per_hour": float(per_hour[i]),
-            "median_time_to_lock_s": _seconds_or_none(median_lock[i]),
-            "p95_time_to_lock_s": _seconds_or_none(p95_lock[i]),
-            "never_locked": int(never_locked[i]),
-            "median_time_to_unlock_s": _seconds_or_none(median_unlock[i]),
-            "owner_unlocked_share": float(owner_share[i]),
-            "impostor_unlocks_per_hour": float(impostor_unlocks[i] / impostor_hours),
-            # impostor windows spent in OWNER, counting those before the first lock
-            "impostor_unlocked_share": float(impostor_unlocked[i] / len(impostor_all)),
-        }
-
+    params = DecisionParams(*settings[best], llr_clip, gap_seconds, **gaussians)
     record = {
         "targets": targets.to_dict(),
         "meets_targets": meets,
-        "chosen": figures(best),
+        "chosen": measured.figures(best),
         "owner_sequences": len(owner_sequences),
         "owner_windows": len(owner_all),
-        "owner_hours": owner_hours,
+        "owner_hours": len(owner_all) * hop_seconds / 3600.0,
         "impostor_sequences": len(impostor_sequences),
         "impostor_windows": len(impostor_all),
         "hop_seconds": hop_seconds,
         "start": "owner sequences from UNKNOWN with A = 0; impostor sequences from OWNER with A = +bound",
-        "grid": [figures(i) for i in range(g)],
+        "grid": [measured.figures(i) for i in range(len(settings))],
     }
     if not meets:
         log.warning(
             "decision targets not met: %.2f false lock-outs/h (target %.2f), median time to lock %s s "
             "(target %.1f)",
-            per_hour[best],
+            measured.per_hour[best],
             targets.false_lockouts_per_hour,
             record["chosen"]["median_time_to_lock_s"],
             targets.time_to_lock_s,

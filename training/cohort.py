@@ -3,8 +3,8 @@
 The windows are cut at the protocol's 1 s hop from the start of each denoised
 recording, exactly as the streaming engine cuts a live stream, so a template
 scores cohort windows the way it will score an impostor at the headset. For the
-spectral embedder, each person is standardised by their own corpus's statistics,
-as their own recording site would see them (:func:`.train.spectral_cohort`).
+spectral embedder, the windows are 4 s apart and embedded as the shipped embedder
+embeds them (:func:`.train.spectral_cohort`).
 """
 
 from __future__ import annotations

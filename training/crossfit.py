@@ -7,8 +7,8 @@ The training people with every recording are split into ``folds`` groups; for
 each group, the spectral projection (the checkpoint's chosen settings) is fitted
 on everyone else, and each person of the group is enrolled as ``neuroauth
 enroll`` enrols an owner: their windows standardised with the fitted pool's
-statistics (a headset with one user), a template fitted against the other
-people's windows (:func:`~neuroauth.enroll.calibration.fit_scorer`). Their own
+statistics (a headset with one user), a template fitted against the fitted
+people's windows embedded the same way (:func:`~neuroauth.enroll.calibration.fit_scorer`). Their own
 later EEG (the probe part of every state) gives the *owner* sequences; every
 other person of the group from the same corpus, strangers to that fit too, gives
 *impostor* sequences: someone else putting on the same headset is recorded at
@@ -30,7 +30,7 @@ from ..enroll.scoring import cosine_scores
 from ..models.cohort import ScoreSequences
 from .embedder_training import SubjectWindows, labelled_features
 from .protocol import HOP_SECONDS, state_plans
-from .wccn import Projection, apply_projection, fit_projection, zscore_stats
+from .wccn import apply_projection, fit_projection
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +43,6 @@ class CrossFit:
     max_impostor_sequences: int = 600  # a seeded sample: enrolment simulates every one of them
     cohort_windows: int = 4000  # windows of the fitted people a template is calibrated against
     seed: int = 0
-
-
-def domain_embed(
-    data: Sequence[SubjectWindows], columns: np.ndarray, projection: Projection
-) -> list[np.ndarray]:
-    """Every window of each person, standardised by their own corpus's statistics: people as their
-    own recording site sees them (the cohort a template is calibrated against)."""
-    feats, labels, domains = labelled_features(data, columns)
-    out = np.empty((len(feats), projection.matrix.shape[1]))
-    for d in np.unique(domains):
-        rows = domains == d
-        mean, scale = zscore_stats(feats[rows])
-        out[rows] = apply_projection(feats[rows], Projection(mean, scale, projection.matrix))
-    return [out[labels == i] for i in range(len(data))]
 
 
 @dataclass
@@ -127,13 +113,13 @@ def crossfit_sequences(
         held = [d for i, d in enumerate(data) if fold_of[i] == k]
         feats, labels, domains = labelled_features(fit, columns)
         projection = fit_projection(feats, labels, pca_dim, shrinkage, domains)
-        cohort = np.concatenate(domain_embed(fit, columns, projection))
-        cohort = cohort[
-            rng.choice(len(cohort), size=min(settings.cohort_windows, len(cohort)), replace=False)
-        ]
 
         def project(x, projection=projection):  # a headset of one user: the pool's statistics
             return apply_projection(x[:, columns], projection)
+
+        # the fitted people as impostors, embedded as the checkpoint's cohort is (train.spectral_cohort)
+        take = rng.choice(len(feats), size=min(settings.cohort_windows, len(feats)), replace=False)
+        cohort = apply_projection(feats[take], projection)  # feats hold the chosen columns already
 
         held_people = []
         for d in held:

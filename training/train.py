@@ -9,8 +9,8 @@
    cross-validation over the training people (:mod:`.embedder_training`); then,
    when another embedder is asked for, its registered fit
    (:mod:`.embedder_registry`; one trained with the denoiser replaces it).
-4. The background cohort: every window of the training people, embedded as their
-   own recording site sees them. The calibration sequences: unseen people's score
+4. The background cohort: the training people's windows, 4 s apart, embedded as
+   the shipped embedder embeds them. The calibration sequences: unseen people's score
    sequences by cross-fitting (:mod:`.crossfit`), which enrolment tunes the
    decision over time on.
 5. Record the baseline's training statistics and write the checkpoint atomically.
@@ -37,12 +37,13 @@ from ..models.montage import DEFAULT_MONTAGE
 from ..models.preprocess import SignalSpec
 from .baseline import baseline_stats, psd_extractor
 from .cohort import build_cohort
-from .crossfit import CrossFit, crossfit_sequences, domain_embed
+from .crossfit import CrossFit, crossfit_sequences
 from .data import SubjectData
 from .denoiser_training import DenoiserTraining, train_denoiser
 from .embedder_registry import FitRequest, resolve
 from .embedder_training import SpectralFit, SpectralSearch, SubjectWindows, fit_spectral, person_features
 from .protocol import HOP_SECONDS, denoise, device, embed, windows_of
+from .wccn import apply_projection
 
 log = logging.getLogger(__name__)
 
@@ -150,19 +151,18 @@ COHORT_STRIDE = 4  # windows: the cohort keeps every 4th window, one 4 s window 
 
 
 def spectral_cohort(windows: Sequence[SubjectWindows], fitted: SpectralFit) -> Cohort:
-    """Windows of the training people, 4 s apart, embedded as their own recording site sees them
-    (windows every second overlap by three quarters: keeping all would quadruple the checkpoint for
-    little more to calibrate against)."""
-    embedded = domain_embed(windows, fitted.columns, fitted.projection)
+    """Windows of the training people, 4 s apart, embedded exactly as the shipped embedder embeds a
+    window at a headset of one user (the pooled statistics): a template is calibrated against
+    impostors as it will meet them, and a recording of a training person is recognised in the
+    cohort when that person enrols from it. (Windows every second overlap by three quarters:
+    keeping all would quadruple the checkpoint for little more to calibrate against.)"""
     embeddings, subject, recording = [], [], []
-    for i, (w, e) in enumerate(zip(windows, embedded, strict=True)):
-        start = 0
+    for i, w in enumerate(windows):
         for r, x in enumerate(w.recordings):
-            kept = e[start : start + len(x)][::COHORT_STRIDE]
+            kept = apply_projection(x[::COHORT_STRIDE][:, fitted.columns], fitted.projection)
             embeddings.append(kept.astype(np.float32))
             subject.append(np.full(len(kept), i))
             recording.append(np.full(len(kept), r))
-            start += len(x)
     return Cohort(
         embeddings=np.concatenate(embeddings),
         subject=np.concatenate(subject).astype(np.int64),
