@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from neuroauth.daemon.lslconfig import configure_lsl, loopback_env
 
-from neuroauth.demo import start_broker
+from neuroauth import local_broker
 from neuroauth.paths import BUNDLED_DATA
 
 SUBJECTS = ("Subject00", "Subject03", "Subject06", "Subject08", "Subject09")
@@ -80,18 +80,20 @@ def main() -> int:
         work = Path(tmp)
         processes: list[subprocess.Popen] = []
         try:
-            broker = start_broker(work)
-            if broker is None:
+            binary = local_broker.find()
+            if binary is None:
                 print("mosquitto is not installed (Debian: apt-get install mosquitto)", file=sys.stderr)
                 return 2
-            processes.append(broker[0])
+            broker = local_broker.LocalBroker(binary, work)
+            broker.start()
+            processes.append(broker.process)
             templates = work / "templates"
             lines = [
                 'log_level = "WARNING"',
                 "[model]",
                 "check_rate = false  # the replays run faster than real time",
                 f'[templates]\ndirectory = "{templates}"',
-                f'[mqtt]\nport = {broker[1]}\nprefix = "soak"',
+                f'[mqtt]\nport = {broker.port}\nprefix = "soak"',
             ]
             for i, subject in enumerate(SUBJECTS[: args.headsets]):
                 enrol = [sys.executable, "-m", "neuroauth.cli", "enroll", "--user", subject]

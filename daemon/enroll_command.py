@@ -74,9 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--duration",
-        type=float,
         default=None,
-        help="seconds of EEG per phase (default 60; a recording shorter than that gives what it has)",
+        help="seconds of EEG per phase: one number for every phase, or one per phase (e.g. 60,20); "
+        "default 60 (a recording shorter than that gives what it has)",
     )
     p.add_argument(
         "--from-file",
@@ -115,6 +115,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=cmd_enroll)
 
 
+def _lengths(text: str | None) -> list[float]:
+    """``--duration``: one number of seconds, or one per phase separated by commas."""
+    if not text:
+        return []
+    try:
+        lengths = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise DataError(
+            f"--duration {text!r} is not a number of seconds, or one per phase (e.g. 60,60,60)"
+        ) from None
+    if any(s <= 0 for s in lengths):
+        raise DataError(f"--duration {text!r}: every phase needs a positive length")
+    return lengths
+
+
 def _phases_and_sources(args: argparse.Namespace, loopback: bool):
     """Each phase with a function that opens its source when the phase begins."""
     from ..enroll.enrolment import DEFAULT_PHASES, phases_named
@@ -127,7 +142,7 @@ def _phases_and_sources(args: argparse.Namespace, loopback: bool):
         names = ["rest"]
     else:
         names = list(DEFAULT_PHASES)
-    phases = phases_named(names, args.duration)
+    phases = phases_named(names, _lengths(args.duration))
     if files:
         if len(files) != len(phases):
             raise DataError(

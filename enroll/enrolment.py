@@ -15,6 +15,7 @@ demo both call; what to show the wearer is left to the caller (``on_phase``,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -78,16 +79,23 @@ PHASES: dict[str, Phase] = {
 DEFAULT_PHASES: tuple[str, ...] = ("eyes-open", "eyes-closed", "task")
 
 
-def phases_named(names: Sequence[str], seconds: float | None = None) -> list[Phase]:
-    """The phases of ``names`` (known ones with their instructions), each ``seconds`` long when given."""
+def phases_named(names: Sequence[str], seconds: Sequence[float] = ()) -> list[Phase]:
+    """The phases of ``names`` (known ones with their instructions); ``seconds``: one length for
+    every phase, or one per phase (default: each phase's own)."""
     if len(set(names)) != len(names) or not names:
         raise DataError(f"enrolment phases must be distinct and at least one, got {list(names)}")
+    if len(seconds) not in (0, 1, len(names)):
+        raise DataError(
+            f"{len(seconds)} phase lengths for {len(names)} phases ({', '.join(names)}); give one length "
+            "for every phase or one per phase"
+        )
     out = []
-    for name in names:
+    for i, name in enumerate(names):
         phase = PHASES.get(name) or Phase(
             name, name, "Follow the instructions you were given for this phase."
         )
-        out.append(Phase(phase.state, phase.title, phase.instructions, seconds or phase.seconds))
+        length = seconds[0] if len(seconds) == 1 else seconds[i] if seconds else phase.seconds
+        out.append(dataclasses.replace(phase, seconds=float(length)))
     return out
 
 

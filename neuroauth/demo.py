@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import signal
@@ -73,8 +72,7 @@ def enrol_owner(templates: Path, clock: Clock) -> None:
     from .models.checkpoint import load_checkpoint
     from .paths import SHIPPED_CHECKPOINT
 
-    rest, arithmetic = phases_named(["rest", "arithmetic"])
-    arithmetic = dataclasses.replace(arithmetic, seconds=TASK_ENROL_SECONDS)
+    rest, arithmetic = phases_named(["rest", "arithmetic"], [60.0, TASK_ENROL_SECONDS])
     recordings = {"rest": BUNDLED_DATA / f"{OWNER}_1.edf", "arithmetic": BUNDLED_DATA / f"{OWNER}_2.edf"}
     phases = [(p, lambda p=p: file_source(recordings[p.state], p.seconds)) for p in (rest, arithmetic)]
 

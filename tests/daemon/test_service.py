@@ -1,6 +1,8 @@
 """``neuroauthd`` end to end: the daemon as a process, real LSL outlets, a real broker and subscriber.
 
-The owner is enrolled once from Subject03's first recording with the shipped checkpoint.
+The owner is enrolled once with the shipped checkpoint, in two phases as ``neuroauth enroll``
+guides a wearer: 60 s at rest (Subject03's first recording) and the first 20 s of mental
+arithmetic (their second).
 The owner's stream is Subject03's second recording; a takeover is that recording followed
 by Subject06's second one in a single file, so the stream never breaks when the wearer
 changes. Replays run at ``SPEED`` times real time: one hop (1 s of signal) every 0.25 s
@@ -52,14 +54,15 @@ WATCHDOG_S = 2.0
 
 @pytest.fixture(scope="module")
 def templates(tmp_path_factory) -> Path:
-    """A template directory holding the owner's template, enrolled from a bundled recording."""
+    """A template directory holding the owner's template, enrolled from bundled recordings."""
     import torch
     from threadpoolctl import threadpool_limits
 
     from neuroauth.cli import main
 
     directory = tmp_path_factory.mktemp("templates")
-    argv = ["enroll", "--user", OWNER, "--from-file", str(OWNER_ENROLMENT), "--templates-dir", str(directory)]
+    argv = ["enroll", "--user", OWNER, "--phases", "rest,arithmetic", "--duration", "60,20"]
+    argv += ["--from-file", str(OWNER_ENROLMENT), str(OWNER_STREAM), "--templates-dir", str(directory)]
     # One compute thread (torch, OpenMP, BLAS): on a machine whose cores are busy, worker threads
     # waiting for each other make enrolment several times slower.
     threads = torch.get_num_threads()

@@ -79,10 +79,11 @@ def test_replay_of_bundled_sessions_locks_every_impostor(three_subjects, tmp_pat
     assert len(sessions) == 3 * 2
     assert report["cohort_subjects"] and not set(report["cohort_subjects"]) & set(report["subjects"])
     assert report["seen_in_training"] == report["subjects"]  # the shipped model knows them
-    assert report["sessions_never_locked"] == 0
+    assert report["sessions_never_locked"] == 0  # every takeover locked within the impostor's EEG
     assert report["time_to_lock_s"]["n"] + report["sessions_locked_at_takeover"] == 6
-    assert report["time_to_lock_s"]["median"] <= 10.0
-    assert report["owner_unlocked_share"] > 0.5
+    assert report["time_to_lock_s"]["p95"] < 62 - 24  # the arithmetic recording's probe part
+    assert report["promised"]["templates"] == 3 and report["promised"]["false_lockouts_per_hour"] <= 1.0
+    assert report["owner_unlocked_share"] > 0.5 and not report["owners_never_unlocked"]
     assert 0.0 <= report["window_eer"] < 0.2
     png = plot_session(sessions[0], tmp_path / "session.png")
     assert png.stat().st_size > 10_000
