@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine; each sets itself up first.
-#   make demo   the live demo: enrol, replay owner then impostor, neuroauthd over MQTT
+#   make demo   the live demo: enroll, replay owner then impostor, neuroauthd over MQTT
 #   make test   lint and run the test suite (what CI runs)
 #   make test-fast   the same without the slow tests, for the edit-test loop
 

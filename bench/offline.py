@@ -36,7 +36,7 @@ from neuroauth.cli import ASSETS
 def train_throughput(use_mamba: bool, steps: int = 30) -> float:
     spec, settings = SignalSpec(), DenoiserTraining()
     data = load_sessions(find_sessions(ASSETS / "eegmat")[:2], DEFAULT_MONTAGE, spec)
-    sampler = CropSampler([d.enrol for d in data], spec, settings)
+    sampler = CropSampler([d.enroll for d in data], spec, settings)
     net = CausalDenoiser(DenoiserConfig(use_mamba=use_mamba))
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr)
     rng = np.random.default_rng(0)

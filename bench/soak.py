@@ -96,14 +96,14 @@ def main() -> int:
                 f'[mqtt]\nport = {broker.port}\nprefix = "soak"',
             ]
             for i, subject in enumerate(SUBJECTS[: args.headsets]):
-                enrol = [sys.executable, "-m", "neuroauth.cli", "enroll", "--user", subject]
-                enrol += [
+                enroll = [sys.executable, "-m", "neuroauth.cli", "enroll", "--user", subject]
+                enroll += [
                     "--from-file",
                     str(BUNDLED_DATA / f"{subject}_1.edf"),
                     "--templates-dir",
                     str(templates),
                 ]
-                subprocess.run(enrol, env=env, check=True, capture_output=True)
+                subprocess.run(enroll, env=env, check=True, capture_output=True)
                 source = f"soak-{os.getpid()}-{i}"
                 replay = [
                     sys.executable,

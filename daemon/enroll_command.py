@@ -1,8 +1,8 @@
-"""``neuroauth enroll``: guide the owner through the enrolment phases and write their template.
+"""``neuroauth enroll``: guide the owner through the enrollment phases and write their template.
 
 The phases come from the headset's live LSL stream (read for each phase's length,
 once the wearer is ready) or from one recording per phase (``--from-file``); the
-use case itself is :func:`neuroauth.enroll.enrolment.enroll_owner`. This command
+use case itself is :func:`neuroauth.enroll.enrollment.enroll_owner`. This command
 lives beside the daemon because it reads the same stream the daemon does.
 """
 
@@ -57,19 +57,19 @@ def lsl_source(
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``enroll`` to the ``neuroauth`` sub-commands."""
     from ..cli_options import add_target_options
-    from ..enroll.enrolment import DEFAULT_PHASES, PHASES
+    from ..enroll.enrollment import DEFAULT_PHASES, PHASES
 
     known = ", ".join(PHASES)
     p = subparsers.add_parser(
         "enroll",
-        help="guide the owner through the enrolment phases (live LSL stream, or a recording per phase) "
+        help="guide the owner through the enrollment phases (live LSL stream, or a recording per phase) "
         "and write a template",
     )
     p.add_argument("--user", required=True, help="the owner's name (letters, digits, _ . -)")
     p.add_argument(
         "--phases",
         default=None,
-        help=f"comma-separated states to enrol, in order (default {','.join(DEFAULT_PHASES)}; "
+        help=f"comma-separated states to enroll, in order (default {','.join(DEFAULT_PHASES)}; "
         f"known, with instructions: {known}; any other name is recorded as told)",
     )
     p.add_argument(
@@ -82,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--from-file",
         type=Path,
         nargs="+",
-        help="enrol from recordings instead of a live stream: one per phase, in the phases' order "
+        help="enroll from recordings instead of a live stream: one per phase, in the phases' order "
         "(a single recording with no --phases is one 'rest' phase)",
     )
     p.add_argument(
@@ -132,7 +132,7 @@ def _lengths(text: str | None) -> list[float]:
 
 def _phases_and_sources(args: argparse.Namespace, loopback: bool):
     """Each phase with a function that opens its source when the phase begins."""
-    from ..enroll.enrolment import DEFAULT_PHASES, phases_named
+    from ..enroll.enrollment import DEFAULT_PHASES, phases_named
     from ..enroll.sources import file_source
 
     files = args.from_file or []
@@ -172,7 +172,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..cli_options import targets
-    from ..enroll.enrolment import enroll_owner
+    from ..enroll.enrollment import enroll_owner
     from ..enroll.template import validate_user
     from ..models.checkpoint import load_checkpoint
     from ..models.streaming import EngineConfig

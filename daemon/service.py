@@ -100,7 +100,7 @@ class Service:
             if calibrated is not None and calibrated != wanted:
                 log.warning(
                     "%s: the template of %s was calibrated to %s, the configuration asks for %s; "
-                    "enrol again (`neuroauth enroll --config ...`) to calibrate to these targets",
+                    "enroll again (`neuroauth enroll --config ...`) to calibrate to these targets",
                     h.device,
                     h.user,
                     calibrated,

@@ -1,1 +1,1 @@
-"""Owners: enrolment, templates, scoring and decisions over time."""
+"""Owners: enrollment, templates, scoring and decisions over time."""

@@ -1,4 +1,4 @@
-"""Enrolment: from an owner's embedding windows, per state, to a calibrated template.
+"""Enrollment: from an owner's embedding windows, per state, to a calibrated template.
 
 1. **Centroids**: one per enrolled state (eyes open, eyes closed, a task), each
    the normalised mean of that state's windows; a window's cosine score is to the
@@ -25,7 +25,7 @@
    tuned on the checkpoint's score sequences of people its embedder never trained
    on (:class:`~neuroauth.models.cohort.ScoreSequences`): each enrolled as an
    owner is, probed with their own later EEG and with other people's. The owner's
-   held-out windows come from the enrolment itself and would promise scores a
+   held-out windows come from the enrollment itself and would promise scores a
    later moment does not reach; people the model was trained on would promise
    scores a stranger's headset does not reach.
 
@@ -62,7 +62,7 @@ _ROWS = 8192  # cohort rows scored at a time
 
 @dataclass(frozen=True)
 class OwnerWindows:
-    """An owner's enrolment embeddings: per state, its windows ``(n_k, D)`` in time order."""
+    """An owner's enrollment embeddings: per state, its windows ``(n_k, D)`` in time order."""
 
     states: tuple[str, ...]
     windows: tuple[np.ndarray, ...]
@@ -185,7 +185,7 @@ def fit_scorer(owner: OwnerWindows, cohort_embeddings: np.ndarray, search: SvmSe
     return Scorer(centroids, svm, fusion, genuine, impostor, record)
 
 
-def enrol(
+def enroll(
     owner: OwnerWindows,
     cohort: Cohort,
     sequences: ScoreSequences | None,
@@ -231,7 +231,7 @@ def enrol(
     log.info("one-class SVM for %s: nu %.3g, gamma %.3g (mean fold EER %.3f)", user, *chosen.values())
     if scorer.held_out.mean() <= scorer.cohort_fused.mean():
         raise DataError(
-            f"the {n} enrolment windows of {user!r} score no higher than other people's windows when held "
+            f"the {n} enrollment windows of {user!r} score no higher than other people's windows when held "
             f"out (owner mean {scorer.held_out.mean():.2f}, cohort mean "
             f"{scorer.cohort_fused.mean():.2f}): the recording is mostly artefact or was embedded with "
             "another checkpoint. Record again with a well-seated headset, using the same checkpoint."
@@ -391,7 +391,7 @@ def _check_inputs(owner: OwnerWindows, cohort: Cohort, user: str) -> OwnerWindow
         w = np.asarray(w, dtype=np.float64)
         if w.ndim != 2:
             raise DataError(
-                f"enrolment windows of {user!r} ({state}) must be an (n, D) array of embeddings, "
+                f"enrollment windows of {user!r} ({state}) must be an (n, D) array of embeddings, "
                 f"got {w.shape}"
             )
         if len(w) < MIN_STATE_WINDOWS:
@@ -402,18 +402,18 @@ def _check_inputs(owner: OwnerWindows, cohort: Cohort, user: str) -> OwnerWindow
             )
         if not np.isfinite(w).all():
             raise DataError(
-                f"enrolment windows of {user!r} ({state}) hold NaN or infinite values; embed the "
+                f"enrollment windows of {user!r} ({state}) hold NaN or infinite values; embed the "
                 "recording again"
             )
         windows.append(w)
     if len({w.shape[1] for w in windows}) != 1:
-        raise DataError(f"enrolment windows of {user!r} differ in dimension between states")
+        raise DataError(f"enrollment windows of {user!r} differ in dimension between states")
     total = sum(len(w) for w in windows)
     if total < MIN_OWNER_WINDOWS:
         raise DataError(
-            f"only {total} enrolment window(s) of {user!r} passed the quality gate; a template "
+            f"only {total} enrollment window(s) of {user!r} passed the quality gate; a template "
             f"needs at least {MIN_OWNER_WINDOWS} (about {MIN_OWNER_WINDOWS} s of clean EEG at a 1 s hop). "
-            "Record longer, with the headset well seated, and enrol again."
+            "Record longer, with the headset well seated, and enroll again."
         )
     if len(cohort.embeddings) == 0 or len(np.unique(cohort.subject)) == 0:
         raise CheckpointError(
@@ -422,8 +422,8 @@ def _check_inputs(owner: OwnerWindows, cohort: Cohort, user: str) -> OwnerWindow
         )
     if cohort.dim != windows[0].shape[1]:
         raise CheckpointError(
-            f"enrolment windows of {user!r} are {windows[0].shape[1]}-d but the checkpoint's cohort is "
-            f"{cohort.dim}-d; embed the enrolment recording with the checkpoint that holds the cohort"
+            f"enrollment windows of {user!r} are {windows[0].shape[1]}-d but the checkpoint's cohort is "
+            f"{cohort.dim}-d; embed the enrollment recording with the checkpoint that holds the cohort"
         )
     return OwnerWindows(tuple(owner.states), tuple(windows))
 

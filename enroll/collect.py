@@ -1,4 +1,4 @@
-"""Enrolment windows: an owner's EEG through the streaming engine, kept where the quality gate passes.
+"""Enrollment windows: an owner's EEG through the streaming engine, kept where the quality gate passes.
 
 The source is anything that yields ``(volts (C, N), timestamps (N,))`` chunks of
 one stream: a live LSL inlet or a recording read chunk by chunk. Going through
@@ -22,12 +22,12 @@ from ..models.streaming import EngineConfig, StreamingEngine
 
 log = logging.getLogger(__name__)
 
-STREAM = "enrol"
+STREAM = "enroll"
 
 
 @dataclass
 class Collected:
-    """The windows an enrolment recording gave, and what the quality gate refused."""
+    """The windows an enrollment recording gave, and what the quality gate refused."""
 
     embeddings: list[np.ndarray] = field(default_factory=list)  # (D,) each, accepted, in time order
     timestamps: list[float] = field(default_factory=list)

@@ -78,7 +78,7 @@ def format_template(template: Template, path: Path) -> str:
         f"file                 {path}",
         f"created              {t.created}",
         f"checkpoint           {t.checkpoint_identity} (embedder {t.embedder}, {t.dim}-d)",
-        f"enrolment windows    {t.n_windows} in {len(t.states)} state(s): "
+        f"enrollment windows    {t.n_windows} in {len(t.states)} state(s): "
         + ", ".join(f"{s} ({n})" for s, n in cal.get("states", {s: "?" for s in t.states}).items()),
         f"one-class SVM        nu {svm.nu:g}, gamma {svm.gamma:.4g}, {len(svm.dual_coef)} support vectors",
         f"threshold            {th.value:.3f} on the fused score (policy {th.policy}"

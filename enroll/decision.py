@@ -1,7 +1,7 @@
 """The decision over time: evidence from successive windows, a state machine with hysteresis.
 
 One 4-second window is a weak witness, so each window's fused score becomes a
-log-likelihood ratio (LLR) between two Gaussians measured at enrolment (the
+log-likelihood ratio (LLR) between two Gaussians measured at enrollment (the
 owner's held-out fused scores and the cohort's fused scores), clipped to
 ``+-llr_clip`` so no single window decides, and added to a bounded accumulator::
 

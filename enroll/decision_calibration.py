@@ -1,6 +1,6 @@
 """Calibrating the decision over time: its levels chosen by simulating it on real score sequences.
 
-Offline only: enrolment calls it, the daemon never does. The simulation makes the
+Offline only: enrollment calls it, the daemon never does. The simulation makes the
 same transitions as :meth:`neuroauth.enroll.decision.DecisionMachine.update`,
 vectorised over every candidate setting at once.
 """

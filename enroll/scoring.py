@@ -3,7 +3,7 @@
 For one embedding window ``x`` (a unit vector) and a template:
 
 - **cosine** ``c(x) = max_k <x, centroid_k> / |x|``: similarity to the nearest of
-  the owner's states, each the normalised mean of that state's enrolment windows
+  the owner's states, each the normalised mean of that state's enrollment windows
   (eyes open, eyes closed, a mental task): a window is judged against the state
   the owner is most like at that moment, not against an average of states the
   owner is never in at once. Measured against the mean of the per-state cosines
@@ -12,7 +12,7 @@ For one embedding window ``x`` (a unit vector) and a template:
 - **fused** ``f(x) = ( (c(x) - mu_c) / sd_c + (s(x) - mu_s) / sd_s ) / 2``.
 
 ``mu`` and ``sd`` are the mean and standard deviation of that score over the
-background cohort's (impostor) windows, measured for this template at enrolment
+background cohort's (impostor) windows, measured for this template at enrollment
 and stored in it. Each score is thus put in units of "standard deviations above a
 typical impostor" before the two are averaged, so neither dominates by its scale.
 Higher means more like the owner; an impostor window scores about 0.
@@ -100,7 +100,7 @@ def score_windows(template: Template, x: np.ndarray) -> WindowScores:
     if x.ndim != 2 or x.shape[1] != template.dim:
         raise TemplateError(
             f"the template of {template.user!r} holds {template.dim}-d embeddings but the windows to "
-            f"score have shape {x.shape}; they come from another embedder. Enrol {template.user!r} "
+            f"score have shape {x.shape}; they come from another embedder. Enroll {template.user!r} "
             f"again with this checkpoint (`neuroauth enroll --user {template.user}`)."
         )
     cosine, svm = raw_scores(x, template.centroids, template.svm)

@@ -1,4 +1,4 @@
-"""Where an enrolment phase's EEG comes from: a :class:`Source`, and one read from a recording.
+"""Where an enrollment phase's EEG comes from: a :class:`Source`, and one read from a recording.
 
 A source gives the stream's channel names, its rate, and an iterator of
 ``(volts (C, N), timestamps (N,))`` chunks, which
@@ -19,7 +19,7 @@ CHUNK_SECONDS = 0.1
 
 @dataclass
 class Source:
-    """One stream of EEG for enrolment."""
+    """One stream of EEG for enrollment."""
 
     description: str
     channel_names: list[str]
@@ -35,7 +35,7 @@ def file_source(path: Path, seconds: float) -> Source:
 
     raw = read_raw(path)
     sfreq = float(raw.info["sfreq"])
-    n = min(raw.n_times, round(seconds * sfreq))  # a shorter recording enrols with what it has
+    n = min(raw.n_times, round(seconds * sfreq))  # a shorter recording enrolls with what it has
     volts = raw.get_data(stop=n).astype(np.float64)  # (C, N) volts; mne filters want float64
     step = max(1, round(CHUNK_SECONDS * sfreq))
 

@@ -85,7 +85,7 @@ class TemplateStore:
             data = path.read_bytes()
         except FileNotFoundError:
             raise TemplateError(
-                f"no template for user {user!r} (looked for {path}); enrol them first with "
+                f"no template for user {user!r} (looked for {path}); enroll them first with "
                 f"`neuroauth enroll --user {user}`"
             ) from None
         except OSError as exc:
@@ -97,12 +97,12 @@ class TemplateStore:
         if template.user != user:
             raise TemplateError(
                 f"template {path} belongs to user {template.user!r}, not {user!r}: it was renamed or "
-                f"copied. Remove it and enrol again (`neuroauth enroll --user {user}`)."
+                f"copied. Remove it and enroll again (`neuroauth enroll --user {user}`)."
             )
         if expected_identity is not None and template.checkpoint_identity != expected_identity:
             raise TemplateError(
                 f"template {path} was made with checkpoint {template.checkpoint_identity}, but the "
-                f"checkpoint in use is {expected_identity}; its scores would mean nothing. Enrol again "
+                f"checkpoint in use is {expected_identity}; its scores would mean nothing. Enroll again "
                 f"with this checkpoint (`neuroauth enroll --user {user}`)."
             )
         return template

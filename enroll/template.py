@@ -42,7 +42,7 @@ _DTYPE = "<f8"
 
 def validate_user(user: str) -> str:
     """Return ``user`` if it is a valid owner name: 1-64 of ``[A-Za-z0-9_.-]``, the first a letter or
-    digit. The one rule for owner names: enrolment, the template store and the daemon's configuration
+    digit. The one rule for owner names: enrollment, the template store and the daemon's configuration
     all apply it, so no one can be enrolled whom the configuration then refuses."""
     if not isinstance(user, str) or not _USER.fullmatch(user):
         raise TemplateError(
@@ -195,32 +195,32 @@ class Template:
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise TemplateError(
                 f"template {source} is damaged or truncated (not a complete template document); "
-                f"remove it and enrol again ({fix})"
+                f"remove it and enroll again ({fix})"
             ) from None
         if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise TemplateError(f"{source} is not a NeuroAuth template; remove it or enrol again ({fix})")
+            raise TemplateError(f"{source} is not a NeuroAuth template; remove it or enroll again ({fix})")
         version = document.get("format_version")
         if version != FORMAT_VERSION:
             raise TemplateError(
                 f"template {source} has format version {version!r}; this NeuroAuth reads version "
-                f"{FORMAT_VERSION}. Enrol again with this version ({fix})."
+                f"{FORMAT_VERSION}. Enroll again with this version ({fix})."
             )
         text, digest = document.get("content"), document.get("sha256")
         if not isinstance(text, str) or not isinstance(digest, str):
             raise TemplateError(
-                f"template {source} is damaged (no content or digest); remove it and enrol again ({fix})"
+                f"template {source} is damaged (no content or digest); remove it and enroll again ({fix})"
             )
         if hashlib.sha256(text.encode()).hexdigest() != digest:
             raise TemplateError(
                 f"template {source} does not match its SHA-256 digest: it was altered after it was "
-                "written. Restore it from a backup, or remove it and enrol again "
+                "written. Restore it from a backup, or remove it and enroll again "
                 f"({fix})."
             )
         try:
             return cls._from_content(json.loads(text))
         except (KeyError, TypeError, ValueError, AttributeError, RecursionError, TemplateError) as exc:
             raise TemplateError(
-                f"template {source} is malformed ({exc.__class__.__name__}: {exc}); remove it and enrol "
+                f"template {source} is malformed ({exc.__class__.__name__}: {exc}); remove it and enroll "
                 f"again ({fix})"
             ) from None
 

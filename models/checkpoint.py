@@ -54,7 +54,7 @@ class NeuroAuthModel:
     baseline: dict[str, torch.Tensor] = field(default_factory=dict)  # PSD baseline statistics
     baseline_config: dict = field(default_factory=dict)  # its feature settings (SpectralConfig)
     meta: dict = field(default_factory=dict)
-    cohort: Cohort | None = None  # background impostors for enrolment (training subjects' windows)
+    cohort: Cohort | None = None  # background impostors for enrollment (training subjects' windows)
     calibration: ScoreSequences | None = None  # unseen people's score sequences for the decision over time
 
     @property

@@ -1,6 +1,6 @@
 """The background cohort: embeddings of people other than the owner, shipped in the checkpoint.
 
-Enrolment needs impostors to calibrate against: the one-class SVM's ``nu`` and
+Enrollment needs impostors to calibrate against: the one-class SVM's ``nu`` and
 ``gamma`` are chosen by EER against them, the score thresholds are set to a
 false-accept target on them, and the decision over time is tuned on their
 score sequences. The cohort holds, for every training subject, the embedding of
@@ -24,7 +24,7 @@ class Cohort:
 
     embeddings: np.ndarray  # (M, D) float32, unit vectors
     subject: np.ndarray  # (M,) int64: index into ``subjects``
-    recording: np.ndarray  # (M,) int64: 0 = enrolment recording, 1 = probe recording
+    recording: np.ndarray  # (M,) int64: 0 = enrollment recording, 1 = probe recording
     subjects: tuple[str, ...]
     hop_seconds: float
 
@@ -84,8 +84,8 @@ class Cohort:
 class ScoreSequences:
     """Fused-score sequences, in time order, of people the checkpoint's embedder never trained on.
 
-    Enrolment calibrates the decision over time on them: each *owner* sequence is
-    a person's own EEG after their enrolment (another part of a recording, another
+    Enrollment calibrates the decision over time on them: each *owner* sequence is
+    a person's own EEG after their enrollment (another part of a recording, another
     state), scored by their template; each *impostor* sequence is someone else's
     EEG scored by that template. The scores come from embedders fitted without
     those people (cross-fitting), so they show what a new owner will meet, not the

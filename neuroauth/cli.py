@@ -1,4 +1,4 @@
-"""``neuroauth``: enrol owners, train and evaluate models, replay recordings, benchmark the engine.
+"""``neuroauth``: enroll owners, train and evaluate models, replay recordings, benchmark the engine.
 
 Each package owns its commands (a ``register`` function adding parsers whose
 ``run`` default is the handler); this module puts them together, runs the one

@@ -22,9 +22,11 @@ def add_data_options(p: argparse.ArgumentParser, default: Path | None) -> None:
         + (" (default: the bundled EEGMAT sample)" if default else ""),
     )
     p.add_argument(
+        "--enroll-suffix",
         "--enrol-suffix",
+        dest="enroll_suffix",
         default=None,
-        help="file-name suffix of enrolment recordings in a folder without corpus.toml (default _1)",
+        help="file-name suffix of enrollment recordings in a folder without corpus.toml (default _1)",
     )
     p.add_argument("--probe-suffix", default=None, help="file-name suffix of probe recordings (default _2)")
     p.add_argument(
@@ -37,7 +39,7 @@ def load_data(args: argparse.Namespace, montage, spec):
     from .training.data import find_sessions, load_sessions
 
     subjects = args.subjects.split(",") if args.subjects else None
-    sessions = find_sessions(args.data, args.enrol_suffix, args.probe_suffix, subjects)
+    sessions = find_sessions(args.data, args.enroll_suffix, args.probe_suffix, subjects)
     return load_sessions(sessions, montage, spec)
 
 

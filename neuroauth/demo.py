@@ -8,7 +8,7 @@
    wearer through phases: 60 s at rest (their first recording) and the first 20 s
    of mental arithmetic (their second).
 4. A recording is made of the rest of that subject's arithmetic recording (from
-   24 s on, never seen at enrolment) followed by another bundled subject's: the
+   24 s on, never seen at enrollment) followed by another bundled subject's: the
    owner wears the headset, then someone else puts it on. It is replayed as a
    live LSL stream in real time.
 5. ``neuroauthd`` runs against it; its state changes and lock/unlock events are
@@ -36,7 +36,7 @@ from . import local_broker
 from .paths import BUNDLED_DATA
 
 OWNER, IMPOSTOR = "Subject03", "Subject06"
-TASK_ENROL_SECONDS = 20.0  # the arithmetic phase of the enrolment; the replay starts one window later
+TASK_ENROLL_SECONDS = 20.0  # the arithmetic phase of the enrollment; the replay starts one window later
 REPLAY_FROM_SECONDS = 24.0
 DEVICE = "demo-headset"
 PREFIX = "neuroauth-demo"
@@ -63,16 +63,16 @@ def takeover_recording(out: Path, owner: str, impostor: str, impostor_seconds: f
     return owner_part.shape[1] / sfreq, data.shape[1] / sfreq
 
 
-def enrol_owner(templates: Path, clock: Clock) -> None:
-    """Enrol OWNER from the bundled recordings, one phase per state, as `neuroauth enroll` would."""
+def enroll_owner(templates: Path, clock: Clock) -> None:
+    """Enroll OWNER from the bundled recordings, one phase per state, as `neuroauth enroll` would."""
     from .enroll.decision import DecisionTargets
-    from .enroll.enrolment import enroll_owner, phases_named
+    from .enroll.enrollment import enroll_owner, phases_named
     from .enroll.sources import file_source
     from .enroll.store import TemplateStore
     from .models.checkpoint import load_checkpoint
     from .paths import SHIPPED_CHECKPOINT
 
-    rest, arithmetic = phases_named(["rest", "arithmetic"], [60.0, TASK_ENROL_SECONDS])
+    rest, arithmetic = phases_named(["rest", "arithmetic"], [60.0, TASK_ENROLL_SECONDS])
     recordings = {"rest": BUNDLED_DATA / f"{OWNER}_1.edf", "arithmetic": BUNDLED_DATA / f"{OWNER}_2.edf"}
     phases = [(p, lambda p=p: file_source(recordings[p.state], p.seconds)) for p in (rest, arithmetic)]
 
@@ -82,7 +82,7 @@ def enrol_owner(templates: Path, clock: Clock) -> None:
     _say(
         clock,
         f"enrolling {OWNER}: 60 s at rest ({recordings['rest'].name}), the first "
-        f"{TASK_ENROL_SECONDS:.0f} s of mental arithmetic ({recordings['arithmetic'].name})",
+        f"{TASK_ENROLL_SECONDS:.0f} s of mental arithmetic ({recordings['arithmetic'].name})",
     )
     template, path = enroll_owner(
         load_checkpoint(SHIPPED_CHECKPOINT),
@@ -178,7 +178,7 @@ def run(impostor_seconds: float = 40.0) -> int:
                 _say(clock, f"mosquitto listening on 127.0.0.1:{port}")
 
             templates = work / "templates"
-            enrol_owner(templates, clock)
+            enroll_owner(templates, clock)
             takeover, total = takeover_recording(work / "takeover_raw.fif", OWNER, IMPOSTOR, impostor_seconds)
 
             config = work / "neuroauthd.toml"
@@ -278,7 +278,7 @@ def _summary(seen: list, started: float, takeover: float) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "demo", help="live demo: enrol, replay owner then impostor, run neuroauthd over MQTT"
+        "demo", help="live demo: enroll, replay owner then impostor, run neuroauthd over MQTT"
     )
     p.add_argument(
         "--impostor-seconds", type=float, default=40.0, help="seconds of the impostor's EEG (default 40)"

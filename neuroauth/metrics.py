@@ -1,4 +1,4 @@
-"""Verification and identification metrics on score matrices: shared by training, enrolment and the study."""
+"""Verification and identification metrics on score matrices: shared by training, enrollment and the study."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reading EEG recordings from disk: the one reader every layer uses (training, enrolment, replay)."""
+"""Reading EEG recordings from disk: the one reader every layer uses (training, enrollment, replay)."""
 
 from __future__ import annotations
 

@@ -418,7 +418,7 @@ NAMES = [
 
 @pytest.mark.parametrize("name", NAMES)
 def test_an_owner_name_valid_in_one_place_is_valid_in_all(name, tmp_path):
-    """Enrolment, the template store and the configuration apply one rule to owner names."""
+    """Enrollment, the template store and the configuration apply one rule to owner names."""
     from neuroauth.enroll.store import TemplateStore
     from neuroauth.enroll.template import validate_user
 
@@ -433,10 +433,10 @@ def test_an_owner_name_valid_in_one_place_is_valid_in_all(name, tmp_path):
         return True
 
     verdicts = {
-        "enrolment": accepted(lambda: validate_user(name)),
+        "enrollment": accepted(lambda: validate_user(name)),
         "store": accepted(lambda: TemplateStore(tmp_path).path(name)),
         "configuration": accepted(lambda: HeadsetSettings(device="desk", user=name)),
     }
     assert len(set(verdicts.values())) == 1, verdicts
     expected = name in ("alice", "bob.smith", "x_1-2", "7", "a" * 64)
-    assert verdicts["enrolment"] is expected
+    assert verdicts["enrollment"] is expected

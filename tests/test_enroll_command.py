@@ -12,7 +12,7 @@ from neuroauth.cli import main
 from neuroauth.paths import BUNDLED_DATA, SHIPPED_CHECKPOINT
 
 
-def test_enrol_in_two_phases_from_a_recording_each(tmp_path, capsys):
+def test_enroll_in_two_phases_from_a_recording_each(tmp_path, capsys):
     templates = tmp_path / "templates"
     rest, task = BUNDLED_DATA / "Subject03_1.edf", BUNDLED_DATA / "Subject03_2.edf"
     argv = ["enroll", "--user", "ana", "--phases", "rest,arithmetic", "--from-file", str(rest), str(task)]
@@ -29,7 +29,7 @@ def test_enrol_in_two_phases_from_a_recording_each(tmp_path, capsys):
     )
     assert template.states == ("rest", "arithmetic") and template.n_windows == 2 * 57
     assert template.calibration["states"] == {"rest": 57, "arithmetic": 57}
-    # a second enrolment of the same user needs --replace; the first template stays
+    # a second enrollment of the same user needs --replace; the first template stays
     before = path.read_bytes()
     assert main(argv) == 2
     assert "--replace" in capsys.readouterr().err
@@ -60,7 +60,7 @@ def test_too_short_a_recording_is_refused_with_the_count(tmp_path, capsys):
     ]
     assert main([*argv, "--templates-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "only 17 enrolment window(s) of 'bo'" in err and "at least 30" in err
+    assert "only 17 enrollment window(s) of 'bo'" in err and "at least 30" in err
     assert not (tmp_path / "bo.template.json").exists()
     # a phase below its own minimum is refused with its name, before any template is made
     argv = ["enroll", "--user", "bo", "--phases", "rest,arithmetic", "--from-file"]
@@ -78,7 +78,7 @@ def test_unsafe_user_names_are_refused(tmp_path, user, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_enrol_takes_directory_and_targets_from_the_daemon_configuration(tmp_path, capsys):
+def test_enroll_takes_directory_and_targets_from_the_daemon_configuration(tmp_path, capsys):
     templates = tmp_path / "state" / "templates"
     config = tmp_path / "neuroauthd.toml"
     config.write_text(

@@ -327,27 +327,27 @@ TEMPLATES = {
     "pickled": (
         pickled_template,
         "is damaged or truncated",
-        "enrol again (`neuroauth enroll --user pickled`)",
+        "enroll again (`neuroauth enroll --user pickled`)",
     ),
     "truncated": (
         truncated_template,
         "is damaged or truncated",
-        "enrol again (`neuroauth enroll --user truncated`)",
+        "enroll again (`neuroauth enroll --user truncated`)",
     ),
     "reshaped": (
         reshaped_template,
         "array shapes disagree",
-        "enrol again (`neuroauth enroll --user reshaped`)",
+        "enroll again (`neuroauth enroll --user reshaped`)",
     ),
     "future": (
         future_template,
         "has format version 2",
-        "Enrol again with this version (`neuroauth enroll --user future`)",
+        "Enroll again with this version (`neuroauth enroll --user future`)",
     ),
     "other-checkpoint": (
         other_checkpoint_template,
         "was made with checkpoint 0123456789abcdef",
-        "Enrol again with this checkpoint (`neuroauth enroll --user other-checkpoint`)",
+        "Enroll again with this checkpoint (`neuroauth enroll --user other-checkpoint`)",
     ),
     "edited": (edited_template, "does not match its SHA-256 digest", "`neuroauth enroll --user edited`"),
 }

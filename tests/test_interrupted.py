@@ -196,19 +196,19 @@ def test_a_template_write_killed_half_way_leaves_the_old_template(case, tmp_path
     assert sorted(p.name for p in store.directory.iterdir()) == ["alice.template.json"]
 
 
-# Enrolment from a live stream ----------------------------------------------------------------
+# Enrollment from a live stream ----------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def live_stream(tmp_path_factory):
     """One replayed recording (real time: the engine refuses a stream faster than its announced rate)."""
-    factory = _replay_factory()("interrupted-enrolment", tmp_path_factory.mktemp("replay"))
+    factory = _replay_factory()("interrupted-enrollment", tmp_path_factory.mktemp("replay"))
     replay = factory(speed=1.0, loop=True)
     yield replay
     factory.close()
 
 
-ENROLMENTS = [
+ENROLLMENTS = [
     pytest.param(signal.SIGKILL, "recording", id="SIGKILL-as-recording-starts"),
     pytest.param(signal.SIGKILL, "windows", id="SIGKILL-after-windows"),
     pytest.param(signal.SIGTERM, "windows", id="SIGTERM-after-windows"),
@@ -216,8 +216,8 @@ ENROLMENTS = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("signum", "moment"), ENROLMENTS)
-def test_an_interrupted_enrolment_leaves_the_old_template(
+@pytest.mark.parametrize(("signum", "moment"), ENROLLMENTS)
+def test_an_interrupted_enrollment_leaves_the_old_template(
     signum, moment, tmp_path, live_stream, shipped_identity, children
 ):
     identity, dim = shipped_identity
@@ -227,20 +227,20 @@ def test_an_interrupted_enrolment_leaves_the_old_template(
     argv = [sys.executable, "-m", "neuroauth.cli", "enroll", "--user", "ana", "--replace", "--duration", "20"]
     argv += ["--phases", "rest", "--no-wait"]
     argv += ["--source-id", live_stream.source_id, "--templates-dir", str(store.directory)]
-    enrolment = children(argv, tmp_path, "enroll")
-    enrolment.wait_for(r"recording 20 s from LSL stream")
+    enrollment = children(argv, tmp_path, "enroll")
+    enrollment.wait_for(r"recording 20 s from LSL stream")
     if moment == "windows":
-        enrolment.wait_for(r"accepted=[1-9]", in_stderr=True)
+        enrollment.wait_for(r"accepted=[1-9]", in_stderr=True)
 
-    status = enrolment.stop(signum)
-    assert status == (143 if signum == signal.SIGTERM else -signal.SIGKILL), enrolment.report()
-    assert "template of ana written" not in enrolment.output()[0], enrolment.report()
+    status = enrollment.stop(signum)
+    assert status == (143 if signum == signal.SIGTERM else -signal.SIGKILL), enrollment.report()
+    assert "template of ana written" not in enrollment.output()[0], enrollment.report()
     assert path.read_bytes() == before
     assert store.load("ana", expected_identity=identity).n_windows == 40
     assert sorted(p.name for p in store.directory.iterdir()) == ["ana.template.json"]
     if signum == signal.SIGTERM:
-        err = enrolment.output()[1]
-        assert re.search(r"neuroauth enroll: stopped by SIGTERM", err), enrolment.report()
+        err = enrollment.output()[1]
+        assert re.search(r"neuroauth enroll: stopped by SIGTERM", err), enrollment.report()
 
 
 # Training and its resume state ---------------------------------------------------------------

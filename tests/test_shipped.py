@@ -18,7 +18,7 @@ def test_shipped_checkpoints_load_and_embed(name, montage):
     assert model.denoiser.config.use_mamba
     # every person of both shared corpora
     assert model.meta["corpora"] == ["eegmat", "mumtaz"] and len(model.meta["training_subjects"]) == 72
-    # the background cohort for enrolment: windows 4 s apart of the 72 training people
+    # the background cohort for enrollment: windows 4 s apart of the 72 training people
     assert model.cohort is not None and list(model.cohort.subjects) == model.meta["training_subjects"]
     assert model.cohort.dim == model.embedder.dim and model.cohort.hop_seconds == 4.0
     # the decision over time is tuned on people the embedder never trained on (cross-fitted)

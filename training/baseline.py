@@ -2,7 +2,7 @@
 
 Log Welch PSD (1-40 Hz) per channel of the pre-processed window (no
 denoiser), z-scored with statistics of the training data, compared by cosine
-to the subject's mean enrolment feature.
+to the subject's mean enrollment feature.
 """
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--continuous",
         action="store_true",
-        help="also run owner-then-impostor sessions through the enrolment and the decision over time",
+        help="also run owner-then-impostor sessions through the enrollment and the decision over time",
     )
     add_target_options(p)
     p.set_defaults(run=cmd_evaluate)

@@ -2,8 +2,8 @@
 
 For every person with every recording (the *owner*):
 
-1. enrol as the protocol does (:mod:`.evaluate`): each state's enrolment part,
-   through :func:`neuroauth.enroll.calibration.enrol`, against the checkpoint's
+1. enroll as the protocol does (:mod:`.evaluate`): each state's enrollment part,
+   through :func:`neuroauth.enroll.calibration.enroll`, against the checkpoint's
    cohort *without* any person evaluated, its decision tuned on the checkpoint's
    calibration sequences of people its embedder never trained on;
 2. the owner wears the headset: the probe part of each of their states, one after
@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..enroll.calibration import OwnerWindows, enrol
+from ..enroll.calibration import OwnerWindows, enroll
 from ..enroll.decision import DecisionMachine, DecisionTargets, State
 from ..enroll.template import Template
 from ..errors import CheckpointError
@@ -80,10 +80,10 @@ class Session:
         return None
 
 
-def enrol_person(model: NeuroAuthModel, person: PersonWindows, cohort, targets: DecisionTargets) -> Template:
-    """The protocol's enrolment: every state's enrolment part."""
-    kept = [(s, e) for s, e in zip(person.states, person.enrol["states"], strict=True) if len(e)]
-    return enrol(
+def enroll_person(model: NeuroAuthModel, person: PersonWindows, cohort, targets: DecisionTargets) -> Template:
+    """The protocol's enrollment: every state's enrollment part."""
+    kept = [(s, e) for s, e in zip(person.states, person.enroll["states"], strict=True) if len(e)]
+    return enroll(
         OwnerWindows(tuple(s for s, _ in kept), tuple(e for _, e in kept)),
         cohort,
         model.calibration,
@@ -282,7 +282,7 @@ def evaluate_continuous(
     window_seconds = model.spec.window_seconds
     sessions, promised = [], []
     for d in tqdm(owners, desc="continuous", unit="owner", disable=not progress):
-        template = enrol_person(model, people[d.subject], cohort, targets)
+        template = enroll_person(model, people[d.subject], cohort, targets)
         promised.append(template.calibration["decision"]["chosen"])
         own = _stream(template, people[d.subject])
         for other in data:

@@ -6,7 +6,7 @@ The decision levels are therefore tuned on people held out of the fit instead.
 The training people with every recording are split into ``folds`` groups; for
 each group, the spectral projection (the checkpoint's chosen settings) is fitted
 on everyone else, and each person of the group is enrolled as ``neuroauth
-enroll`` enrols an owner: their windows standardised with the fitted pool's
+enroll`` enrolls an owner: their windows standardised with the fitted pool's
 statistics (a headset with one user), a template fitted against the fitted
 people's windows embedded the same way (:func:`~neuroauth.enroll.calibration.fit_scorer`). Their own
 later EEG (the probe part of every state) gives the *owner* sequences; every
@@ -40,7 +40,7 @@ class CrossFit:
     """How the calibration sequences are made; recorded in the checkpoint."""
 
     folds: int = 4
-    max_impostor_sequences: int = 600  # a seeded sample: enrolment simulates every one of them
+    max_impostor_sequences: int = 600  # a seeded sample: enrollment simulates every one of them
     cohort_windows: int = 4000  # windows of the fitted people a template is calibrated against
     seed: int = 0
 
@@ -50,7 +50,7 @@ class HeldPerson:
     """A person a template is fitted for (``enrolled``, per state) or only an impostor (None)."""
 
     corpus: str
-    enrolled: list[np.ndarray] | None  # per state: enrolment embeddings
+    enrolled: list[np.ndarray] | None  # per state: enrollment embeddings
     probes: list[np.ndarray]  # per state (or recording): the embeddings scored as their later EEG
 
 
@@ -126,11 +126,11 @@ def crossfit_sequences(
             if not d.complete:
                 held_people.append(HeldPerson(d.corpus, None, [project(x) for x in d.recordings]))
                 continue
-            plans = state_plans(d.enrol_seconds, d.window_seconds)
+            plans = state_plans(d.enroll_seconds, d.window_seconds)
             held_people.append(
                 HeldPerson(
                     d.corpus,
-                    [project(x[p.enrol]) for x, p in zip(d.recordings, plans, strict=True)],
+                    [project(x[p.enroll]) for x, p in zip(d.recordings, plans, strict=True)],
                     [project(x[p.probe]) for x, p in zip(d.recordings, plans, strict=True)],
                 )
             )
@@ -150,7 +150,7 @@ def crossfit_sequences(
         "impostor_sequences_made": total,
         "impostor_sequences": len(impostors),
         "hop_seconds": HOP_SECONDS,
-        "protocol": "every state enrolled from its first enrol_seconds, probed from one window later; "
+        "protocol": "every state enrolled from its first enroll_seconds, probed from one window later; "
         "templates fitted without the people they score",
     }
     log.info(

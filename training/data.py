@@ -8,8 +8,8 @@ recording per *state* (a mental or recording condition), named
 - the rules this loader knows for the shared corpora, recognised by the
   directory's name: ``eegmat`` (``_1`` rest, ``_2`` mental arithmetic) and
   ``mumtaz`` (``_EC`` eyes closed, ``_EO`` eyes open), or
-- for any other directory, the suffixes given (``--enrol-suffix`` /
-  ``--probe-suffix``, default ``_1`` and ``_2``): an enrolment and a probe state.
+- for any other directory, the suffixes given (``--enroll-suffix`` /
+  ``--probe-suffix``, default ``_1`` and ``_2``): an enrollment and a probe state.
 
 A data directory may hold one corpus, or several as sub-directories (the shared
 ``data/`` folder holds ``eegmat/`` and ``mumtaz/``). A person is named
@@ -44,19 +44,19 @@ MANIFEST = "corpus.toml"
 class StateSpec:
     """One recording condition of a corpus.
 
-    ``enrol_seconds``: how much of this state's recording, from its start, the
-    several-state enrolment protocol enrols from (0: none, the whole recording is probe).
+    ``enroll_seconds``: how much of this state's recording, from its start, the
+    several-state enrollment protocol enrolls from (0: none, the whole recording is probe).
     """
 
     name: str
     suffix: str
-    enrol_seconds: float = 60.0
+    enroll_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.name or not self.suffix:
             raise ValueError(f"a corpus state needs a name and a file-name suffix, got {self}")
-        if self.enrol_seconds < 0:
-            raise ValueError(f"state {self.name!r}: enrol_seconds must be >= 0, got {self.enrol_seconds}")
+        if self.enroll_seconds < 0:
+            raise ValueError(f"state {self.name!r}: enroll_seconds must be >= 0, got {self.enroll_seconds}")
 
 
 #: The corpora this loader knows by their directory's name (see ../shared/data/README.md).
@@ -68,13 +68,13 @@ KNOWN_CORPORA: dict[str, tuple[StateSpec, ...]] = {
 }
 
 
-def plain_states(enrol_suffix: str = "_1", probe_suffix: str = "_2") -> tuple[StateSpec, ...]:
-    """A directory of enrolment and probe recordings: enrol from the first, probe with the whole second."""
-    if enrol_suffix == probe_suffix:
+def plain_states(enroll_suffix: str = "_1", probe_suffix: str = "_2") -> tuple[StateSpec, ...]:
+    """A directory of enrollment and probe recordings: enroll from the first, probe with the whole second."""
+    if enroll_suffix == probe_suffix:
         raise DataError(
-            f"the enrolment and probe suffixes are both {enrol_suffix!r}; give two different ones"
+            f"the enrollment and probe suffixes are both {enroll_suffix!r}; give two different ones"
         )
-    return (StateSpec("enrol", enrol_suffix, 60.0), StateSpec("probe", probe_suffix, 0.0))
+    return (StateSpec("enroll", enroll_suffix, 60.0), StateSpec("probe", probe_suffix, 0.0))
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class Corpus:
             "name": self.name,
             "directory": str(self.directory),
             "states": [
-                {"name": s.name, "suffix": s.suffix, "enrol_seconds": s.enrol_seconds} for s in self.states
+                {"name": s.name, "suffix": s.suffix, "enroll_seconds": s.enroll_seconds} for s in self.states
             ],
         }
 
@@ -109,16 +109,16 @@ def read_manifest(path: Path) -> Corpus:
     [[state]]
     name = "rest"
     suffix = "_rest"
-    enrol_seconds = 60              # optional; default 60
+    enroll_seconds = 60              # optional; default 60
     [[state]]
     name = "task"
     suffix = "_task"
-    enrol_seconds = 20
+    enroll_seconds = 20
     """
     try:
         data = tomllib.loads(path.read_text())
         states = tuple(
-            StateSpec(str(s["name"]), str(s["suffix"]), float(s.get("enrol_seconds", 60.0)))
+            StateSpec(str(s["name"]), str(s["suffix"]), float(s.get("enroll_seconds", 60.0)))
             for s in data["state"]
         )
         unknown = set(data) - {"name", "state"}
@@ -137,7 +137,7 @@ def _holds_recordings(directory: Path) -> bool:
 
 
 def find_corpora(
-    directories: Sequence[str | Path], enrol_suffix: str | None = None, probe_suffix: str | None = None
+    directories: Sequence[str | Path], enroll_suffix: str | None = None, probe_suffix: str | None = None
 ) -> list[Corpus]:
     """The corpora under ``directories``: each one a corpus, or a folder of corpora.
 
@@ -145,7 +145,7 @@ def find_corpora(
     (they override the known rules); otherwise a known corpus name gives its
     rules and anything else the plain ``_1`` / ``_2`` pairing.
     """
-    explicit = enrol_suffix is not None or probe_suffix is not None
+    explicit = enroll_suffix is not None or probe_suffix is not None
     corpora: list[Corpus] = []
     for given in directories:
         directory = Path(given)
@@ -167,7 +167,7 @@ def find_corpora(
             if (d / MANIFEST).is_file():
                 corpora.append(read_manifest(d / MANIFEST))
             elif explicit:
-                corpora.append(Corpus(d.name, d, plain_states(enrol_suffix or "_1", probe_suffix or "_2")))
+                corpora.append(Corpus(d.name, d, plain_states(enroll_suffix or "_1", probe_suffix or "_2")))
             else:
                 corpora.append(Corpus(d.name, d, KNOWN_CORPORA.get(d.name.lower(), plain_states())))
     names = [c.name for c in corpora]
@@ -204,7 +204,7 @@ class Session:
     paths: tuple[Path | None, ...]  # in the order of corpus.states
 
     @property
-    def enrol(self) -> Path | None:
+    def enroll(self) -> Path | None:
         return self.paths[0]
 
     @property
@@ -260,7 +260,7 @@ def corpus_sessions(corpus: Corpus) -> list[Session]:
 
 def find_sessions(
     directories: str | Path | Sequence[str | Path],
-    enrol_suffix: str | None = None,
+    enroll_suffix: str | None = None,
     probe_suffix: str | None = None,
     subjects: Sequence[str] | None = None,
     complete_only: bool = False,
@@ -272,7 +272,7 @@ def find_sessions(
     """
     if isinstance(directories, (str, Path)):
         directories = [directories]
-    corpora = find_corpora(directories, enrol_suffix, probe_suffix)
+    corpora = find_corpora(directories, enroll_suffix, probe_suffix)
     sessions = [s for c in corpora for s in corpus_sessions(c)]
     if complete_only:
         sessions = [s for s in sessions if s.complete]
@@ -291,7 +291,7 @@ def find_sessions(
         )
         raise DataError(
             f"{', '.join(map(str, directories))} holds no person with a recording of every state ({states}); "
-            "rename the files, pass --enrol-suffix / --probe-suffix, or describe the corpus in a "
+            "rename the files, pass --enroll-suffix / --probe-suffix, or describe the corpus in a "
             f"{MANIFEST}"
         )
     return sessions
@@ -306,7 +306,7 @@ class SubjectData:
     corpus: Corpus
 
     @property
-    def enrol(self) -> Recording | None:
+    def enroll(self) -> Recording | None:
         return self.recordings[0]
 
     @property

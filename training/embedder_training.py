@@ -10,7 +10,7 @@ training people only, by the figure that predicts a new headset when there are
 several corpora: fit on all corpora but one, run the verification protocol on
 that one, standardised with the fitted pool's statistics as a site of one user
 is (every corpus in turn). With one corpus: repeated random half splits of its
-people. The protocol enrols every state (:func:`~neuroauth.training.protocol.state_plans`)
+people. The protocol enrolls every state (:func:`~neuroauth.training.protocol.state_plans`)
 and scores a window by its cosine to the nearest state. The setting with the
 lowest mean window EER is then fitted on everyone.
 """
@@ -29,7 +29,7 @@ from ..metrics import eer
 from ..models.embedders.spectral import FEATURE_GROUPS, SpectralConfig, SpectralEmbedder, SpectralFeatures
 from ..models.preprocess import SignalSpec
 from .data import SubjectData
-from .protocol import ENROL_SECONDS, embed, state_plans, windows_of
+from .protocol import ENROLL_SECONDS, embed, state_plans, windows_of
 from .wccn import (
     Projection,
     apply_projection,
@@ -64,7 +64,7 @@ class SubjectWindows:
     subject: str
     recordings: list[np.ndarray]  # per recording the person has, in state order: (W, F)
     complete: bool  # a recording of every state of the corpus
-    enrol_seconds: tuple[float, ...]  # per recording: its state's enrolment part (StateSpec)
+    enroll_seconds: tuple[float, ...]  # per recording: its state's enrollment part (StateSpec)
     window_seconds: float
     corpus: str = ""
 
@@ -72,11 +72,11 @@ class SubjectWindows:
     def n_windows(self) -> int:
         return sum(len(r) for r in self.recordings)
 
-    # the two-recording view the embedder study uses: enrol from the first 60 s of the first
+    # the two-recording view the embedder study uses: enroll from the first 60 s of the first
     # recording, probe with the whole second one
 
     @property
-    def enrol(self) -> np.ndarray:
+    def enroll(self) -> np.ndarray:
         return self.recordings[0]
 
     @property
@@ -84,8 +84,8 @@ class SubjectWindows:
         return self.recordings[1]
 
     @property
-    def n_enrol(self) -> int:
-        return state_plans([ENROL_SECONDS], self.window_seconds)[0].enrol.stop
+    def n_enroll(self) -> int:
+        return state_plans([ENROLL_SECONDS], self.window_seconds)[0].enroll.stop
 
 
 def window_features(
@@ -93,19 +93,19 @@ def window_features(
     recordings: Sequence[np.ndarray],
     extractor: SpectralFeatures,
     spec: SignalSpec,
-    enrol_seconds: Sequence[float] = (ENROL_SECONDS, 0.0),
+    enroll_seconds: Sequence[float] = (ENROLL_SECONDS, 0.0),
     corpus: str = "",
     complete: bool | None = None,
 ) -> SubjectWindows:
     """Features of all windows of a person's recordings, in model units ``(C, N)`` each (denoised).
 
-    ``enrol_seconds`` per recording: its state's enrolment part (the default: a plain enrolment and
+    ``enroll_seconds`` per recording: its state's enrollment part (the default: a plain enrollment and
     probe recording); ``complete``: a recording of every state (default: two or more recordings).
     """
     feats = [embed(extractor, windows_of(x, spec.sfreq, spec.window)) for x in recordings]
     complete = len(feats) >= 2 if complete is None else complete
     return SubjectWindows(
-        subject, feats, complete, tuple(enrol_seconds[: len(feats)]), spec.window_seconds, corpus
+        subject, feats, complete, tuple(enroll_seconds[: len(feats)]), spec.window_seconds, corpus
     )
 
 
@@ -115,7 +115,7 @@ def person_features(
     """:func:`window_features` of ``d``'s recordings, given in the order of :meth:`SubjectData.present`."""
     states = [s for s, r in zip(d.corpus.states, d.recordings, strict=True) if r is not None]
     return window_features(
-        d.subject, recordings, extractor, spec, [s.enrol_seconds for s in states], d.corpus.name, d.complete
+        d.subject, recordings, extractor, spec, [s.enroll_seconds for s in states], d.corpus.name, d.complete
     )
 
 
@@ -139,9 +139,9 @@ def state_templates(d: SubjectWindows, project, window_seconds: float) -> tuple[
     """A complete person's per-state centroids ``(K, D)`` and per-state probe embeddings, by the
     protocol's cut; ``project`` maps feature rows to unit embeddings."""
     centroids, probes = [], []
-    for x, plan in zip(d.recordings, state_plans(d.enrol_seconds, window_seconds), strict=True):
-        if len(x[plan.enrol]):
-            e = project(x[plan.enrol])
+    for x, plan in zip(d.recordings, state_plans(d.enroll_seconds, window_seconds), strict=True):
+        if len(x[plan.enroll]):
+            e = project(x[plan.enroll])
             mean = e.mean(axis=0)
             centroids.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
         probes.append(project(x[plan.probe]))

@@ -2,8 +2,8 @@
 
 Every person is enrolled and probed by the protocol's cut
 (:func:`~neuroauth.training.protocol.state_plans`): a template of one centroid per
-state, from each state's enrolment part, scored by the cosine to the nearest state
-(the enrolment ``neuroauth enroll`` makes); and, for comparison, a template from
+state, from each state's enrollment part, scored by the cosine to the nearest state
+(the enrollment ``neuroauth enroll`` makes); and, for comparison, a template from
 the first 60 s of the first state only. Probes are every window of every state's
 probe part; people with one recording are impostors only. Reported for our
 pipeline, for the same embedder without the denoiser, and for the PSD baseline;
@@ -34,14 +34,14 @@ from ..models.quality import QualityGate
 from .baseline import BaselinePSD
 from .data import Recording, SubjectData
 from .noise import add_noise
-from .protocol import ENROL_SECONDS, HOP_SECONDS, denoise, embed, state_plans, windows_of
+from .protocol import ENROLL_SECONDS, HOP_SECONDS, denoise, embed, state_plans, windows_of
 
 log = logging.getLogger(__name__)
 
 NOISY_SNR_DB = 0.0
 SI_SNR_SKIP_SECONDS = 2.0  # filter and denoiser warm-up at a recording's start
 SMOOTHING = (5, 10, 30)
-ENROLMENTS = ("states", "first")  # every state's enrolment part; the first 60 s of the first state
+ENROLLMENTS = ("states", "first")  # every state's enrollment part; the first 60 s of the first state
 
 
 @dataclass
@@ -50,13 +50,13 @@ class PersonWindows:
 
     subject: str
     states: tuple[str, ...]  # the states of the recordings below
-    enrol: dict[str, list[np.ndarray]]  # enrolment -> per state its enrolment embeddings (may be empty)
+    enroll: dict[str, list[np.ndarray]]  # enrollment -> per state its enrollment embeddings (may be empty)
     probes: list[np.ndarray]  # per state: its probe embeddings, in time order
     probe_ok: list[np.ndarray]  # per state: whether each probe window passed the quality gate
 
     @property
     def enrolled(self) -> bool:
-        return any(len(e) for e in self.enrol["states"])
+        return any(len(e) for e in self.enroll["states"])
 
 
 def _noise_seed(subject: str, kind: str, seed: int, recording: int) -> int:
@@ -92,23 +92,23 @@ def person_windows(
     """Embed every window of ``signals`` (``d``'s present recordings, model units, any processing) and cut
     them by the protocol."""
     present = [(s, r) for s, r in zip(d.corpus.states, d.recordings, strict=True) if r is not None]
-    enrol_seconds = [s.enrol_seconds for s, _ in present]
+    enroll_seconds = [s.enroll_seconds for s, _ in present]
     complete = d.complete
     plans = {
-        "states": state_plans(enrol_seconds, spec.window_seconds, True),
-        "first": state_plans(enrol_seconds, spec.window_seconds, False),
+        "states": state_plans(enroll_seconds, spec.window_seconds, True),
+        "first": state_plans(enroll_seconds, spec.window_seconds, False),
     }
-    enrol = {k: [] for k in plans}
+    enroll = {k: [] for k in plans}
     probes, probe_ok = [], []
     for i, x in enumerate(signals):
         e = embed(embedder, windows_of(x, spec.sfreq, spec.window))
         flags = np.ones(len(e), dtype=bool) if ok is None else ok[i]
         for k, p in plans.items():
-            enrol[k].append(e[p[i].enrol] if complete else e[:0])
+            enroll[k].append(e[p[i].enroll] if complete else e[:0])
         cut = plans["states"][i].probe if complete else slice(0, None)
         probes.append(e[cut])
         probe_ok.append(flags[cut])
-    return PersonWindows(d.subject, tuple(s.name for s, _ in present), enrol, probes, probe_ok)
+    return PersonWindows(d.subject, tuple(s.name for s, _ in present), enroll, probes, probe_ok)
 
 
 def quality_flags(d: SubjectData, spec, gate: QualityGate) -> list[np.ndarray]:
@@ -145,11 +145,11 @@ class Scores:
         return np.concatenate(genuine), np.concatenate(impostor)
 
 
-def templates_of(people: Sequence[PersonWindows], enrolment: str) -> tuple[list[str], list[np.ndarray]]:
+def templates_of(people: Sequence[PersonWindows], enrollment: str) -> tuple[list[str], list[np.ndarray]]:
     """The enrolled people and their centroids ``(K, D)``: one per state, or one of the first state."""
     names, centroids = [], []
     for p in people:
-        parts = [e for e in p.enrol[enrolment] if len(e)]
+        parts = [e for e in p.enroll[enrollment] if len(e)]
         if not parts:
             continue
         rows = [e.mean(axis=0) for e in parts]
@@ -159,8 +159,8 @@ def templates_of(people: Sequence[PersonWindows], enrolment: str) -> tuple[list[
     return names, centroids
 
 
-def protocol_scores(people: Sequence[PersonWindows], enrolment: str = "states") -> Scores:
-    names, centroids = templates_of(people, enrolment)
+def protocol_scores(people: Sequence[PersonWindows], enrollment: str = "states") -> Scores:
+    names, centroids = templates_of(people, enrollment)
     column = {s: i for i, s in enumerate(names)}
     per_probe = []
     for p in people:
@@ -261,7 +261,7 @@ def evaluate(
     report = verification_metrics(scores["ours"], states)
     report["no_denoiser"] = verification_metrics(scores["no_denoiser"], states)
     report["baseline_psd"] = verification_metrics(scores["baseline_psd"], states)
-    report["first_state_enrolment"] = {
+    report["first_state_enrollment"] = {
         name: verification_metrics(protocol_scores(people, "first"), states)
         for name, people in embedded.items()
     }
@@ -280,8 +280,8 @@ def evaluate(
         "mamba": model.denoiser.config.use_mamba,
     }
     report["protocol"] = {
-        "enrolment": "each state's first enrol_seconds (first state only: its first "
-        f"{ENROL_SECONDS:g} s); probes from one window after each state's enrolment part",
+        "enrollment": "each state's first enroll_seconds (first state only: its first "
+        f"{ENROLL_SECONDS:g} s); probes from one window after each state's enrollment part",
         "states": {d.corpus.name: [s.__dict__ for s in d.corpus.states] for d in data},
         "hop_seconds": HOP_SECONDS,
         "window_seconds": spec.window_seconds,
@@ -314,7 +314,7 @@ def _noisy(model, data, embedded, noise_types, seed, progress) -> dict:
                 ref = torch.as_tensor(r.preprocessed()[:, skip:])
                 si_in.append(si_snr(torch.as_tensor(x[:, skip:]), ref).mean().item())
                 si_out.append(si_snr(torch.as_tensor(y[:, skip:]), ref).mean().item())
-            enrolled = clean[d.subject]  # the enrolment stays clean; only the probes are noisy
+            enrolled = clean[d.subject]  # the enrollment stays clean; only the probes are noisy
             for store, signals, embedder in (
                 (ours, denoised, model.embedder),
                 (raw, noisy, model.embedder),
@@ -322,8 +322,8 @@ def _noisy(model, data, embedded, noise_types, seed, progress) -> dict:
             ):
                 p = person_windows(d, signals, embedder, spec)
                 store.append(p)
-            ours[-1].enrol, raw[-1].enrol = enrolled.enrol, enrolled.enrol
-            base[-1].enrol = {p.subject: p for p in embedded["baseline_psd"]}[d.subject].enrol
+            ours[-1].enroll, raw[-1].enroll = enrolled.enroll, enrolled.enroll
+            base[-1].enroll = {p.subject: p for p in embedded["baseline_psd"]}[d.subject].enroll
         out["si_snr_db"][kind] = float(np.mean(si_out))
         out["si_snr_input_db"][kind] = float(np.mean(si_in))
         out["noisy_eer"][kind] = {

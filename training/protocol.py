@@ -1,20 +1,20 @@
-"""The verification protocol: denoise, cut windows, embed, enrol, probe, score.
+"""The verification protocol: denoise, cut windows, embed, enroll, probe, score.
 
 Windows are cut every second from the start of each recording. Per person and
 state of their corpus (:class:`~neuroauth.training.data.StateSpec`):
 
-- **enrolment**: the windows that end within the state's first ``enrol_seconds``
+- **enrollment**: the windows that end within the state's first ``enroll_seconds``
   (several states, as ``neuroauth enroll`` records them), or, with
   ``states=False``, within the first 60 s of the first state only;
 - **probes**: the windows that start one window length after the state's
-  enrolment part, so that no probe overlaps an enrolment window; a state enrolled
+  enrollment part, so that no probe overlaps an enrollment window; a state enrolled
   from nothing is probe from its start. The probe windows are the same whichever
-  enrolment is used, so the two can be compared.
+  enrollment is used, so the two can be compared.
 
-EEGMAT: enrol 60 s at rest + the first 20 s of the arithmetic task, probe the
+EEGMAT: enroll 60 s at rest + the first 20 s of the arithmetic task, probe the
 task from 24 s on (and the rest from 64 s on); Mumtaz: 60 s of eyes closed + 60 s
-of eyes open, probe from 64 s on. A plain directory (enrolment and probe
-recordings): the first 60 s of the enrolment recording, the whole probe
+of eyes open, probe from 64 s on. A plain directory (enrollment and probe
+recordings): the first 60 s of the enrollment recording, the whole probe
 recording. Each person is the genuine user for their own probes and an impostor
 for everyone else's; people with one recording are impostors only.
 """
@@ -31,7 +31,7 @@ from ..metrics import auroc, eer, moving_average, precision_at_k
 from ..models.checkpoint import NeuroAuthModel
 from ..models.preprocess import sliding_windows
 
-ENROL_SECONDS = 60.0
+ENROLL_SECONDS = 60.0
 HOP_SECONDS = 1.0
 SMOOTHING = (5, 10, 30)
 
@@ -78,26 +78,26 @@ def windows_of(x: np.ndarray, sfreq: float, window: int, seconds: float | None =
 
 @dataclass(frozen=True)
 class StatePlan:
-    """Which of a recording's windows (1 s hop from its start) enrol and which probe."""
+    """Which of a recording's windows (1 s hop from its start) enroll and which probe."""
 
-    enrol: slice
+    enroll: slice
     probe: slice
 
 
 def state_plans(
-    state_enrol_seconds: Sequence[float], window_seconds: float, states: bool = True
+    state_enroll_seconds: Sequence[float], window_seconds: float, states: bool = True
 ) -> list[StatePlan]:
-    """Per state of a corpus: its enrolment and probe windows, as window indices.
+    """Per state of a corpus: its enrollment and probe windows, as window indices.
 
-    ``state_enrol_seconds`` are the states' ``enrol_seconds``; the probe cut follows
-    them whatever ``states`` says, so single- and several-state enrolment share probes.
+    ``state_enroll_seconds`` are the states' ``enroll_seconds``; the probe cut follows
+    them whatever ``states`` says, so single- and several-state enrollment share probes.
     """
     plans = []
-    for i, seconds in enumerate(state_enrol_seconds):
+    for i, seconds in enumerate(state_enroll_seconds):
         enrolled = seconds if states or i == 0 else 0.0
         last = int(np.floor((enrolled - window_seconds) / HOP_SECONDS + 1e-9)) + 1 if enrolled > 0 else 0
         first_probe = int(np.ceil((seconds + window_seconds) / HOP_SECONDS - 1e-9)) if seconds > 0 else 0
-        plans.append(StatePlan(enrol=slice(0, max(last, 0)), probe=slice(first_probe, None)))
+        plans.append(StatePlan(enroll=slice(0, max(last, 0)), probe=slice(first_probe, None)))
     return plans
 
 
@@ -118,9 +118,9 @@ class Scores:
         return np.concatenate(genuine), np.concatenate(impostor)
 
 
-def score(enrolments: Sequence[np.ndarray], probes: Sequence[np.ndarray], subjects: Sequence[str]) -> Scores:
-    """Cosine of every probe vector to every subject's normalised mean enrolment vector."""
-    templates = np.stack([e.mean(axis=0) for e in enrolments])
+def score(enrollments: Sequence[np.ndarray], probes: Sequence[np.ndarray], subjects: Sequence[str]) -> Scores:
+    """Cosine of every probe vector to every subject's normalised mean enrollment vector."""
+    templates = np.stack([e.mean(axis=0) for e in enrollments])
     templates /= np.maximum(np.linalg.norm(templates, axis=1, keepdims=True), 1e-12)
     per_probe = []
     for p in probes:

@@ -45,7 +45,7 @@ def verification_table(results: Sequence[dict]) -> str:
             label = f"{group}: {entry['test_people']} ({entry['splits']})"
             for name, prefix in (
                 ("ours", ""),
-                ("ours, first state only", "first_state_enrolment.ours."),
+                ("ours, first state only", "first_state_enrollment.ours."),
                 ("no denoiser", "no_denoiser."),
                 ("PSD baseline", "baseline_psd."),
             ):
@@ -64,7 +64,7 @@ def verification_table(results: Sequence[dict]) -> str:
 
 
 def state_table(results: Sequence[dict]) -> str:
-    """Window EER by probe state, for every-state and first-state enrolment."""
+    """Window EER by probe state, for every-state and first-state enrollment."""
     rows = [
         "| montage | test people | probe state | every state enrolled | first state only |",
         "|---|---|---|---|---|",
@@ -82,7 +82,7 @@ def state_table(results: Sequence[dict]) -> str:
                         group,
                         state,
                         _ci(f.get(f"window_eer_by_state.{state}")),
-                        _ci(f.get(f"first_state_enrolment.ours.window_eer_by_state.{state}")),
+                        _ci(f.get(f"first_state_enrollment.ours.window_eer_by_state.{state}")),
                     )
                 )
     return "\n".join(rows)
@@ -245,7 +245,7 @@ def format_report(report: dict) -> str:
             f"NOTE: {len(report['seen_in_training'])} of these people were in the checkpoint's training "
             "data; these figures are not from unseen people (see `neuroauth crossval` for those)."
         )
-    first = report["first_state_enrolment"]["ours"]
+    first = report["first_state_enrollment"]["ours"]
     columns = (
         ("ours", report),
         ("first state only", first),
@@ -319,7 +319,7 @@ def format_crossval(result: dict) -> str:
         line = (
             f"{group} ({entry['splits']} split(s), {entry['test_people']} test people): window EER "
             f"{_ci(f.get('window_eer'))}, over 10 windows {_ci(f.get('eer_at.10'))}; first state only "
-            f"{_ci(f.get('first_state_enrolment.ours.window_eer'))}; PSD baseline "
+            f"{_ci(f.get('first_state_enrollment.ours.window_eer'))}; PSD baseline "
             f"{_ci(f.get('baseline_psd.window_eer'))}"
         )
         if "continuous.false_lockouts_per_hour" in f:

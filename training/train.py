@@ -11,7 +11,7 @@
    (:mod:`.embedder_registry`; one trained with the denoiser replaces it).
 4. The background cohort: the training people's windows, 4 s apart, embedded as
    the shipped embedder embeds them. The calibration sequences: unseen people's score
-   sequences by cross-fitting (:mod:`.crossfit`), which enrolment tunes the
+   sequences by cross-fitting (:mod:`.crossfit`), which enrollment tunes the
    decision over time on.
 5. Record the baseline's training statistics and write the checkpoint atomically.
 """
@@ -154,7 +154,7 @@ def spectral_cohort(windows: Sequence[SubjectWindows], fitted: SpectralFit) -> C
     """Windows of the training people, 4 s apart, embedded exactly as the shipped embedder embeds a
     window at a headset of one user (the pooled statistics): a template is calibrated against
     impostors as it will meet them, and a recording of a training person is recognised in the
-    cohort when that person enrols from it. (Windows every second overlap by three quarters:
+    cohort when that person enrolls from it. (Windows every second overlap by three quarters:
     keeping all would quadruple the checkpoint for little more to calibrate against.)"""
     embeddings, subject, recording = [], [], []
     for i, w in enumerate(windows):

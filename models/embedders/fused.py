@@ -5,7 +5,7 @@ embedder working on the signal (``resnet`` or ``temporal``) the unit vector
 ``m``. The output is ``[sqrt(w) s, sqrt(1 - w) m]`` (:func:`fuse_vectors`), so
 the cosine of two outputs is ``w cos(s) + (1 - w) cos(m)``: score-level fusion
 with the spectral weight ``w`` (``fuse``), carried by the vectors themselves so
-that enrolment, the template and the decision treat it as any embedder.
+that enrollment, the template and the decision treat it as any embedder.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from neuroauth.paths import BUNDLED_DATA
 pytestmark = pytest.mark.slow
 
 OWNER = "owner"
-OWNER_ENROLMENT = BUNDLED_DATA / "Subject03_1.edf"
+OWNER_ENROLLMENT = BUNDLED_DATA / "Subject03_1.edf"
 OWNER_STREAM = BUNDLED_DATA / "Subject03_2.edf"
 IMPOSTOR_STREAM = BUNDLED_DATA / "Subject06_2.edf"
 DEVICE = "eeg1"
@@ -62,9 +62,9 @@ def templates(tmp_path_factory) -> Path:
 
     directory = tmp_path_factory.mktemp("templates")
     argv = ["enroll", "--user", OWNER, "--phases", "rest,arithmetic", "--duration", "60,20"]
-    argv += ["--from-file", str(OWNER_ENROLMENT), str(OWNER_STREAM), "--templates-dir", str(directory)]
+    argv += ["--from-file", str(OWNER_ENROLLMENT), str(OWNER_STREAM), "--templates-dir", str(directory)]
     # One compute thread (torch, OpenMP, BLAS): on a machine whose cores are busy, worker threads
-    # waiting for each other make enrolment several times slower.
+    # waiting for each other make enrollment several times slower.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -764,7 +764,7 @@ def test_configuration_errors_are_reported_by_key_path(templates, tmp_path):
         result = run_neuroauthd(tmp_path, "--config", str(not_enrolled), *args)
         assert result.returncode != 0, result
         assert f"\n{NOT_ENROLLED_LINE}" in result.stderr, result.stderr
-        assert "enrol them first with `neuroauth enroll --user nobody`" in result.stderr, result.stderr
+        assert "enroll them first with `neuroauth enroll --user nobody`" in result.stderr, result.stderr
 
     valid = write_toml(tmp_path / "valid.toml", templates, VALID)
     result = run_neuroauthd(tmp_path, "--config", str(valid), "--validate-config")

@@ -1,10 +1,10 @@
-"""Fixtures of the enrolment tests (the people are made in synthetic_people.py)."""
+"""Fixtures of the enrollment tests (the people are made in synthetic_people.py)."""
 
 from __future__ import annotations
 
 import pytest
 from neuroauth.enroll.template import Template
-from synthetic_people import People, enrol_windows, recording
+from synthetic_people import People, enroll_windows, recording
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +19,7 @@ def people() -> People:
 
 @pytest.fixture(scope="session")
 def enrolled(people) -> Template:
-    return enrol_windows(people, people.owner)
+    return enroll_windows(people, people.owner)
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
-"""Synthetic embeddings for the enrolment tests: one cluster per person, windows correlated in time."""
+"""Synthetic embeddings for the enrollment tests: one cluster per person, windows correlated in time."""
 
 from __future__ import annotations
 
 import numpy as np
-from neuroauth.enroll.calibration import OwnerWindows, SvmSearch, enrol
+from neuroauth.enroll.calibration import OwnerWindows, SvmSearch, enroll
 from neuroauth.enroll.template import Template
 from neuroauth.models.cohort import Cohort, ScoreSequences
 from neuroauth.training.crossfit import HeldPerson, held_sequences
@@ -27,7 +27,7 @@ def recording(rng: np.random.Generator, centre: np.ndarray, n: int, spread: floa
 
 
 class People:
-    """An owner (enrolment and a later probe recording), a cohort, and people outside the cohort."""
+    """An owner (enrollment and a later probe recording), a cohort, and people outside the cohort."""
 
     def __init__(self, seed: int = 0, subjects: int = 12, per_recording: int = 100) -> None:
         rng = np.random.default_rng(seed)
@@ -66,7 +66,7 @@ def sequences_of(cohort: Cohort) -> ScoreSequences:
     return ScoreSequences.from_lists(owners, impostors, {"people": len(held), "hop_seconds": 1.0})
 
 
-def enrol_windows(people: People, owner: np.ndarray, cohort: Cohort | None = None, **kwargs) -> Template:
+def enroll_windows(people: People, owner: np.ndarray, cohort: Cohort | None = None, **kwargs) -> Template:
     """``owner (n, D)`` enrolled as one state against ``people``'s cohort and sequences."""
     kwargs = {"user": "alice", "checkpoint_identity": "ckpt-a", "embedder": "spectral"} | kwargs
-    return enrol(OwnerWindows.single(owner), cohort or people.cohort, people.sequences, **kwargs)
+    return enroll(OwnerWindows.single(owner), cohort or people.cohort, people.sequences, **kwargs)

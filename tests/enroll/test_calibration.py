@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from neuroauth.enroll.calibration import OwnerWindows, SvmSearch, _folds, choose_threshold, enrol
+from neuroauth.enroll.calibration import OwnerWindows, SvmSearch, _folds, choose_threshold, enroll
 from neuroauth.enroll.decision import DecisionMachine, DecisionTargets, State
 from neuroauth.enroll.store import TemplateStore
 from neuroauth.models.cohort import Cohort
-from synthetic_people import enrol_windows, sequences_of
+from synthetic_people import enroll_windows, sequences_of
 
 from neuroauth.errors import CheckpointError, DataError
 from neuroauth.metrics import auroc
@@ -37,7 +37,7 @@ def test_folds_hold_out_a_block_of_every_state():
 
 
 def test_template_separates_the_owner_from_other_people(people, enrolled):
-    probe = enrolled.score(people.owner_probe)  # a later recording, never seen at enrolment
+    probe = enrolled.score(people.owner_probe)  # a later recording, never seen at enrollment
     strangers = np.concatenate([enrolled.score(s).fused for s in people.strangers])  # not in the cohort
     assert auroc(probe.fused, strangers) > 0.97
     assert np.mean(probe.fused >= enrolled.threshold.value) > 0.5
@@ -84,7 +84,7 @@ def test_decision_meets_reachable_targets_and_works_on_new_data(people, enrolled
 
 
 def test_impossible_targets_are_flagged(people):
-    template = enrol_windows(people, people.owner, targets=DecisionTargets(time_to_lock_s=0.5))
+    template = enroll_windows(people, people.owner, targets=DecisionTargets(time_to_lock_s=0.5))
     record = template.calibration["decision"]
     assert record["meets_targets"] is False
     assert record["chosen"]["median_time_to_lock_s"] > 0.5
@@ -93,7 +93,7 @@ def test_impossible_targets_are_flagged(people):
 
 @pytest.mark.parametrize("policy", ["eer", "youden"])
 def test_other_threshold_policies(people, enrolled, policy):
-    template = enrol_windows(people, people.owner, policy=policy)
+    template = enroll_windows(people, people.owner, policy=policy)
     th = template.threshold
     assert th.policy == policy and th.target_far is None
     assert th.value < enrolled.threshold.value  # a 1 % false-accept target is the strictest here
@@ -125,20 +125,20 @@ def test_enrolled_template_survives_the_store(tmp_path, enrolled, people):
 
 
 def test_too_few_owner_windows_are_refused(people):
-    with pytest.raises(DataError, match=r"only 29 enrolment window.*at least 30.*Record longer"):
-        enrol_windows(people, people.owner[:29])
+    with pytest.raises(DataError, match=r"only 29 enrollment window.*at least 30.*Record longer"):
+        enroll_windows(people, people.owner[:29])
     two = OwnerWindows(("eyes-open", "eyes-closed"), (people.owner[:60], people.owner[60:69]))
     with pytest.raises(
         DataError, match=r"only 9 window\(s\) of 'alice' in the 'eyes-closed' phase.*at least 10"
     ):
-        enrol(
+        enroll(
             two, people.cohort, people.sequences, user="alice", checkpoint_identity="c", embedder="spectral"
         )
 
 
 def test_a_checkpoint_without_calibration_sequences_is_refused(people):
     with pytest.raises(CheckpointError, match=r"no score sequences of unseen people.*neuroauth cohort"):
-        enrol(
+        enroll(
             OwnerWindows.single(people.owner),
             people.cohort,
             None,
@@ -152,12 +152,12 @@ def test_an_empty_cohort_is_refused(people):
     c = people.cohort
     empty = Cohort(c.embeddings[:0], c.subject[:0], c.recording[:0], c.subjects, c.hop_seconds)
     with pytest.raises(CheckpointError, match="cohort is empty"):
-        enrol_windows(people, people.owner, cohort=empty)
+        enroll_windows(people, people.owner, cohort=empty)
 
 
 def test_a_cohort_of_another_dimension_is_refused(people):
     with pytest.raises(CheckpointError, match=r"32-d but the checkpoint's cohort is 64-d"):
-        enrol_windows(people, people.owner[:, :32])
+        enroll_windows(people, people.owner[:, :32])
 
 
 def test_an_owner_unlike_their_own_held_out_windows_is_refused(people, make_recording):
@@ -166,13 +166,13 @@ def test_an_owner_unlike_their_own_held_out_windows_is_refused(people, make_reco
     centres = rng.standard_normal((4, 64))
     centres = np.concatenate([centres, -centres.sum(axis=0, keepdims=True)])
     owner = np.concatenate([make_recording(rng, c, 36, spread=0.3) for c in centres])
-    with pytest.raises(DataError, match=r"180 enrolment windows of 'x' score no higher than other people"):
-        enrol_windows(people, owner, user="x")
+    with pytest.raises(DataError, match=r"180 enrollment windows of 'x' score no higher than other people"):
+        enroll_windows(people, owner, user="x")
 
 
-def test_decision_is_calibrated_on_the_sequences_not_the_enrolment(people):
-    """Unseen people's later EEG scores lower than the enrolment's held-out windows: the decision's
-    owner model follows the calibration sequences, whatever the owner's enrolment says."""
+def test_decision_is_calibrated_on_the_sequences_not_the_enrollment(people):
+    """Unseen people's later EEG scores lower than the enrollment's held-out windows: the decision's
+    owner model follows the calibration sequences, whatever the owner's enrollment says."""
     rng = np.random.default_rng(5)
     drifted = people.cohort.embeddings.copy()
     second = people.cohort.recording == 1
@@ -183,8 +183,8 @@ def test_decision_is_calibrated_on_the_sequences_not_the_enrolment(people):
     drifting_sequences = sequences_of(
         Cohort(drifted.astype(np.float32), c.subject, c.recording, c.subjects, 1.0)
     )
-    steady = enrol_windows(people, people.owner)
-    drifting = enrol(
+    steady = enroll_windows(people, people.owner)
+    drifting = enroll(
         OwnerWindows.single(people.owner),
         c,
         drifting_sequences,
@@ -194,7 +194,7 @@ def test_decision_is_calibrated_on_the_sequences_not_the_enrolment(people):
     )
     assert len(drifting_sequences.owner_sequences()) == 12
     assert drifting.decision.owner_mean < steady.decision.owner_mean
-    # the held-out windows of the enrolment are the same in both: the difference is the sequences
+    # the held-out windows of the enrollment are the same in both: the difference is the sequences
     assert drifting.calibration["window_eer"] == steady.calibration["window_eer"]
 
 
@@ -202,8 +202,8 @@ def test_a_template_per_state_scores_each_state_against_its_own_centroid(people,
     rng = np.random.default_rng(11)
     closed = people.owner_centre + 3.0 * rng.standard_normal(64)  # the owner with eyes closed: elsewhere
     owner = OwnerWindows(("eyes-open", "eyes-closed"), (people.owner[:90], make_recording(rng, closed, 90)))
-    both = enrol(owner, people.cohort, people.sequences, user="alice", checkpoint_identity="c", embedder="s")
-    open_only = enrol_windows(people, people.owner[:90])
+    both = enroll(owner, people.cohort, people.sequences, user="alice", checkpoint_identity="c", embedder="s")
+    open_only = enroll_windows(people, people.owner[:90])
     assert both.states == ("eyes-open", "eyes-closed") and both.centroids.shape == (2, 64)
     later_closed = make_recording(rng, closed, 60)
     assert both.score(later_closed).cosine.mean() > open_only.score(later_closed).cosine.mean() + 0.2

@@ -68,7 +68,7 @@ def test_an_open_directory_is_made_private(tmp_path, make_template):
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
 
-def test_missing_template_says_how_to_enrol(tmp_path):
+def test_missing_template_says_how_to_enroll(tmp_path):
     with pytest.raises(TemplateError, match=r"bob\.template\.json.*neuroauth enroll --user bob"):
         TemplateStore(tmp_path).load("bob")
 
@@ -159,7 +159,7 @@ def test_another_checkpoint_is_refused_naming_both(tmp_path, make_template):
     store = TemplateStore(tmp_path)
     store.save(make_template(identity="ckpt-old"))
     with pytest.raises(
-        TemplateError, match=r"alice\.template\.json.*ckpt-old.*ckpt-new.*Enrol again with this checkpoint"
+        TemplateError, match=r"alice\.template\.json.*ckpt-old.*ckpt-new.*Enroll again with this checkpoint"
     ):
         store.load("alice", expected_identity="ckpt-new")
 
@@ -170,7 +170,7 @@ def test_another_format_version_is_refused(tmp_path, make_template):
     document = json.loads(path.read_text())
     document["format_version"] = 1  # one centroid: made before templates kept one per state
     path.write_text(json.dumps(document))
-    with pytest.raises(TemplateError, match=r"alice\.template\.json has format version 1.*Enrol again"):
+    with pytest.raises(TemplateError, match=r"alice\.template\.json has format version 1.*Enroll again"):
         store.load("alice")
 
 

@@ -106,7 +106,7 @@ def _result():
             "window_eer_by_state": {"rest": eer, "task": eer * 2},
             "no_denoiser": {"window_eer": eer + 0.01},
             "baseline_psd": {"window_eer": 0.3},
-            "first_state_enrolment": {
+            "first_state_enrollment": {
                 "ours": {"window_eer": eer + 0.05, "window_eer_by_state": {"rest": eer}}
             },
             "continuous": {"false_lockouts_per_hour": lockouts, "promised": {"false_lockouts_per_hour": 1.0}},

@@ -14,7 +14,7 @@ def test_bundled_sessions_are_found_by_the_rules_known_for_eegmat(bundled_dir):
     sessions = find_sessions(bundled_dir)
     names = ["Subject00", "Subject03", "Subject06", "Subject08", "Subject09"]
     assert [s.subject for s in sessions] == [f"eegmat/{n}" for n in names]
-    assert sessions[0].enrol.name == "Subject00_1.edf" and sessions[0].probe.name == "Subject00_2.edf"
+    assert sessions[0].enroll.name == "Subject00_1.edf" and sessions[0].probe.name == "Subject00_2.edf"
     assert sessions[0].corpus.states == KNOWN_CORPORA["eegmat"]
     assert [s.name for s in sessions[0].corpus.states] == ["rest", "arithmetic"]
     assert [s.subject for s in find_sessions(bundled_dir, subjects=["Subject03", "eegmat/Subject06"])] == [
@@ -41,14 +41,14 @@ def test_missing_channels_are_named(bundled_dir):
 def test_other_file_names_through_suffix_options(bundled_dir, tmp_path):
     for name in ("A_rest.edf", "A_task.edf", "B_rest.edf", "B_task.edf"):
         shutil.copy(bundled_dir / "Subject00_2.edf", tmp_path / name)
-    sessions = find_sessions(tmp_path, enrol_suffix="_rest", probe_suffix="_task")
+    sessions = find_sessions(tmp_path, enroll_suffix="_rest", probe_suffix="_task")
     corpus = tmp_path.name
     assert [(s.subject, s.probe.name) for s in sessions] == [
         (f"{corpus}/A", "A_task.edf"),
         (f"{corpus}/B", "B_task.edf"),
     ]
-    assert [s.enrol_seconds for s in sessions[0].corpus.states] == [60.0, 0.0]  # the whole probe is probe
-    with pytest.raises(DataError, match="--enrol-suffix"):
+    assert [s.enroll_seconds for s in sessions[0].corpus.states] == [60.0, 0.0]  # the whole probe is probe
+    with pytest.raises(DataError, match="--enroll-suffix"):
         find_sessions(tmp_path)
 
 
@@ -65,12 +65,12 @@ def test_a_folder_of_corpora_pairs_each_by_its_manifest_or_known_rules(bundled_d
         tmp_path / "data" / "lab", ["p1_open.edf", "p1_closed.edf", "p2_open.edf", "p2_closed.edf"], source
     )
     (tmp_path / "data" / "lab" / "corpus.toml").write_text(
-        'name = "mylab"\n[[state]]\nname = "eyes-open"\nsuffix = "_open"\nenrol_seconds = 30\n'
+        'name = "mylab"\n[[state]]\nname = "eyes-open"\nsuffix = "_open"\nenroll_seconds = 30\n'
         '[[state]]\nname = "eyes-closed"\nsuffix = "_closed"\n'
     )
     corpora = find_corpora([tmp_path / "data"])
     assert [c.name for c in corpora] == ["mylab", "mumtaz"]
-    assert [(s.name, s.suffix, s.enrol_seconds) for s in corpora[0].states] == [
+    assert [(s.name, s.suffix, s.enroll_seconds) for s in corpora[0].states] == [
         ("eyes-open", "_open", 30.0),
         ("eyes-closed", "_closed", 60.0),
     ]
@@ -86,7 +86,7 @@ def test_a_folder_of_corpora_pairs_each_by_its_manifest_or_known_rules(bundled_d
     data = load_sessions(sessions, ("Cz", "P4"), SignalSpec())
     h02 = data[3]
     assert (
-        h02.enrol is None
+        h02.enroll is None
         and h02.probe.state == "eyes-open"
         and [r.state for r in h02.present()] == ["eyes-open"]
     )

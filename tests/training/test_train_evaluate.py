@@ -17,7 +17,7 @@ from neuroauth.cli import main
 
 @pytest.mark.slow
 def test_short_training_lowers_the_loss(bundled_4ch):
-    recs = [d.enrol for d in bundled_4ch[:3]]
+    recs = [d.enroll for d in bundled_4ch[:3]]
     settings = DenoiserTraining(steps=80, batch=16, val_every=40, val_examples=32, lr=3e-3)
     spec = SignalSpec()
     held = CropSampler(recs, spec, settings).sample(64, np.random.default_rng(123))
@@ -25,7 +25,7 @@ def test_short_training_lowers_the_loss(bundled_4ch):
     with torch.no_grad():
         before = loss_fn(CausalDenoiser(DenoiserConfig()), noisy, clean, settings.warmup).item()
     net, record = train_denoiser(
-        recs, [bundled_4ch[3].enrol], spec, DenoiserConfig(), settings, seed=0, progress=False
+        recs, [bundled_4ch[3].enroll], spec, DenoiserConfig(), settings, seed=0, progress=False
     )
     with torch.no_grad():
         after = loss_fn(net, noisy, clean, settings.warmup).item()
@@ -36,7 +36,7 @@ def test_short_training_lowers_the_loss(bundled_4ch):
 
 @pytest.mark.slow
 def test_training_resumes_from_its_partial_state(bundled_4ch, tmp_path):
-    recs = [d.enrol for d in bundled_4ch[:2]]
+    recs = [d.enroll for d in bundled_4ch[:2]]
     spec, config = SignalSpec(), DenoiserConfig(use_mamba=False)
     full_settings = DenoiserTraining(steps=8, batch=4, val_every=4, val_examples=8)
     straight, straight_record = train_denoiser(

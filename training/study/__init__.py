@@ -4,6 +4,6 @@
   training, int8 copies (:mod:`.embedder_study`); importing :mod:`.learned_embedders`
   registers them with the trainer (:mod:`..embedder_registry`), which is how
   ``neuroauth train --embedder NAME`` can fit them;
-- the transfer study (``neuroauth study transfer``): normalisations, enrolments and
+- the transfer study (``neuroauth study transfer``): normalisations, enrollments and
   score rules on people and corpora never seen (:mod:`.transfer`).
 """

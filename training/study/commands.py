@@ -140,7 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="study", required=True)
     t = actions.add_parser(
         "transfer",
-        help="normalisation, enrolment and score rules on people and corpora never seen",
+        help="normalisation, enrollment and score rules on people and corpora never seen",
     )
     from .transfer_run import add_arguments
 

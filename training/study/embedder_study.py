@@ -34,7 +34,7 @@ from ...models.embedders.spectral import SpectralConfig, SpectralFeatures
 from ..data import SubjectData
 from ..embedder_training import SubjectWindows, window_features
 from ..evaluate import evaluate, noisy_probes
-from ..protocol import ENROL_SECONDS, denoise, embed, score, verification_metrics, windows_of
+from ..protocol import ENROLL_SECONDS, denoise, embed, score, verification_metrics, windows_of
 from ..train import TrainOptions, train
 from .folds import _kept, aggregate, subject_folds
 from .kept_fits import FitPaths, keep_fit, load_fit
@@ -65,7 +65,7 @@ class _FoldInputs:
     """What every candidate of a fold is fitted on, subject by subject in the same order."""
 
     subjects: list[str]
-    recordings: list[list[np.ndarray]]  # the denoised enrolment and probe recordings
+    recordings: list[list[np.ndarray]]  # the denoised enrollment and probe recordings
     windows: list[SubjectWindows]  # the spectral features of their windows (every group)
     extractor: SpectralFeatures
     raw: list[list[np.ndarray]] | None  # the recordings before denoising, for a joint candidate
@@ -76,7 +76,7 @@ def _fold_inputs(
     model: NeuroAuthModel, fit: Sequence[SubjectData], candidates: Sequence[str], training: LearnedTraining
 ) -> _FoldInputs:
     spec = model.spec
-    raw = [[d.enrol.preprocessed(), d.probe.preprocessed()] for d in fit]
+    raw = [[d.enroll.preprocessed(), d.probe.preprocessed()] for d in fit]
     denoised = [[denoise(model, x) for x in pair] for pair in raw]
     extractor = SpectralFeatures(
         SpectralConfig(n_channels=len(model.montage), sfreq=spec.sfreq, window=spec.window)
@@ -165,14 +165,14 @@ def _int8_report(
         return windows_of(denoise(model, recording.preprocessed()), spec.sfreq, spec.window, seconds)
 
     if model.denoiser is stage1.denoiser:
-        enrolments = [enrol for enrol, _ in inputs.recordings]
+        enrollments = [enroll for enroll, _ in inputs.recordings]
     else:
-        enrolments = [denoise(model, enrol) for enrol, _ in inputs.raw]
-    calibration = np.concatenate([windows_of(e, spec.sfreq, spec.window)[::8] for e in enrolments])
+        enrollments = [denoise(model, enroll) for enroll, _ in inputs.raw]
+    calibration = np.concatenate([windows_of(e, spec.sfreq, spec.window)[::8] for e in enrollments])
     quantised = int8_copy(embedder, calibration)
-    enrolments = [embed(quantised, windows(d.enrol, ENROL_SECONDS)) for d in held]
+    enrollments = [embed(quantised, windows(d.enroll, ENROLL_SECONDS)) for d in held]
     probes = [embed(quantised, windows(d.probe)) for d in held]
-    int8_eer = verification_metrics(score(enrolments, probes, [d.subject for d in held]), ())["window_eer"]
+    int8_eer = verification_metrics(score(enrollments, probes, [d.subject for d in held]), ())["window_eer"]
     return {
         "window_eer": int8_eer,
         "eer_change": int8_eer - eer,

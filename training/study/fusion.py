@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 FUSE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 
-Pairs = Sequence[tuple[np.ndarray, np.ndarray]]  # per subject: (enrolment vectors, probe vectors)
+Pairs = Sequence[tuple[np.ndarray, np.ndarray]]  # per subject: (enrollment vectors, probe vectors)
 Recordings = Sequence[Sequence[np.ndarray]]  # per subject: denoised recordings (C, N)
 NoisyProbes = Sequence[Mapping[str, np.ndarray]]  # per subject: noise type -> denoised noisy probe (C, N)
 CLEAN = "clean"
@@ -69,9 +69,9 @@ def fusion_eers(spectral: Pairs, learned: Pairs, subjects: Sequence[str], weight
         def fused(a, b, w=w):
             return fuse_vectors(torch.as_tensor(a), torch.as_tensor(b), w).numpy()
 
-        enrolments = [fused(s[0], m[0]) for s, m in zip(spectral, learned, strict=True)]
+        enrollments = [fused(s[0], m[0]) for s, m in zip(spectral, learned, strict=True)]
         probes = [fused(s[1], m[1]) for s, m in zip(spectral, learned, strict=True)]
-        out[w] = verification_metrics(score(enrolments, probes, list(subjects)), ())["window_eer"]
+        out[w] = verification_metrics(score(enrollments, probes, list(subjects)), ())["window_eer"]
     return out
 
 
@@ -135,15 +135,15 @@ def fit_fused(
     for fit, held in half_splits(len(windows), splits, seed):
         part = fit_spectral_part([windows[i] for i in fit], columns, spectral.config)
         learned, _ = fit_learned([recordings[i] for i in fit])
-        pairs = {c: ([], []) for c in conditions}  # spectral and learned (enrolment, probe) pairs
+        pairs = {c: ([], []) for c in conditions}  # spectral and learned (enrollment, probe) pairs
         for i in held:
-            d, enrol = windows[i], recordings[i][0]
-            s_enrol = spectral_vectors(part, d.enrol[: d.n_enrol], columns)
-            m_enrol = embed(learned, windows_in(enrol)[: d.n_enrol])
+            d, enroll = windows[i], recordings[i][0]
+            s_enroll = spectral_vectors(part, d.enroll[: d.n_enroll], columns)
+            m_enroll = embed(learned, windows_in(enroll)[: d.n_enroll])
             for c in conditions:
                 features, recording = probes[i][c]
-                pairs[c][0].append((s_enrol, spectral_vectors(part, features, columns)))
-                pairs[c][1].append((m_enrol, embed(learned, windows_in(recording))))
+                pairs[c][0].append((s_enroll, spectral_vectors(part, features, columns)))
+                pairs[c][1].append((m_enroll, embed(learned, windows_in(recording))))
         held_subjects = [windows[i].subject for i in held]
         for c, (s_pairs, m_pairs) in pairs.items():
             for w, eer in fusion_eers(s_pairs, m_pairs, held_subjects).items():

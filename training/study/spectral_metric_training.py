@@ -42,7 +42,7 @@ def _train_head(
 ) -> tuple[SpectralMetricEmbedder, dict]:
     torch.manual_seed(training.seed)
     embedder = SpectralMetricEmbedder(config, spectral)
-    vectors = [spectral_vectors(spectral, np.concatenate([d.enrol, d.probe]), columns) for d in data]
+    vectors = [spectral_vectors(spectral, np.concatenate([d.enroll, d.probe]), columns) for d in data]
     record = train_metric(_Head(embedder), FeatureSampler(vectors), len(data), config.dim, training, False)
     return embedder.eval(), record
 
@@ -53,10 +53,10 @@ def _pairs(embedder: SpectralMetricEmbedder, held: Sequence[SubjectWindows], col
         with torch.no_grad():
             return s, embedder.learned(torch.as_tensor(s)).numpy()
 
-    enrol = [both(d.enrol[: d.n_enrol]) for d in held]
+    enroll = [both(d.enroll[: d.n_enroll]) for d in held]
     probe = [both(d.probe) for d in held]
-    spectral = [(e[0], p[0]) for e, p in zip(enrol, probe, strict=True)]
-    learned = [(e[1], p[1]) for e, p in zip(enrol, probe, strict=True)]
+    spectral = [(e[0], p[0]) for e, p in zip(enroll, probe, strict=True)]
+    learned = [(e[1], p[1]) for e, p in zip(enroll, probe, strict=True)]
     return spectral, learned
 
 

@@ -7,9 +7,9 @@ Every condition starts from the same spectral features of every window
   of every corpus, or (leave-one-corpus-out) only the other corpus;
 - **feature standardisation**: the training pool's statistics (the shipped
   recipe), or each corpus standardised by its own statistics in training and the
-  test site by the statistics of the people enrolled there (their enrolment
+  test site by the statistics of the people enrolled there (their enrollment
   windows), falling back to the training pool's for a site of one person;
-- **enrolment**: the first 60 s of the first state, or every state's enrolment
+- **enrollment**: the first 60 s of the first state, or every state's enrollment
   part (:func:`~neuroauth.training.protocol.state_plans`) with one centroid per
   state, scored by the mean or the best of the per-state cosines, or one
   centroid of all of it;
@@ -48,7 +48,7 @@ class Recipe:
     features: str = "denoised"  # or "raw": without the denoiser
     standardise: str = "pool"  # "pool" or "site"
     site_people: int | None = None  # people enrolled at the site for its statistics (None: every test person)
-    enrolment: str = "first"  # "first", "pooled" (one centroid of every state), "mean" or "max" (per state)
+    enrollment: str = "first"  # "first", "pooled" (one centroid of every state), "mean" or "max" (per state)
     norm: str = "none"  # "none", "z", "t", "s"
     cohort: str = "site"  # score-normalisation cohort: "site" (the site's other people; the training
     # people for a site of one) or "training"
@@ -64,7 +64,7 @@ class Recipe:
         parts = [self.features, f"std={self.standardise}"]
         if self.site_people is not None:
             parts.append(f"site={self.site_people}")
-        parts += [f"enrol={self.enrolment}", f"norm={self.norm}"]
+        parts += [f"enroll={self.enrollment}", f"norm={self.norm}"]
         if self.norm != "none":
             parts.append(f"cohort={self.cohort}")
         if self.shrinkage != 0.02 or self.pca_dim:
@@ -120,19 +120,19 @@ def _all_windows(people: Sequence[PersonFeatures], kind: str, cols) -> tuple[np.
     return np.concatenate(feats).astype(np.float64), np.concatenate(labels)
 
 
-def _enrolment(p: PersonFeatures, kind: str, cols, states: bool) -> list[np.ndarray]:
-    """Per state (that enrols): the enrolment windows' features."""
-    plans = state_plans(p.enrol_seconds, WINDOW_SECONDS, states)
+def _enrollment(p: PersonFeatures, kind: str, cols, states: bool) -> list[np.ndarray]:
+    """Per state (that enrolls): the enrollment windows' features."""
+    plans = state_plans(p.enroll_seconds, WINDOW_SECONDS, states)
     out = []
     for x, plan in zip(_windows(p, kind), plans, strict=True):
-        if x is not None and len(x[plan.enrol]):
-            out.append(x[plan.enrol][:, cols].astype(np.float64))
+        if x is not None and len(x[plan.enroll]):
+            out.append(x[plan.enroll][:, cols].astype(np.float64))
     return out
 
 
 def _probes(p: PersonFeatures, kind: str, cols) -> list[np.ndarray]:
-    """Per state: the probe windows' features (the same cut for every enrolment)."""
-    plans = state_plans(p.enrol_seconds, WINDOW_SECONDS, True)
+    """Per state: the probe windows' features (the same cut for every enrollment)."""
+    plans = state_plans(p.enroll_seconds, WINDOW_SECONDS, True)
     return [
         x[plan.probe][:, cols].astype(np.float64) for x, plan in zip(_windows(p, kind), plans, strict=True)
     ]
@@ -183,9 +183,9 @@ def _cos(x: np.ndarray, centroids: np.ndarray, rule: str) -> np.ndarray:
     return per_state.max(1) if rule == "max" else per_state.mean(1)
 
 
-def _template(enrolled: list[np.ndarray], enrolment: str) -> np.ndarray:
+def _template(enrolled: list[np.ndarray], enrollment: str) -> np.ndarray:
     """Centroids ``(K, D)``: one of everything ("first", "pooled"), or one per state."""
-    if enrolment in ("first", "pooled"):
+    if enrollment in ("first", "pooled"):
         return _unit(np.concatenate(enrolled).mean(0))[None]
     return np.stack([_unit(e.mean(0)) for e in enrolled])
 
@@ -214,14 +214,14 @@ def training_cohort(
     windows, templates = [], []
     for corpus in sorted({p.corpus for p in people}):
         members = [p for p in people if p.corpus == corpus]
-        enrolled = [_enrolment(p, recipe.features, cols, recipe.enrolment != "first") for p in members]
+        enrolled = [_enrollment(p, recipe.features, cols, recipe.enrollment != "first") for p in members]
         mean = scale = None
         if recipe.standardise == "site":
             mean, scale = zscore_stats(np.concatenate([np.concatenate(e) for e in enrolled]))
         for parts in enrolled:
             embedded = [fitted.embed(x, mean, scale) for x in parts]
             windows.append(np.concatenate(embedded))
-            templates.append(_template(embedded, recipe.enrolment))
+            templates.append(_template(embedded, recipe.enrollment))
     everything = np.concatenate(windows)
     take = rng.choice(len(everything), size=min(3000, len(everything)), replace=False)
     return Cohort(everything[take], templates)
@@ -237,9 +237,9 @@ def site_scores(
 ) -> list[list[np.ndarray]]:
     """``out[p][s]``: person p's probe windows of state s scored against every test person's template
     ``(W, n)``, each template at its own site (its statistics, its cohort) as a deployment would."""
-    states = recipe.enrolment != "first"
-    rule = "max" if recipe.enrolment == "max" else "mean"
-    enrol_f = [_enrolment(p, recipe.features, cols, states) for p in test]
+    states = recipe.enrollment != "first"
+    rule = "max" if recipe.enrollment == "max" else "mean"
+    enroll_f = [_enrollment(p, recipe.features, cols, states) for p in test]
     probe_f = [_probes(p, recipe.features, cols) for p in test]
     n = len(test)
     out = [[np.zeros((len(x), n)) for x in probes] for probes in probe_f]
@@ -247,11 +247,11 @@ def site_scores(
         mean = scale = None
         big_enough = len(site) >= recipe.site_min
         if recipe.standardise == "site" and big_enough:
-            mean, scale = zscore_stats(np.concatenate([np.concatenate(enrol_f[i]) for i in site]))
+            mean, scale = zscore_stats(np.concatenate([np.concatenate(enroll_f[i]) for i in site]))
             if recipe.site_stats == "mean":
                 scale = None
-        enrolled = {i: [fitted.embed(x, mean, scale) for x in enrol_f[i]] for i in site}
-        templates = {i: _template(enrolled[i], recipe.enrolment) for i in site}
+        enrolled = {i: [fitted.embed(x, mean, scale) for x in enroll_f[i]] for i in site}
+        templates = {i: _template(enrolled[i], recipe.enrollment) for i in site}
         site_cohort = big_enough and len(site) >= 2 and recipe.cohort == "site"
         # z-norm: the template's scores of cohort windows, as sums per cohort person so that the
         # wearer's own windows can be left out (an impostor is a stranger to the site)

@@ -27,25 +27,25 @@ log = logging.getLogger(__name__)
 R = Recipe
 #: Named recipe sets: what the docs' tables were made with.
 RECIPES: dict[str, list[Recipe]] = {
-    "enrolment": [R(), R(features="raw"), R(enrolment="pooled"), R(enrolment="mean"), R(enrolment="max")],
+    "enrollment": [R(), R(features="raw"), R(enrollment="pooled"), R(enrollment="mean"), R(enrollment="max")],
     "normalisation": [
-        R(enrolment="max"),
-        R(standardise="site", site_min=10**6, enrolment="max"),  # per-corpus training, pooled at the site
-        R(standardise="site", enrolment="max"),
-        R(standardise="site", site_people=10, enrolment="max"),
-        R(standardise="site", site_people=5, enrolment="max"),
-        R(standardise="site", site_people=2, enrolment="max"),
-        R(enrolment="max", norm="z", cohort="training"),
-        R(enrolment="max", norm="s", cohort="training"),
-        R(enrolment="max", norm="z", cohort="site"),
-        R(enrolment="max", norm="t", cohort="site"),
-        R(enrolment="max", norm="s", cohort="site"),
-        R(enrolment="max", norm="s", cohort="site", site_people=10),
-        R(enrolment="max", norm="s", cohort="site", site_people=5),
-        R(standardise="site", enrolment="max", norm="s", cohort="site"),
+        R(enrollment="max"),
+        R(standardise="site", site_min=10**6, enrollment="max"),  # per-corpus training, pooled at the site
+        R(standardise="site", enrollment="max"),
+        R(standardise="site", site_people=10, enrollment="max"),
+        R(standardise="site", site_people=5, enrollment="max"),
+        R(standardise="site", site_people=2, enrollment="max"),
+        R(enrollment="max", norm="z", cohort="training"),
+        R(enrollment="max", norm="s", cohort="training"),
+        R(enrollment="max", norm="z", cohort="site"),
+        R(enrollment="max", norm="t", cohort="site"),
+        R(enrollment="max", norm="s", cohort="site"),
+        R(enrollment="max", norm="s", cohort="site", site_people=10),
+        R(enrollment="max", norm="s", cohort="site", site_people=5),
+        R(standardise="site", enrollment="max", norm="s", cohort="site"),
     ],
     "settings": [
-        R(standardise="site", site_min=10**6, enrolment="max", shrinkage=a, pca_dim=d, groups=g)
+        R(standardise="site", site_min=10**6, enrollment="max", shrinkage=a, pca_dim=d, groups=g)
         for g in ("all", "bandpower+coherence", "psd+bandpower")
         for d in (0, 64)
         for a in (0.02, 0.2, 0.5)
@@ -65,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="folder of denoiser-without-<corpus>.pt checkpoints (as `neuroauth crossval --keep-checkpoints` "
         "keeps them); the window features are cached beside them",
     )
-    p.add_argument("--recipes", default="enrolment,normalisation", help=f"sets among {', '.join(RECIPES)}")
+    p.add_argument("--recipes", default="enrollment,normalisation", help=f"sets among {', '.join(RECIPES)}")
     p.add_argument("--repeats", type=int, default=10, help="random half splits per corpus (default 10)")
     p.add_argument(
         "--learning-curve", default="", help="comma-separated training sizes (people) for a learning curve"
@@ -110,7 +110,7 @@ def learning_curve(by_test_corpus: dict, sizes: list[int], draws: int, slices: d
     """Window EER of the shipped recipe against the number of training people: for each corpus X,
     ``draws`` random sets of that many people from the other corpus and from everyone not tested
     (a random half of X tested each draw)."""
-    recipe = Recipe(standardise="site", site_min=10**6, enrolment="max")
+    recipe = Recipe(standardise="site", site_min=10**6, enrollment="max")
     rng = np.random.default_rng(seed)
     out = {}
     for corpus, people in by_test_corpus.items():

@@ -1,6 +1,6 @@
 """Spectral features of every window of every recording, computed once and kept on disk.
 
-The transfer study compares normalisations, enrolments and score rules that all
+The transfer study compares normalisations, enrollments and score rules that all
 start from the same feature vectors; denoising a corpus takes minutes, fitting a
 projection seconds. A cache file holds, per person and state, the features of
 every window (1 s hop from the recording's start) of the denoised recording and
@@ -33,7 +33,7 @@ class PersonFeatures:
     subject: str
     corpus: str
     states: tuple[str, ...]
-    enrol_seconds: tuple[float, ...]
+    enroll_seconds: tuple[float, ...]
     denoised: list[np.ndarray | None]  # per state: (W, F) float32
     raw: list[np.ndarray | None]  # per state: (W, F) float32, without the denoiser
 
@@ -72,7 +72,7 @@ def compute(
                 d.subject,
                 d.corpus.name,
                 tuple(s.name for s in d.corpus.states),
-                tuple(s.enrol_seconds for s in d.corpus.states),
+                tuple(s.enroll_seconds for s in d.corpus.states),
                 denoised,
                 raw,
             )
@@ -89,7 +89,7 @@ def save(people: Sequence[PersonFeatures], path: Path, meta: dict) -> None:
                 "subject": p.subject,
                 "corpus": p.corpus,
                 "states": list(p.states),
-                "enrol_seconds": list(p.enrol_seconds),
+                "enroll_seconds": list(p.enroll_seconds),
             }
         )
         for s, (d, r) in enumerate(zip(p.denoised, p.raw, strict=True)):
@@ -115,7 +115,7 @@ def load(path: Path) -> tuple[list[PersonFeatures], dict]:
                     p["subject"],
                     p["corpus"],
                     tuple(p["states"]),
-                    tuple(p["enrol_seconds"]),
+                    tuple(p["enroll_seconds"]),
                     [z.get(f"d{i}_{s}") for s in range(n)],
                     [z.get(f"r{i}_{s}") for s in range(n)],
                 )

@@ -87,16 +87,16 @@ def test_noisy_probes_move_the_weight_to_the_part_that_survives_the_noise():
     for k in range(8):
         t = np.arange(30 * 200) / 200.0
         rhythm = 2.0 * np.sin(2 * np.pi * (7 + 1.5 * k) * t)
-        enrol = (
+        enroll = (
             rng.standard_normal((4, 70 * 200))
             + np.sin(2 * np.pi * (7 + 1.5 * k) * np.arange(70 * 200) / 200.0) * 2.0
         )
-        enrol[0] += 5.0 * k
+        enroll[0] += 5.0 * k
         probe = rng.standard_normal((4, len(t))) + rhythm
         offset_only = rng.standard_normal((4, len(t)))
         offset_only[0] += 5.0 * k
-        windows.append(window_features(f"S{k}", [enrol, probe], extractor, SPEC))
-        recordings.append([enrol, probe])
+        windows.append(window_features(f"S{k}", [enroll, probe], extractor, SPEC))
+        recordings.append([enroll, probe])
         noisy.append({"gaussian": offset_only})
     config = SpectralConfig(n_channels=4, pca_dim=16, features=("psd", "bandpower"))
     spectral = fit_spectral_part(windows, group_columns(extractor, config.features), config)

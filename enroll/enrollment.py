@@ -1,7 +1,7 @@
 """Enrolling an owner: guided phases of EEG through the engine, one template out.
 
 A person's EEG changes with their state, and a template from one state judges
-the others harshly; enrolment therefore records several short phases (by
+the others harshly; enrollment therefore records several short phases (by
 default eyes open at rest, eyes closed, and a mental task), keeps each phase's
 windows apart and gives the template one centroid per phase. Each phase comes
 from a source of its own (a live stream read for the phase's length, or one
@@ -24,7 +24,7 @@ from pathlib import Path
 from ..errors import CheckpointError, DataError
 from ..models.checkpoint import NeuroAuthModel
 from ..models.streaming import EngineConfig
-from .calibration import MIN_STATE_WINDOWS, OwnerWindows, enrol, subjects_recorded_in
+from .calibration import MIN_STATE_WINDOWS, OwnerWindows, enroll, subjects_recorded_in
 from .collect import Collected, collect_windows, require_enough
 from .decision import DecisionTargets
 from .sources import Source
@@ -45,7 +45,7 @@ class Phase:
 
     def __post_init__(self) -> None:
         if not self.state or self.seconds <= 0:
-            raise ValueError(f"an enrolment phase needs a state name and a positive length, got {self}")
+            raise ValueError(f"an enrollment phase needs a state name and a positive length, got {self}")
 
 
 PHASES: dict[str, Phase] = {
@@ -83,7 +83,7 @@ def phases_named(names: Sequence[str], seconds: Sequence[float] = ()) -> list[Ph
     """The phases of ``names`` (known ones with their instructions); ``seconds``: one length for
     every phase, or one per phase (default: each phase's own)."""
     if len(set(names)) != len(names) or not names:
-        raise DataError(f"enrolment phases must be distinct and at least one, got {list(names)}")
+        raise DataError(f"enrollment phases must be distinct and at least one, got {list(names)}")
     if len(seconds) not in (0, 1, len(names)):
         raise DataError(
             f"{len(seconds)} phase lengths for {len(names)} phases ({', '.join(names)}); give one length "
@@ -140,7 +140,7 @@ def enroll_owner(
     """
     validate_user(user)
     if store.path(user).exists() and not replace:
-        raise DataError(f"{user} already has a template ({store.path(user)}); pass --replace to enrol again")
+        raise DataError(f"{user} already has a template ({store.path(user)}); pass --replace to enroll again")
     if model.cohort is None:
         raise CheckpointError(
             "the checkpoint carries no background cohort to calibrate against; add one with "
@@ -171,7 +171,7 @@ def enroll_owner(
     if recorded:  # enrolling one of the training people from a recording the cohort holds
         log.info("left out of the cohort: %s (this recording is in it)", ", ".join(sorted(recorded)))
         cohort = cohort.without(recorded)
-    template = enrol(
+    template = enroll(
         owner,
         cohort,
         model.calibration,
