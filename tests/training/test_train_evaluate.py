@@ -89,8 +89,14 @@ def test_evaluation_on_bundled_recordings_gives_finite_metrics(tiny_checkpoint, 
     # noise at 0 dB must hurt the input: SI-SNR of the noisy input is far below clean
     assert report["si_snr_input_db"]["gaussian"] < 10
     assert report["seen_in_training"] == report["subjects"]
-    # 4 subjects x 59 probe windows each
-    assert len(np.concatenate(scores["ours"].per_probe)) == 4 * 59
+    # 4 people x (115 rest windows from 64 s on + 35 arithmetic windows from 24 s on)
+    assert [[len(x) for x in person] for person in scores["ours"].per_probe] == [[115, 35]] * 4
+    assert set(report["window_eer_by_state"]) == {"rest", "arithmetic"}
+    for other in (report["no_denoiser"], report["first_state_enrollment"]["ours"]):
+        assert math.isfinite(other["window_eer"]) and set(other["window_eer_by_state"]) == {
+            "rest",
+            "arithmetic",
+        }
 
 
 @pytest.mark.slow
@@ -115,7 +121,7 @@ def test_cli_evaluate_writes_json_and_plots(tiny_checkpoint, bundled_dir, tmp_pa
     )
     assert code == 0
     report = json.loads(out.read_text())
-    assert report["subjects"] == ["Subject00", "Subject03", "Subject06"]
+    assert report["subjects"] == ["eegmat/Subject00", "eegmat/Subject03", "eegmat/Subject06"]
     assert (tmp_path / "plots" / "roc_det.png").stat().st_size > 1000
     assert "window_eer" in capsys.readouterr().out
 
