@@ -245,7 +245,20 @@ def enroll(
         llr_clip=llr_clip,
         gap_seconds=gap_seconds,
         grid=decision_grid,
+        owner_sites=sequences.owner_sites(),
+        impostor_sites=sequences.impostor_sites(),
     )
+    if not decision.meets_targets:
+        chosen = decision.record["chosen"]
+        log.warning(
+            "%s: the decision targets cannot both be met on people the model never saw: %.2f false "
+            "lock-outs/h (target %.2f), median time to lock %s s (target %.1f)",
+            user,
+            chosen["false_lockouts_per_hour"],
+            targets.false_lockouts_per_hour,
+            chosen["median_time_to_lock_s"],
+            targets.time_to_lock_s,
+        )
     seconds = time.perf_counter() - started
     calibration = {
         **scorer.record,

@@ -95,9 +95,14 @@ class ScoreSequences:
     values: np.ndarray  # (T,) float32: every sequence, one after the other
     lengths: np.ndarray  # (S,) int64
     owner: np.ndarray  # (S,) bool: the template's own person, else an impostor
-    record: dict  # JSON-ready: how they were made (people, folds, protocol)
+    site: np.ndarray  # (S,) int64: the sequence's recording site (corpus), an index into record["sites"]
+    record: dict  # JSON-ready: how they were made (people, folds, protocol, sites)
 
     def __post_init__(self) -> None:
+        if self.site.shape != self.owner.shape or int(self.site.max(initial=0)) >= len(
+            self.record.get("sites", [""])
+        ):
+            raise ValueError("every score sequence needs a site of record['sites']")
         if self.lengths.shape != self.owner.shape or int(self.lengths.sum()) != len(self.values):
             raise ValueError(
                 f"score sequences disagree: {len(self.values)} values, lengths summing to "
@@ -106,31 +111,47 @@ class ScoreSequences:
         if (self.lengths < 1).any() or not np.isfinite(self.values).all():
             raise ValueError("score sequences must be non-empty and finite")
 
-    def _split(self, wanted: bool) -> list[np.ndarray]:
+    def _split(self, wanted: bool) -> tuple[list[np.ndarray], list[str]]:
         ends = np.cumsum(self.lengths)
         starts = ends - self.lengths
-        return [
-            self.values[a:b].astype(np.float64)
-            for a, b, o in zip(starts, ends, self.owner, strict=True)
+        sites = self.record.get("sites", [""])
+        kept = [
+            (a, b, s)
+            for a, b, o, s in zip(starts, ends, self.owner, self.site, strict=True)
             if bool(o) == wanted
         ]
+        return [self.values[a:b].astype(np.float64) for a, b, _ in kept], [sites[s] for _, _, s in kept]
 
     def owner_sequences(self) -> list[np.ndarray]:
-        return self._split(True)
+        return self._split(True)[0]
 
     def impostor_sequences(self) -> list[np.ndarray]:
-        return self._split(False)
+        return self._split(False)[0]
+
+    def owner_sites(self) -> list[str]:
+        return self._split(True)[1]
+
+    def impostor_sites(self) -> list[str]:
+        return self._split(False)[1]
 
     @classmethod
     def from_lists(
-        cls, owners: list[np.ndarray], impostors: list[np.ndarray], record: dict
+        cls,
+        owners: list[np.ndarray],
+        impostors: list[np.ndarray],
+        record: dict,
+        owner_sites: list[str] | None = None,
+        impostor_sites: list[str] | None = None,
     ) -> ScoreSequences:
         seqs = [*owners, *impostors]
+        labels = [*(owner_sites or [""] * len(owners)), *(impostor_sites or [""] * len(impostors))]
+        names = sorted(set(labels))
         return cls(
             values=np.concatenate(seqs).astype(np.float32),
             lengths=np.array([len(s) for s in seqs], dtype=np.int64),
             owner=np.array([True] * len(owners) + [False] * len(impostors)),
-            record=record,
+            site=np.array([names.index(label) for label in labels], dtype=np.int64),
+            record=record | {"sites": names},
         )
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -138,6 +159,7 @@ class ScoreSequences:
             "values": torch.from_numpy(np.ascontiguousarray(self.values, dtype=np.float32)),
             "lengths": torch.from_numpy(self.lengths.astype(np.int64)),
             "owner": torch.from_numpy(self.owner.astype(np.bool_)),
+            "site": torch.from_numpy(self.site.astype(np.int64)),
         }
 
     def config(self) -> dict:
@@ -149,5 +171,6 @@ class ScoreSequences:
             values=tensors["values"].numpy().astype(np.float32),
             lengths=tensors["lengths"].numpy().astype(np.int64),
             owner=tensors["owner"].numpy().astype(bool),
+            site=tensors["site"].numpy().astype(np.int64),
             record=dict(config),
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -54,12 +54,26 @@ class HeldPerson:
     probes: list[np.ndarray]  # per state (or recording): the embeddings scored as their later EEG
 
 
-def held_sequences(
-    people: Sequence[HeldPerson], cohort: np.ndarray, search: SvmSearch
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
+@dataclass
+class Sequences:
+    """Owner and impostor score sequences, each with the site (corpus) it was recorded at."""
+
+    owners: list[np.ndarray] = field(default_factory=list)
+    impostors: list[np.ndarray] = field(default_factory=list)
+    owner_sites: list[str] = field(default_factory=list)
+    impostor_sites: list[str] = field(default_factory=list)
+
+    def extend(self, other: Sequences) -> None:
+        self.owners += other.owners
+        self.impostors += other.impostors
+        self.owner_sites += other.owner_sites
+        self.impostor_sites += other.impostor_sites
+
+
+def held_sequences(people: Sequence[HeldPerson], cohort: np.ndarray, search: SvmSearch) -> Sequences:
     """Each enrolled person's template, fitted against ``cohort (M, D)``, scoring their own probes
     (owner sequences) and the probes of everyone else of their corpus (impostor sequences)."""
-    owners, impostors = [], []
+    out = Sequences()
     for i, person in enumerate(people):
         if person.enrolled is None:
             continue
@@ -71,11 +85,15 @@ def held_sequences(
         def fused(x, scorer=scorer):
             return scorer.fusion.fuse(cosine_scores(x, scorer.centroids), scorer.svm.decision_function(x))
 
-        owners += [fused(x) for x in person.probes if len(x)]
+        mine = [fused(x) for x in person.probes if len(x)]
+        out.owners += mine
+        out.owner_sites += [person.corpus] * len(mine)
         for j, other in enumerate(people):
             if j != i and other.corpus == person.corpus:  # a headset's impostors share its site
-                impostors += [fused(x) for x in other.probes if len(x)]
-    return owners, impostors
+                theirs = [fused(x) for x in other.probes if len(x)]
+                out.impostors += theirs
+                out.impostor_sites += [person.corpus] * len(theirs)
+    return out
 
 
 def crossfit_sequences(
@@ -107,7 +125,7 @@ def crossfit_sequences(
     fold_of = np.empty(len(data), dtype=int)
     for members in (complete, [i for i, d in enumerate(data) if not d.complete]):
         fold_of[rng.permutation(np.array(members, dtype=int))] = np.arange(len(members)) % folds
-    owners, impostors = [], []
+    made = Sequences()
     for k in tqdm(range(folds), desc="calibration cross-fit", unit="fold", disable=not progress):
         fit = [d for i, d in enumerate(data) if fold_of[i] != k]
         held = [d for i, d in enumerate(data) if fold_of[i] == k]
@@ -134,13 +152,14 @@ def crossfit_sequences(
                     [project(x[p.probe]) for x, p in zip(d.recordings, plans, strict=True)],
                 )
             )
-        o, i = held_sequences(held_people, cohort, search)
-        owners += o
-        impostors += i
+        made.extend(held_sequences(held_people, cohort, search))
+    owners, owner_sites = made.owners, made.owner_sites
+    impostors, impostor_sites = made.impostors, made.impostor_sites
     total = len(impostors)
     if total > settings.max_impostor_sequences:
         keep = np.sort(rng.choice(total, size=settings.max_impostor_sequences, replace=False))
         impostors = [impostors[i] for i in keep]
+        impostor_sites = [impostor_sites[i] for i in keep]
     record = {
         **asdict(settings),
         "folds_used": folds,
@@ -161,4 +180,4 @@ def crossfit_sequences(
         len(data),
         folds,
     )
-    return ScoreSequences.from_lists(owners, impostors, record)
+    return ScoreSequences.from_lists(owners, impostors, record, owner_sites, impostor_sites)

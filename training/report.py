@@ -119,6 +119,38 @@ def continuous_table(results: Sequence[dict]) -> str:
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
+def operating_table(results: Sequence[dict]) -> str:
+    """The decision at other false lock-out targets: what the calibration promised, what it gave."""
+    rows = [
+        "| montage | test people | target false lock-outs / h | promised: lock-outs / h, median lock (s) | "
+        "measured: lock-outs / h | owner unlocked | median / p95 time to lock (s) | takeovers never locked |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        for montage, group, entry in _groups(result):
+            f = entry["figures"]
+            targets = sorted(
+                {k.split(".")[2] for k in f if k.startswith("continuous.operating_points.")}, key=float
+            )
+            for t in targets:
+                p = f"continuous.operating_points.{t}."
+                rows.append(
+                    _row(
+                        montage,
+                        group,
+                        t,
+                        f"{_ci(f.get(p + 'promised.false_lockouts_per_hour'), 1)}, "
+                        f"{_ci(f.get(p + 'promised.median_time_to_lock_s'), 0)}",
+                        _ci(f.get(p + "false_lockouts_per_hour"), 1),
+                        _ci(f.get(p + "owner_unlocked_share"), 2),
+                        f"{_ci(f.get(p + 'time_to_lock_s.median'), 0)} / "
+                        f"{_ci(f.get(p + 'time_to_lock_s.p95'), 0)}",
+                        _ci(f.get(p + "sessions_never_locked"), 1),
+                    )
+                )
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
 def noise_table(results: Sequence[dict]) -> str:
     rows = [
         "| montage | test people | noise (0 dB) | SI-SNR in / out (dB) | EER | EER, no denoiser "
@@ -196,7 +228,14 @@ def render(crossval_paths: Sequence[Path], checkpoints: Sequence[Path]) -> str:
             "(corrected for shared people); leave-one-corpus-out: one figure per direction.",
             "",
         ]
-        for table in (verification_table, state_table, continuous_table, noise_table, selection_table):
+        for table in (
+            verification_table,
+            state_table,
+            continuous_table,
+            operating_table,
+            noise_table,
+            selection_table,
+        ):
             text = table(results)
             parts += [text, ""] if text else []
     if checkpoints:

@@ -62,8 +62,14 @@ def sequences_of(cohort: Cohort) -> ScoreSequences:
             held.append(HeldPerson("synthetic", [windows[:60].astype(np.float64)], []))
         else:
             held[-1].probes.append(windows.astype(np.float64))
-    owners, impostors = held_sequences(held, cohort.embeddings, SvmSearch())
-    return ScoreSequences.from_lists(owners, impostors, {"people": len(held), "hop_seconds": 1.0})
+    made = held_sequences(held, cohort.embeddings, SvmSearch())
+    return ScoreSequences.from_lists(
+        made.owners,
+        made.impostors,
+        {"people": len(held), "hop_seconds": 1.0},
+        made.owner_sites,
+        made.impostor_sites,
+    )
 
 
 def enroll_windows(people: People, owner: np.ndarray, cohort: Cohort | None = None, **kwargs) -> Template:

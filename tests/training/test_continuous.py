@@ -54,7 +54,7 @@ def test_a_stitched_session_times_the_impostor_from_the_takeover_as_a_live_strea
 
     template = make_template()
     owner = [3.0] * 20 + [None] + [3.0] * 9  # a window the quality gate refused
-    session = run_session(template, "a", "b", owner, [-3.0] * 15, window_seconds=4.0)
+    session = run_session(template.decision, "a", "b", owner, [-3.0] * 15, window_seconds=4.0)
     assert session.takeover == 4.0 + 29  # the owner's last window ends there
     assert (
         session.times[:2] == [4.0, 5.0] and session.times[30] == session.takeover + 4.0
