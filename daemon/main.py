@@ -7,8 +7,11 @@ The configuration is a TOML file (``--config``, else ``$NEUROAUTH_CONFIG``, else
 variables. ``--validate-config`` checks it (and that the checkpoint and every
 owner's template load) without starting, printing each problem by key path.
 
-SIGTERM and SIGINT stop the service the same way: ``offline`` is published on
-the status topic, the inlets are closed, and the exit status is 0.
+SIGTERM and SIGINT stop the service the same way: every headset is set to
+``NO_SIGNAL`` (locked, with a ``lock`` event for one that was ``OWNER``), then
+``offline`` is published on the status topic, the inlets are closed, and the exit
+status is 0. SIGHUP stops it the same way with status 75, so that systemd
+(``Restart=on-failure``) starts it again with the configuration on disk.
 """
 
 from __future__ import annotations
@@ -113,12 +116,22 @@ def validate_main(path: Path | None) -> int:
     return 0
 
 
-async def serve(settings: Settings, path: Path | None = None) -> None:
-    """Run the service until SIGTERM or SIGINT (also when they come while the model loads)."""
+RESTART_STATUS = 75  # EX_TEMPFAIL: stopped cleanly on SIGHUP, to be started again by systemd
+
+
+async def serve(settings: Settings, path: Path | None = None) -> int:
+    """Run the service until SIGTERM, SIGINT or SIGHUP (also when they come while the model loads);
+    the exit status: 0, or :data:`RESTART_STATUS` after SIGHUP."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    received: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        received.append(sig)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, on_signal, sig)
     from .service import Service
 
     model, templates = load_parts(settings, path)
@@ -126,7 +139,15 @@ async def serve(settings: Settings, path: Path | None = None) -> None:
     mqtt = settings.mqtt
     log.info("neuroauthd starting: %d headset(s), broker %s:%d", len(settings.headsets), mqtt.host, mqtt.port)
     await service.run(stop)
+    if received and received[0] == signal.SIGHUP:
+        log.warning(
+            "stopped on SIGHUP, every headset locked; exiting with status %d so that systemd starts it "
+            "again with the configuration and templates on disk (a running daemon does not reload)",
+            RESTART_STATUS,
+        )
+        return RESTART_STATUS
     log.info("neuroauthd stopped")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,11 +173,10 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_lsl(settings.lsl.loopback_only)  # before any other LSL call
     try:
-        asyncio.run(serve(settings, path))
+        return asyncio.run(serve(settings, path))
     except NeuroAuthError as exc:
         print(f"neuroauthd: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

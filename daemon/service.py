@@ -132,10 +132,14 @@ class Service:
                 pass
             finally:
                 self.notifier.stopping()
+                # every headset locked before offline: a consumer that follows events, or reads the
+                # retained state, must not stay unlocked because the daemon went away
+                now = pylsl.local_clock()
                 for h in self.headsets.values():
+                    self._no_signal(h, now, "neuroauthd stopped")
                     if h.inlet is not None:
                         h.inlet.close()
-            log.info("stopping: publishing offline and disconnecting")
+            log.info("stopping: every headset locked; publishing offline and disconnecting")
 
     async def _startup(self) -> None:
         """READY=1 once the broker and every stream are up (or after STARTUP_WAIT_S regardless)."""

@@ -171,6 +171,9 @@ class ScoreSequences:
             values=tensors["values"].numpy().astype(np.float32),
             lengths=tensors["lengths"].numpy().astype(np.int64),
             owner=tensors["owner"].numpy().astype(bool),
-            site=tensors["site"].numpy().astype(np.int64),
+            # sequences recorded without their sites are all of one
+            site=tensors["site"].numpy().astype(np.int64)
+            if "site" in tensors
+            else np.zeros(len(tensors["owner"]), int),
             record=dict(config),
         )

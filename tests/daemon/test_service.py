@@ -495,14 +495,18 @@ def test_owner_reaches_owner_and_losing_the_stream_locks_until_it_returns(
             )
             assert unlock_again["seq"] == lock["seq"] + 1, (lock, unlock_again)
 
-            # SIGTERM: offline (retained), exit status 0.
+            # SIGTERM while OWNER: a lock event and a locked retained state, then offline, exit 0.
             mark = live.mark()
             daemon.send(signal.SIGTERM)
             await live.wait_for(status_is(setup, "offline"), "offline after SIGTERM", after=mark)
+            stopped = await live.wait_for(event_is(setup, "lock"), "a lock event on stopping", after=mark)
+            check_event(stopped, setup, "lock", "OWNER", "NO_SIGNAL")
+            assert stopped.body["reason"] == "neuroauthd stopped", stopped
             assert await asyncio.to_thread(daemon.wait) == 0, daemon.context()
 
-        (status,) = await retained(broker, setup, daemon.context, [setup.status])
+        status, state = await retained(broker, setup, daemon.context, [setup.status, setup.state])
         assert status.payload == b"offline" and status.retain, status
+        assert (state.body["state"], state.body["locked"]) == ("NO_SIGNAL", True), state
 
     asyncio.run(scenario())
     assert_clean_goodbye(broker, setup, daemon)
@@ -610,9 +614,14 @@ def test_after_the_broker_restarts_the_current_states_are_republished(
             await live.wait_for(
                 state_is(setup, "OWNER", "eeg2"), "OWNER once eeg2's stream is back", after=mark
             )
-            daemon.send(signal.SIGTERM)
-            await live.wait_for(status_is(setup, "offline"), "offline after SIGTERM", after=mark)
-        assert await asyncio.to_thread(daemon.wait) == 0, daemon.context()
+            # SIGHUP: stopped as by SIGTERM (both headsets locked, then offline), status 75 for systemd
+            # to start it again; a running daemon does not reload its configuration or templates
+            daemon.send(signal.SIGHUP)
+            await live.wait_for(status_is(setup, "offline"), "offline after SIGHUP", after=mark)
+            states = {m.topic: m.body["state"] for m in live.items[mark:] if m.topic.endswith("/state")}
+            assert states[setup.state_of("eeg2")] == "NO_SIGNAL", live.report(f"states: {states}")
+        assert await asyncio.to_thread(daemon.wait) == 75, daemon.context()
+        assert "stopped on SIGHUP" in daemon.context(), daemon.context()
 
     asyncio.run(scenario())
 
