@@ -14,8 +14,15 @@ Topics, all under ``mqtt.prefix``:
     ``event_id`` so that consumers can handle each event once.
 ``<prefix>/<device>/score``
     Per-window scores, QoS 0, dropped while the broker is unreachable.
+``<prefix>/alarm``
+    JSON, QoS 1, not retained: someone else published a state on one of this daemon's
+    state topics (the broker's ACL should make that impossible); the daemon has put its
+    own state back.
 
-Consumers treat anything but a current ``OWNER`` state with status ``online`` as locked.
+The daemon subscribes to its own state topics: a state it did not publish is
+overwritten at once. Consumers treat anything but a current ``OWNER`` state with
+status ``online`` as locked, and a state whose ``timestamp`` is older than a few
+heartbeats as stale.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import logging
 import random
 import re
 import ssl
+import time
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +58,8 @@ _EVENT_KINDS = ("lock", "unlock")
 
 # Seconds to wait for CONNACK and for the broker to acknowledge a QoS 1 publish.
 _BROKER_TIMEOUT_S = 10.0
+# States of a device remembered as our own: its echo may come back after newer ones were sent.
+_RECENT_STATES = 16
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,15 @@ class Topics:
 
     def score(self, device: str) -> str:
         return f"{self.prefix}/{device}/score"
+
+    @property
+    def alarm(self) -> str:
+        return f"{self.prefix}/alarm"
+
+    @property
+    def states(self) -> str:
+        """The subscription matching every device's state topic."""
+        return f"{self.prefix}/+/state"
 
 
 class _ConnectionLost(aiomqtt.MqttError):
@@ -114,6 +133,11 @@ class MqttPublisher:
         self._dropped_events = 0
         self._dropped_scores = 0
 
+        # what we published on each state topic lately: an echo of any of them is ours
+        self._recent: dict[str, collections.deque[bytes]] = {
+            self.topics.state(d): collections.deque(maxlen=_RECENT_STATES) for d in self.devices
+        }
+        self._foreign_states = 0
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._connected = asyncio.Event()
@@ -177,6 +201,10 @@ class MqttPublisher:
                 self._dropped_events,
             )
             return message
+        self._queue_event(self.topics.event(device), body)
+        return message
+
+    def _queue_event(self, topic: str, body: bytes) -> None:
         if len(self._events) >= self._event_queue_size:
             old_topic, _ = self._events.popleft()
             log.warning(
@@ -184,9 +212,8 @@ class MqttPublisher:
                 self._event_queue_size,
                 old_topic,
             )
-        self._events.append((self.topics.event(device), body))
+        self._events.append((topic, body))
         self._wake.set()
-        return message
 
     def score(self, device: str, payload: Mapping[str, Any]) -> None:
         """Publish a window's score (QoS 0); dropped while disconnected or when scores are off."""
@@ -211,6 +238,7 @@ class MqttPublisher:
             "scores": len(self._scores),
             "dropped_events": self._dropped_events,
             "dropped_scores": self._dropped_scores,
+            "foreign_states": self._foreign_states,
         }
 
     def _check_device(self, device: str) -> None:
@@ -349,6 +377,7 @@ class MqttPublisher:
                     self._dropped_scores,
                 )
                 self._dropped_events = self._dropped_scores = 0
+            await client.subscribe(self.topics.states, qos=1)  # to put back a state we did not publish
             self._connected.set()
             log.info("published status and the state of %d device(s)", len(self._states))
             while True:
@@ -369,12 +398,31 @@ class MqttPublisher:
                 await watcher
 
     async def _watch(self, client: aiomqtt.Client) -> None:
-        # Nothing is subscribed: the iteration ends only with the connection.
+        """Read what comes back on our state topics until the connection ends."""
         try:
-            async for _ in client.messages:
-                pass
+            async for message in client.messages:
+                self._check_state(str(message.topic), bytes(message.payload or b""))
         finally:
             self._wake.set()
+
+    def _check_state(self, topic: str, payload: bytes) -> None:
+        """A state on one of our topics that we did not publish: overwrite it with ours, say so."""
+        recent = self._recent.get(topic)
+        if recent is None or payload in recent:
+            return  # another daemon's device under the same prefix, or our own echo
+        device = topic[len(self.topics.prefix) + 1 : -len("/state")]
+        self._foreign_states += 1
+        log.warning(
+            "someone else published a state for %s on %s (%d bytes); putting ours back. Give only "
+            "neuroauthd write access to %s/# in the broker's ACL (deploy/mosquitto.acl)",
+            device,
+            topic,
+            len(payload),
+            self.topics.prefix,
+        )
+        self._dirty.add(device)
+        alarm = {"kind": "foreign_state", "device": device, "topic": topic, "timestamp": time.time()}
+        self._queue_event(self.topics.alarm, _encode(alarm))
 
     async def _flush(self, client: aiomqtt.Client, watcher: asyncio.Task[None]) -> None:
         """Publish what is pending: states first (the truth), then events, then scores."""
@@ -384,6 +432,7 @@ class MqttPublisher:
                 body = self._states.get(device, b"")
                 try:
                     # An empty retained message clears a state left by an earlier run.
+                    self._recent[self.topics.state(device)].append(body)
                     await self._publish(client, watcher, self.topics.state(device), body, qos=1, retain=True)
                 except BaseException:
                     self._dirty.add(device)

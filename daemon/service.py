@@ -126,6 +126,7 @@ class Service:
                     tasks.create_task(self._process(), name="engine")
                     tasks.create_task(self._startup(), name="startup")
                     tasks.create_task(self._status(), name="status")
+                    tasks.create_task(self._heartbeat(), name="heartbeat")
                     await stop.wait()
                     raise _Stopping
             except* _Stopping:
@@ -151,6 +152,15 @@ class Service:
             log.warning("not everything is up after %.0f s; ready anyway: %s", STARTUP_WAIT_S, self.summary())
         self.notifier.ready(self.summary())
         log.info("ready: %s", self.summary())
+
+    async def _heartbeat(self) -> None:
+        """Republish every headset's state with a fresh timestamp: a consumer can tell a current
+        state from one left behind by a daemon that is gone."""
+        while True:
+            await asyncio.sleep(self.settings.mqtt.state_heartbeat_s)
+            now = pylsl.local_clock()
+            for h in self.headsets.values():
+                self._publish_state(h, h.machine.tick(now))
 
     async def _status(self) -> None:
         logged = time.monotonic()
@@ -181,6 +191,7 @@ class Service:
             "mqtt_events_queued": queued.get("events", 0),
             "mqtt_scores_queued": queued.get("scores", 0),
             "mqtt_dropped": queued.get("dropped_events", 0) + queued.get("dropped_scores", 0),
+            "mqtt_foreign_states": queued.get("foreign_states", 0),
         }
 
     # -- one headset's stream

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import secrets
 import socket
 import tomllib
 import typing
@@ -120,7 +121,9 @@ def is_loopback_host(host: str) -> bool:
 
 
 def _default_client_id() -> str:
-    return f"neuroauthd-{socket.gethostname()}"
+    """``neuroauthd-<hostname>-<random>``: a guessable identifier would let any client kick the daemon
+    off the broker by connecting under it; a new one each start."""
+    return f"neuroauthd-{socket.gethostname()}-{secrets.token_hex(4)}"
 
 
 class _Section(BaseModel):
@@ -258,7 +261,8 @@ class MqttSettings(_Section):
     client_id: str = Field(
         default_factory=_default_client_id,
         min_length=1,
-        description="MQTT client identifier; must be unique on the broker (default neuroauthd-<hostname>).",
+        description="MQTT client identifier; must be unique on the broker (default "
+        "neuroauthd-<hostname>-<random>, new at every start).",
     )
     username: str | None = Field(default=None, description="User name to log in to the broker with.")
     password: SecretStr | None = Field(
@@ -270,6 +274,13 @@ class MqttSettings(_Section):
         default=None,
         description="File holding the broker password (first line; read when the config loads). "
         "Exclusive with password.",
+    )
+    state_heartbeat_s: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        description="Seconds between republishing every headset's state with a fresh timestamp, so that "
+        "a consumer can treat a state older than a few heartbeats as stale (locked).",
     )
     keepalive: int = Field(
         default=60,

@@ -47,6 +47,7 @@ class LocalBroker:
         password_file: Path | None = None,
         tls: tuple[Path, Path] | None = None,
         log_everything: bool = False,
+        acl_file: Path | None = None,
     ) -> None:
         self.binary = binary
         self.workdir = workdir
@@ -65,6 +66,8 @@ class LocalBroker:
             lines += [f"certfile {tls[0]}", f"keyfile {tls[1]}"]
         if password_file is not None:
             lines.append(f"password_file {password_file}")
+        if acl_file is not None:
+            lines.append(f"acl_file {acl_file}")
         if os.geteuid() == 0:
             lines.append("user root")
         self.config_path.write_text("\n".join(lines) + "\n")

@@ -57,7 +57,7 @@ def tiny_checkpoint(bundled_4ch, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def mosquitto(tmp_path_factory):
-    """Start real brokers: ``broker = mosquitto()``, ``mosquitto(users={"name": "password"})``
+    """Start real brokers: ``broker = mosquitto()``, ``mosquitto(users={"name": "password"}, acl=path)``
     or ``mosquitto(tls=(certfile, keyfile))`` for a TLS listener.
 
     Each broker listens on its own free 127.0.0.1 port; all are stopped at teardown.
@@ -68,7 +68,7 @@ def mosquitto(tmp_path_factory):
     brokers: list[local_broker.LocalBroker] = []
 
     def start(
-        users: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None
+        users: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None, acl: Path | None = None
     ) -> local_broker.LocalBroker:
         workdir = tmp_path_factory.mktemp("mosquitto")
         password_file = None
@@ -80,7 +80,9 @@ def mosquitto(tmp_path_factory):
             password_file.touch(mode=0o600)
             for name, password in users.items():
                 subprocess.run([tool, "-b", str(password_file), name, password], check=True)
-        broker = local_broker.LocalBroker(binary, workdir, password_file, tls, log_everything=True)
+        broker = local_broker.LocalBroker(
+            binary, workdir, password_file, tls, log_everything=True, acl_file=acl
+        )
         brokers.append(broker)
         broker.start()
         return broker

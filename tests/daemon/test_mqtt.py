@@ -468,3 +468,88 @@ def test_tls(mosquitto, certificates, caplog):
 
     asyncio.run(scenario())
     assert publishes_from(broker, trusted.client_id, f"{trusted.prefix}/status") == 2
+
+
+# -- what the daemon publishes is the daemon's: the broker's ACL, and its own check ---------------
+
+DEPLOYED_ACL = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto.acl"
+
+
+async def publish_as(broker, topic: str, payload: bytes, **credentials) -> None:
+    async with aiomqtt.Client(
+        broker.host, broker.port, identifier=f"rogue-{uuid.uuid4().hex[:8]}", **credentials
+    ) as rogue:
+        await rogue.publish(topic, payload, qos=1, retain=True)
+
+
+def test_the_shipped_acl_lets_only_the_daemon_write(mosquitto, tmp_path):
+    """deploy/mosquitto.acl: a consumer's account reads the daemon's topics but cannot write them."""
+    broker = mosquitto(
+        users={"neuroauthd": "daemon-password", "screenlocker": "reader-password"}, acl=DEPLOYED_ACL
+    )
+    password_file = tmp_path / "mqtt.password"
+    password_file.write_text("daemon-password\n")
+    settings = settings_for(broker, prefix="neuroauth", username="neuroauthd", password_file=password_file)
+    reader = {"username": "screenlocker", "password": "reader-password"}
+    lie = json.dumps(state("OWNER", locked=False)).encode()
+
+    async def scenario() -> None:
+        async with MqttPublisher(settings, ["eeg1"]) as publisher:
+            publisher.set_state("eeg1", state("IMPOSTOR", locked=True))
+            assert await publisher.wait_connected(TIMEOUT)
+            async with subscriber(broker, "neuroauth/#", **reader) as consumer:
+                await consumer.wait_topic("neuroauth/eeg1/state")  # it can read
+                await publish_as(broker, "neuroauth/eeg1/state", lie, **reader)  # and cannot write
+                await publish_as(broker, "neuroauth/status", b"online", **reader)
+                await asyncio.sleep(1.0)
+                assert all(m.payload != lie for m in consumer.on("neuroauth/eeg1/state")), consumer.messages
+                assert publisher.queued["foreign_states"] == 0  # nothing reached the daemon either
+            async with subscriber(broker, "neuroauth/eeg1/state", **reader) as late:
+                retained = await late.wait_topic("neuroauth/eeg1/state")
+                assert json.loads(retained.payload)["state"] == "IMPOSTOR"
+        assert "denied PUBLISH" in broker.log() or "DENIED" in broker.log().upper(), broker.log()[-2000:]
+
+    asyncio.run(scenario())
+
+
+def test_a_state_the_daemon_did_not_publish_is_put_back_at_once(mosquitto):
+    """Without an ACL anyone may publish; the daemon sees its state overwritten and restores it."""
+    broker = mosquitto()
+    settings = settings_for(broker)
+    p = settings.prefix
+    lie = json.dumps(state("OWNER", locked=False)).encode()
+
+    async def scenario() -> None:
+        async with MqttPublisher(settings, ["eeg1"]) as publisher:
+            publisher.set_state("eeg1", state("IMPOSTOR", locked=True))
+            assert await publisher.wait_connected(TIMEOUT)
+            async with subscriber(broker, f"{p}/#") as watcher:
+                await watcher.wait_topic(f"{p}/eeg1/state")
+                mark = len(watcher.messages)
+                spoofed_at = time.monotonic()
+                await publish_as(broker, f"{p}/eeg1/state", lie)
+                await watcher.wait_topic(f"{p}/eeg1/state", lie)
+                restored = await watcher.wait_for(
+                    lambda m: (
+                        str(m.topic) == f"{p}/eeg1/state"
+                        and m.payload != lie
+                        and watcher.messages.index(m) > mark
+                    )
+                )
+                assert time.monotonic() - spoofed_at < 1.0
+                assert json.loads(restored.payload)["state"] == "IMPOSTOR"
+                alarm = json.loads((await watcher.wait_topic(f"{p}/alarm")).payload)
+                assert (alarm["kind"], alarm["device"]) == ("foreign_state", "eeg1")
+                assert publisher.queued["foreign_states"] == 1
+            async with subscriber(broker, f"{p}/eeg1/state") as late:
+                retained = await late.wait_topic(f"{p}/eeg1/state")
+                assert json.loads(retained.payload)["state"] == "IMPOSTOR"  # the truth stays retained
+
+    asyncio.run(scenario())
+
+
+def test_the_default_client_id_is_new_at_every_start():
+    from neuroauth.config import MqttSettings as Fresh
+
+    first, second = Fresh().client_id, Fresh().client_id
+    assert first.startswith("neuroauthd-") and first != second
