@@ -23,6 +23,7 @@ from .template import Template, validate_user
 log = logging.getLogger(__name__)
 
 SUFFIX = ".template.json"
+MAX_TEMPLATE_BYTES = 16 * 2**20  # a template is tens to hundreds of kB; anything far larger is not one
 
 
 TEMPLATES_ENV = "NEUROAUTH_TEMPLATES__DIRECTORY"  # the settings tree's [templates] directory
@@ -79,21 +80,15 @@ class TemplateStore:
         return path
 
     def load(self, user: str, expected_identity: str | None = None) -> Template:
-        """The template of ``user``; with ``expected_identity``, refuse one made with another checkpoint."""
+        """The template of ``user``; with ``expected_identity``, refuse one made with another checkpoint.
+
+        Like ssh's StrictModes, a directory or template that another account could write is
+        refused (whoever can write there could swap in their own template), and so is anything
+        that is not a plain file of a template's size: a symbolic link, a FIFO, a device.
+        """
         path = self.path(user)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise TemplateError(
-                f"no template for user {user!r} (looked for {path}); enroll them first with "
-                f"`neuroauth enroll --user {user}`"
-            ) from None
-        except OSError as exc:
-            raise TemplateError(
-                f"template {path} cannot be read ({exc.strerror}); check that this account owns "
-                f"{self.directory} and its files"
-            ) from None
-        template = Template.from_bytes(data, str(path), user)
+        _check_private(self.directory, "template directory")
+        template = Template.from_bytes(_read_plain_file(path, user), str(path), user)
         if template.user != user:
             raise TemplateError(
                 f"template {path} belongs to user {template.user!r}, not {user!r}: it was renamed or "
@@ -153,6 +148,8 @@ class TemplateStore:
             remove_stale_temporaries(self.directory / target)
 
     def _ensure_directory(self) -> None:
+        if self.directory.exists():
+            _check_private(self.directory, "template directory")
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         mode = stat.S_IMODE(self.directory.stat().st_mode)
         if mode & 0o077:
@@ -169,3 +166,72 @@ class TemplateStore:
                 )
             else:
                 log.info("template directory %s made private (mode %o -> 700)", self.directory, mode)
+
+
+def _fix_owner(path: Path) -> str:
+    return f"`chown {os.getuid()} {path}` (this account)" if hasattr(os, "getuid") else ""
+
+
+def _check_private(path: Path, what: str, info: os.stat_result | None = None) -> None:
+    """Refuse ``path`` when an account other than this one (or root) owns it or can write it."""
+    try:
+        info = info or os.stat(path)
+    except FileNotFoundError:
+        return  # a missing directory holds no template: the caller says so
+    except OSError as exc:
+        raise TemplateError(f"{what} {path} cannot be checked ({exc.strerror})") from None
+    uid = os.getuid()
+    if info.st_uid not in (uid, 0):
+        raise TemplateError(
+            f"{what} {path} belongs to another account (uid {info.st_uid}), which could replace the "
+            f"templates in it; refused. Give it to this account: {_fix_owner(path)}"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        raise TemplateError(
+            f"{what} {path} can be written by other accounts (mode {mode:o}), who could swap in a "
+            f"template of their own; refused. Run `chmod go-w {path}` (templates: `chmod 600`, "
+            "their directory: `chmod 700`)."
+        )
+
+
+def _read_plain_file(path: Path, user: str) -> bytes:
+    """The bytes of the template file ``path``: a plain file, not a link, private, of a template's size."""
+    try:
+        # O_NOFOLLOW: a symbolic link is refused, not followed; O_NONBLOCK: opening a FIFO does not hang
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise TemplateError(
+            f"no template for user {user!r} (looked for {path}); enroll them first with "
+            f"`neuroauth enroll --user {user}`"
+        ) from None
+    except OSError as exc:
+        if path.is_symlink():
+            raise TemplateError(
+                f"template {path} is a symbolic link; templates must be plain files. Remove it and enroll "
+                f"again (`neuroauth enroll --user {user}`)."
+            ) from None
+        raise TemplateError(
+            f"template {path} cannot be read ({exc.strerror}); check that this account owns "
+            f"{path.parent} and its files"
+        ) from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise TemplateError(
+                f"template {path} is not a plain file; remove it and enroll again "
+                f"(`neuroauth enroll --user {user}`)"
+            )
+        _check_private(path, "template", info)
+        if info.st_size > MAX_TEMPLATE_BYTES:
+            raise TemplateError(
+                f"template {path} holds {info.st_size} bytes, far more than a template "
+                f"(at most {MAX_TEMPLATE_BYTES}); it is not one. Remove it and enroll again "
+                f"(`neuroauth enroll --user {user}`)."
+            )
+        data = handle.read(MAX_TEMPLATE_BYTES + 1)
+    if len(data) > MAX_TEMPLATE_BYTES:  # it grew while being read
+        raise TemplateError(
+            f"template {path} grew beyond {MAX_TEMPLATE_BYTES} bytes while being read; refused"
+        )
+    return data

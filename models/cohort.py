@@ -159,7 +159,7 @@ class ScoreSequences:
             "values": torch.from_numpy(np.ascontiguousarray(self.values, dtype=np.float32)),
             "lengths": torch.from_numpy(self.lengths.astype(np.int64)),
             "owner": torch.from_numpy(self.owner.astype(np.bool_)),
-            "site": torch.from_numpy(self.site.astype(np.int64)),
+            **({"site": torch.from_numpy(self.site.astype(np.int64))} if "sites" in self.record else {}),
         }
 
     def config(self) -> dict:

@@ -250,3 +250,49 @@ def test_default_directory_follows_the_environment(monkeypatch, tmp_path):
     assert default_templates_dir() == tmp_path / "state" / "templates"
     monkeypatch.setenv("NEUROAUTH_TEMPLATES__DIRECTORY", str(tmp_path / "explicit"))
     assert default_templates_dir() == tmp_path / "explicit"
+
+
+# -- what the store trusts: like ssh's StrictModes ------------------------------------------------
+
+
+def test_a_directory_or_template_others_can_write_is_refused_with_the_fix(tmp_path, make_template):
+    store = TemplateStore(tmp_path / "templates")
+    path = store.save(make_template())
+    path.chmod(0o620)
+    with pytest.raises(
+        TemplateError, match=r"alice\.template\.json can be written by other accounts .*chmod go-w"
+    ):
+        store.load("alice")
+    path.chmod(0o600)
+    store.directory.chmod(0o777)
+    with pytest.raises(TemplateError, match=r"template directory .* \(mode 777\).*chmod go-w"):
+        store.load("alice")
+    store.directory.chmod(0o700)
+    assert store.load("alice").user == "alice"
+
+
+def test_links_fifos_and_huge_files_are_refused_without_reading_them(tmp_path, make_template):
+    import os
+
+    from neuroauth.enroll.store import MAX_TEMPLATE_BYTES
+
+    store = TemplateStore(tmp_path / "templates")
+    real = store.save(make_template(user="bob"))
+    (store.directory / "alice.template.json").symlink_to(real)
+    with pytest.raises(TemplateError, match=r"alice\.template\.json is a symbolic link"):
+        store.load("alice")
+    (store.directory / "alice.template.json").unlink()
+    os.mkfifo(store.directory / "alice.template.json", 0o600)  # opening it must not hang
+    with pytest.raises(TemplateError, match="is not a plain file"):
+        store.load("alice")
+    (store.directory / "alice.template.json").unlink()
+    huge = store.directory / "alice.template.json"
+    with huge.open("wb") as f:
+        f.truncate(MAX_TEMPLATE_BYTES + 1)  # sparse: the size is there, the bytes are not read
+    huge.chmod(0o600)
+    with pytest.raises(
+        TemplateError, match=rf"holds {MAX_TEMPLATE_BYTES + 1} bytes, far more than a template"
+    ):
+        store.load("alice")
+    listed = {e.user: e for e in store.list()}
+    assert listed["alice"].damaged and not listed["bob"].damaged
