@@ -57,9 +57,18 @@ def check_parts(
     store = TemplateStore(templates_dir)
     for i, user in users:
         try:
-            templates[user] = store.load(user, expected_identity=identity)
+            template = store.load(user, expected_identity=identity)
         except NeuroAuthError as exc:
             problems.append(f"headsets.{i}.user: {exc}")
+            continue
+        if model is not None and template.dim != model.embedder.dim:  # its identity string is no proof
+            problems.append(
+                f"headsets.{i}.user: the template {store.path(user)} holds {template.dim}-d embeddings but the "
+                f"checkpoint's embedder makes {model.embedder.dim}-d ones; enroll again "
+                f"(`neuroauth enroll --user {user}`)"
+            )
+            continue
+        templates[user] = template
     return model, templates, problems
 
 

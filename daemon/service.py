@@ -279,7 +279,12 @@ class Service:
         for i, w in enumerate(advance.windows):
             h = self.headsets.get(w.stream)
             if w.ok and h is not None:
-                score = float(h.template.score(w.embedding[None]).fused[0])
+                try:
+                    score = float(h.template.score(w.embedding[None]).fused[0])
+                except (ValueError, ArithmeticError, NeuroAuthError) as exc:  # no window ends the service
+                    log.error("%s: a window could not be scored (%s); no signal", h.device, exc)
+                    w.problems = (*w.problems, f"the window could not be scored: {exc}")
+                    continue
                 if math.isfinite(score):
                     scored[i] = score
                 else:  # never expected; a window that cannot be scored is no signal, not a crash

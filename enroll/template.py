@@ -36,6 +36,7 @@ FORMAT = "neuroauth-template"
 FORMAT_VERSION = 2  # 2: one centroid per enrolled state
 POLICIES = ("target-far", "eer", "youden")
 
+_MAX_PARAMETER = 1e4  # no calibrated parameter comes near: scores are in units of a cohort's spread
 _USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _DTYPE = "<f8"
 
@@ -122,6 +123,25 @@ class Template:
         ):
             if array.dtype != np.float64 or not np.isfinite(array).all():
                 raise ValueError(f"template {name} must be finite float64 ({array.dtype})")
+        # what enrollment makes is bounded: unit vectors, dual coefficients within [0, 1]; a template
+        # of finite but extreme values would turn scores and evidence into overflow and NaN
+        norms = np.linalg.norm(self.centroids, axis=1)
+        if not np.allclose(norms, 1.0, atol=1e-3):
+            raise ValueError(f"template centroids must be unit vectors (norms {norms.round(4).tolist()})")
+        if np.abs(self.svm.support_vectors).max() > 1.001 or np.abs(self.svm.dual_coef).max() > 1.0:
+            raise ValueError(
+                "template support vectors must be unit vectors and dual coefficients within [0, 1]"
+            )
+        bounded = {
+            "svm intercept": self.svm.intercept,
+            "svm gamma": self.svm.gamma,
+            **{f"fusion {k}": v for k, v in self.fusion.to_dict().items()},
+            "threshold": self.threshold.value,
+            **{f"decision {k}": v for k, v in self.decision.to_dict().items()},
+        }
+        wild = {k: v for k, v in bounded.items() if not abs(v) <= _MAX_PARAMETER}
+        if wild:
+            raise ValueError(f"template parameters out of range (beyond {_MAX_PARAMETER:g}): {wild}")
         if self.n_windows < 1 or not self.checkpoint_identity or not self.embedder:
             raise ValueError("template needs its window count, checkpoint identity and embedder name")
 

@@ -65,7 +65,7 @@ __all__ = [
 ENV_PREFIX = "NEUROAUTH_"
 ENV_NESTED_DELIMITER = "__"
 
-_DEVICE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_DEVICE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class ConfigError(NeuroAuthError):
@@ -91,14 +91,19 @@ UserPath = Annotated[Path, BeforeValidator(_expand_user)]
 ExistingFile = Annotated[FilePath, BeforeValidator(_expand_user)]
 
 
+MAX_NAME_LENGTH = 200  # topic prefixes, client ids: far above any real one, far below MQTT's 65,535
+
+
 def check_topic_prefix(value: str) -> str:
     """Return ``value`` if it can start MQTT topic names, else raise ``ValueError`` saying why."""
     if not value:
         raise ValueError("must not be empty")
     if "+" in value or "#" in value:
         raise ValueError(f"{value!r} contains an MQTT wildcard (+ or #); topic names cannot")
-    if "\0" in value:
-        raise ValueError(f"{value!r} contains a NUL character")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"is {len(value)} characters long; keep it to {MAX_NAME_LENGTH}")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError(f"{value[:80]!r} contains a control character, which brokers refuse")
     if value.startswith("$"):
         raise ValueError(f"{value!r} starts with '$', which brokers reserve for their own topics")
     if any(level == "" for level in value.split("/")):
@@ -148,11 +153,12 @@ class ModelSettings(_Section):
         description="Checkpoint file to load; unset means the shipped 4-channel model.",
     )
     hop_seconds: float = Field(
-        default=1.0, gt=0, description="Seconds of new EEG between two scored windows."
+        default=1.0, ge=0.1, le=10.0, description="Seconds of new EEG between two scored windows (0.1 to 10)."
     )
     max_backlog_seconds: float = Field(
         default=8.0,
         gt=0,
+        le=600.0,
         description="Most seconds of EEG allowed to wait for the model; older samples are dropped "
         "(and logged) so that decisions stay current.",
     )
@@ -189,14 +195,18 @@ class DecisionSettings(_Section):
     """Targets of the decision over time."""
 
     false_lockouts_per_hour: float = Field(
-        default=1.0, gt=0, description="Tolerated rate at which the wearing owner gets locked out."
+        default=1.0, gt=0, le=3600.0, description="Tolerated rate at which the wearing owner gets locked out."
     )
     time_to_lock_s: float = Field(
-        default=10.0, gt=0, description="Target seconds to lock once someone else wears the headset."
+        default=10.0,
+        gt=0,
+        le=3600.0,
+        description="Target seconds to lock once someone else wears the headset.",
     )
     no_signal_after_s: float = Field(
         default=3.0,
-        gt=0,
+        ge=0.5,
+        le=3600.0,
         description="Seconds without usable EEG (no samples, flat, clipped) before the state is NO_SIGNAL.",
     )
 
@@ -261,6 +271,8 @@ class MqttSettings(_Section):
     client_id: str = Field(
         default_factory=_default_client_id,
         min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        pattern=r"^[\x21-\x7e]+$",
         description="MQTT client identifier; must be unique on the broker (default "
         "neuroauthd-<hostname>-<random>, new at every start).",
     )
@@ -302,10 +314,10 @@ class MqttSettings(_Section):
         default_factory=DiscoverySettings, description="Home Assistant MQTT discovery."
     )
     reconnect_min_s: float = Field(
-        default=1.0, gt=0, description="First delay before reconnecting to the broker (seconds)."
+        default=1.0, gt=0, le=3600.0, description="First delay before reconnecting to the broker (seconds)."
     )
     reconnect_max_s: float = Field(
-        default=60.0, gt=0, description="Longest delay between reconnection attempts (seconds)."
+        default=60.0, gt=0, le=3600.0, description="Longest delay between reconnection attempts (seconds)."
     )
 
     _file_password: SecretStr | None = PrivateAttr(default=None)
@@ -441,14 +453,19 @@ class HeadsetSettings(_Section):
         "enough for one headset; name several headsets' streams by name or source_id.",
     )
     resolve_timeout_s: float = Field(
-        default=5.0, gt=0, description="Seconds to look for the stream before retrying (and logging)."
+        default=5.0,
+        gt=0,
+        le=600.0,
+        description="Seconds to look for the stream before retrying (and logging).",
     )
 
     @field_validator("device")
     @classmethod
     def _device_id(cls, value: str) -> str:
         if not _DEVICE_RE.fullmatch(value):
-            raise ValueError(f"{value!r} is not a valid device id; use letters, digits, '_' and '-' only")
+            raise ValueError(
+                f"{value[:80]!r} is not a valid device id; use 1 to 64 letters, digits, '_' and '-'"
+            )
         return value
 
     @field_validator("user")

@@ -221,7 +221,22 @@ KEY_PATH_CASES = [
         "mqtt: reconnect_min_s (10.0) is larger",
     ),
     ("[mqtt.tls]\nenabled = true\nca_file = '/nonexistent/ca.pem'\n" + MINIMAL, "mqtt.tls.ca_file: "),
-    ("[model]\nhop_seconds = 0\n" + MINIMAL, "model.hop_seconds: Input should be greater than 0"),
+    (
+        "[model]\nhop_seconds = 0\n" + MINIMAL,
+        "model.hop_seconds: Input should be greater than or equal to 0.1",
+    ),
+    (
+        "[model]\nhop_seconds = 0.001\n" + MINIMAL,
+        "model.hop_seconds: Input should be greater than or equal to 0.1",
+    ),
+    (
+        "[model]\nmax_backlog_seconds = 1e7\n" + MINIMAL,
+        "model.max_backlog_seconds: Input should be less than",
+    ),
+    ('[mqtt]\nprefix = "a\\u0007b"\n' + MINIMAL, "mqtt.prefix: 'a\\x07b' contains a control character"),
+    ("[mqtt]\nclient_id = 'has space'\n" + MINIMAL, "mqtt.client_id: String should match pattern"),
+    ("[mqtt]\nprefix = '" + "p" * 300 + "'\n" + MINIMAL, "mqtt.prefix: is 300 characters long"),
+    ("[[headsets]]\ndevice = '" + "d" * 65 + "'\nuser = 'u'\n", "headsets.0.device: 'ddd"),
     ("[model]\nhop_seconds = 2\nmax_backlog_seconds = 1\n" + MINIMAL, "model: max_backlog_seconds (1.0)"),
     ("[model]\ncheckpoint = '/nonexistent/model.pt'\n" + MINIMAL, "model.checkpoint: "),
     (

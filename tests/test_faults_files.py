@@ -306,8 +306,20 @@ def reshaped_template(path: Path, marker: Path, shipped: Shipped) -> None:
 
 def future_template(path: Path, marker: Path, shipped: Shipped) -> None:
     document = json.loads(path.read_text())
-    document["format_version"] = 2
+    document["format_version"] = 3
     path.write_text(json.dumps(document))
+
+
+def extreme_template(path: Path, marker: Path, shipped: Shipped) -> None:
+    def extreme(content: dict) -> None:  # finite, consistent, signed: and it would overflow every score
+        content["fusion"]["cosine_std"] = 1e308
+
+    resign(path, extreme)
+
+
+def other_dimension_template(path: Path, marker: Path, shipped: Shipped) -> None:
+    user = path.name.removesuffix(".template.json")  # it names the right checkpoint, but is not of it
+    TemplateStore(path.parent).save(make_template(user, shipped.identity, shipped.dim + 3))
 
 
 def other_checkpoint_template(path: Path, marker: Path, shipped: Shipped) -> None:
@@ -341,7 +353,7 @@ TEMPLATES = {
     ),
     "future": (
         future_template,
-        "has format version 2",
+        "has format version 3",
         "Enroll again with this version (`neuroauth enroll --user future`)",
     ),
     "other-checkpoint": (
@@ -350,6 +362,16 @@ TEMPLATES = {
         "Enroll again with this checkpoint (`neuroauth enroll --user other-checkpoint`)",
     ),
     "edited": (edited_template, "does not match its SHA-256 digest", "`neuroauth enroll --user edited`"),
+    "extreme": (
+        extreme_template,
+        "parameters out of range",
+        "enroll again (`neuroauth enroll --user extreme`)",
+    ),
+    "other-dimension": (
+        other_dimension_template,
+        "embeddings but the checkpoint's embedder makes",
+        "enroll again (`neuroauth enroll --user other-dimension`)",
+    ),
 }
 
 
