@@ -63,8 +63,8 @@ def check_parts(
             continue
         if model is not None and template.dim != model.embedder.dim:  # its identity string is no proof
             problems.append(
-                f"headsets.{i}.user: the template {store.path(user)} holds {template.dim}-d embeddings but the "
-                f"checkpoint's embedder makes {model.embedder.dim}-d ones; enroll again "
+                f"headsets.{i}.user: the template {store.path(user)} holds {template.dim}-d embeddings but "
+                f"the checkpoint's embedder makes {model.embedder.dim}-d ones; enroll again "
                 f"(`neuroauth enroll --user {user}`)"
             )
             continue
