@@ -21,7 +21,7 @@ from ..enroll.commands import format_template
 from ..enroll.sources import CHUNK_SECONDS, Source
 from ..enroll.store import TemplateStore, default_templates_dir
 from ..errors import DataError
-from .inlet import EegInlet, resolve
+from .inlet import EegInlet, resolve_one
 
 
 def lsl_source(
@@ -30,13 +30,14 @@ def lsl_source(
     """``seconds`` of a live LSL stream, pulled as it arrives. Configure LSL before calling."""
 
     selector = StreamSelector(name=name, type=stream_type, source_id=source_id)
-    infos = asyncio.run(resolve(selector, timeout))
-    if not infos:
+    info = asyncio.run(resolve_one(selector, timeout))  # two matching streams: AmbiguousStream
+    if info is None:
         raise DataError(
             f"no LSL stream matches {selector} within {timeout:g} s; start the headset's LSL app "
             "(or `neuroauth replay REC.edf`) and check --stream-name / --stream-type / --source-id"
         )
-    inlet = EegInlet(max(infos, key=lambda info: info.created_at()))
+    host = info.hostname()
+    inlet = EegInlet(info)
     labels = list(inlet.require_labels())
 
     def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -50,7 +51,8 @@ def lsl_source(
         finally:
             inlet.close()
 
-    description = f"LSL stream {inlet.name!r} (source_id {inlet.source_id!r})"
+    # what the configuration pins the headset by: [[headsets]] stream = { source_id = ..., host = ... }
+    description = f"LSL stream {inlet.name!r} (source_id {inlet.source_id!r}, host {host!r})"
     return Source(description, labels, inlet.sfreq, chunks(), seconds, False)
 
 

@@ -40,11 +40,13 @@ from ..errors import StreamError
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "AmbiguousStream",
     "EegInlet",
     "StreamLost",
     "backoff_delays",
     "connect_with_backoff",
     "resolve",
+    "resolve_one",
     "unit_scale",
 ]
 
@@ -93,12 +95,44 @@ class StreamLost(StreamError):  # noqa: N818 (the name says what happened)
         )
 
 
+UNIQUE_WITHIN_S = 1.0  # seconds every stream on this machine has to answer a second lookup
+
+
+class AmbiguousStream(StreamError):  # noqa: N818 (named for what it is, as StreamLost)
+    """More than one stream matches a headset's selector: reading either would be a guess."""
+
+    def __init__(self, selector: StreamSelector, infos: list[pylsl.StreamInfo]) -> None:
+        self.infos = infos
+        found = "; ".join(f"{i.name()!r} (source_id {i.source_id()!r}, host {i.hostname()!r})" for i in infos)
+        super().__init__(
+            f"{len(infos)} LSL streams match {selector}: {found}. Reading one of them would be a guess "
+            "(another program may be imitating the headset); pin the headset's stream by source_id and "
+            "host in the configuration, and stop the stream that is not the headset's"
+        )
+
+
 async def resolve(selector: StreamSelector, timeout: float) -> list[pylsl.StreamInfo]:
     """The streams matching ``selector``, found within ``timeout`` seconds (maybe none).
 
     Returns as soon as one stream answers; the blocking lookup runs in a thread.
     """
     return await asyncio.to_thread(pylsl.resolve_bypred, selector.predicate, 1, timeout)
+
+
+async def resolve_one(selector: StreamSelector, timeout: float) -> pylsl.StreamInfo | None:
+    """The one stream matching ``selector`` (None when none answers within ``timeout``).
+
+    Once one answers, a second lookup gives every stream :data:`UNIQUE_WITHIN_S` to answer
+    too: two matches raise :class:`AmbiguousStream`, never a silent choice.
+    """
+    infos = await resolve(selector, timeout)
+    if not infos:
+        return None
+    infos = await asyncio.to_thread(pylsl.resolve_bypred, selector.predicate, 2, UNIQUE_WITHIN_S) or infos
+    unique = {(i.uid(), i.source_id(), i.hostname()): i for i in infos}
+    if len(unique) > 1:
+        raise AmbiguousStream(selector, list(unique.values()))
+    return next(iter(unique.values()))
 
 
 def unit_scale(unit: str) -> float | None:
@@ -313,18 +347,6 @@ class EegInlet:
         self.close()
 
 
-def _pick(infos: list[pylsl.StreamInfo], selector: StreamSelector) -> pylsl.StreamInfo:
-    """The newest of the matching streams, with a warning when there is more than one."""
-    if len(infos) > 1:
-        log.warning(
-            "%d LSL streams match %s: %s; reading the newest. Select by source_id to choose one.",
-            len(infos),
-            selector,
-            "; ".join(f"{i.name()!r} (source_id {i.source_id()!r}, {i.hostname()})" for i in infos),
-        )
-    return max(infos, key=lambda info: info.created_at())
-
-
 def backoff_delays(
     min_delay: float = 0.5, max_delay: float = 10.0, rng: random.Random | None = None
 ) -> Iterator[float]:
@@ -367,17 +389,19 @@ async def connect_with_backoff(
     delays = backoff_delays(min_delay, max_delay, rng)
     attempt = 0
     while True:
-        infos = await resolve(selector, resolve_timeout)
-        if infos:
-            info = _pick(infos, selector)
+        try:
+            info = await resolve_one(selector, resolve_timeout)
+        except AmbiguousStream as exc:
+            info, problem = None, str(exc)
+        else:
+            problem = f"no LSL stream with {selector} found within {resolve_timeout:g} s"
+        if info is not None:
             try:
                 return await asyncio.to_thread(
                     EegInlet, info, max_buflen=max_buflen, open_timeout=open_timeout
                 )
             except StreamLost as exc:
                 problem = f"LSL stream {exc.name!r} (source_id {exc.source_id!r}) was found but {exc.reason}"
-        else:
-            problem = f"no LSL stream with {selector} found within {resolve_timeout:g} s"
         delay = next(delays)
         attempt += 1
         message = f"{problem}; trying again in {delay:.1f} s (attempt {attempt})"

@@ -147,7 +147,7 @@ def enroll_owner(
             "`neuroauth cohort --checkpoint ... --data DIR --out ...`"
         )
     hop = hop_seconds if hop_seconds is not None else EngineConfig().hop_seconds
-    states, windows = [], []
+    states, windows, sources = [], [], []
     for i, (phase, open_source) in enumerate(phases):
         if on_phase is not None:
             on_phase(i, phase)
@@ -165,6 +165,9 @@ def enroll_owner(
             on_collected(phase, collected)
         states.append(phase.state)
         windows.append(collected.matrix())
+        sources.append(
+            {"phase": phase.state, "source": source.description, "seconds": round(source.seconds, 1)}
+        )
     owner = OwnerWindows(tuple(states), tuple(windows))
     cohort = model.cohort
     recorded = subjects_recorded_in(cohort, owner.all)
@@ -185,4 +188,5 @@ def enroll_owner(
     )
     if recorded:
         template.calibration["cohort"]["left_out"] = sorted(recorded)
+    template.calibration["sources"] = sources  # which stream or file each phase came from
     return template, store.save(template)

@@ -409,8 +409,13 @@ class StreamSelector(_Section):
     source_id: str | None = Field(
         default=None, description="LSL source id (the most specific: survives renames)."
     )
+    host: str | None = Field(
+        default=None,
+        description="Host name of the machine the stream comes from (LSL's hostname); with source_id, "
+        "pins the headset's stream so that a stream from elsewhere cannot stand in for it.",
+    )
 
-    @field_validator("name", "type", "source_id")
+    @field_validator("name", "type", "source_id", "host")
     @classmethod
     def _one_line(cls, value: str | None, info) -> str | None:
         if value == "":
@@ -428,13 +433,21 @@ class StreamSelector(_Section):
         return self
 
     def _given(self) -> list[tuple[str, str]]:
-        fields = (("name", self.name), ("type", self.type), ("source_id", self.source_id))
+        fields = (
+            ("name", self.name),
+            ("type", self.type),
+            ("source_id", self.source_id),
+            ("host", self.host),
+        )
         return [(field, value) for field, value in fields if value is not None]
 
     @property
     def predicate(self) -> str:
         """The XPath predicate liblsl matches against each stream's description."""
-        return " and ".join(f"{field}={xpath_literal(value)}" for field, value in self._given())
+        xml = {"host": "hostname"}  # the selector's field -> the stream description's element
+        return " and ".join(
+            f"{xml.get(field, field)}={xpath_literal(value)}" for field, value in self._given()
+        )
 
     def __str__(self) -> str:
         return ", ".join(f"{field} {value!r}" for field, value in self._given())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -384,14 +385,18 @@ def test_configure_lsl_takes_effect_after_pylsl_is_imported(tmp_path, bare_env):
     (found, v6_port, lslapicfg), stderr = run_probe(tmp_path, bare_env, PROBE, uuid.uuid4().hex)
     assert lslapicfg == str(written)
     assert written.read_text() == LOOPBACK_CONFIG
-    assert f"Configuration loaded from {written}" in stderr
     assert found == "1"  # the process still resolves its own stream over loopback
-    assert v6_port == "0"  # IPv6 = disable
+    assert v6_port == "0"  # IPv6 = disable: the configuration was loaded
+    assert "Configuration loaded from" not in stderr and " INFO|" not in stderr  # liblsl logs errors only
+
+
+# LOOPBACK_CONFIG with liblsl's INFO lines on: "Configuration loaded from <file>" says which file it read
+TALKATIVE_CONFIG = LOOPBACK_CONFIG.replace("level = -2", "level = 0")
 
 
 def test_configure_lsl_keeps_a_configuration_named_by_the_environment(tmp_path, bare_env):
     mine = tmp_path / "mine.cfg"
-    mine.write_text(LOOPBACK_CONFIG)
+    mine.write_text(TALKATIVE_CONFIG)
     env = {**bare_env, "LSLAPICFG": str(mine)}
     (found, _, lslapicfg), stderr = run_probe(tmp_path, env, PROBE, uuid.uuid4().hex)
     assert lslapicfg == str(mine)
@@ -405,9 +410,9 @@ def test_set_config_content_works_only_before_the_first_stream_description(tmp_p
     # For the record: the alternative to LSLAPICFG. Content set before any stream is described
     # wins over LSLAPICFG; set afterwards, it is ignored without an error.
     env_file = tmp_path / "env.cfg"
-    env_file.write_text(LOOPBACK_CONFIG)
+    env_file.write_text(TALKATIVE_CONFIG)
     env = {**os.environ, "LSLAPICFG": str(env_file)}
-    set_content = f"pylsl.set_config_content({LOOPBACK_CONFIG!r})"
+    set_content = f"pylsl.set_config_content({TALKATIVE_CONFIG!r})"
     describe = "info = pylsl.StreamInfo('x', 'Test', 1, 10.0, pylsl.cf_float32, 'cfg-content')"
     steps = [set_content, describe] if order == "before" else [describe, set_content, describe]
     _, stderr = run_probe(tmp_path, env, "\n".join(["import pylsl", *steps]))
@@ -436,3 +441,44 @@ def test_loopback_env_for_child_processes(tmp_path, monkeypatch):
     mine = tmp_path / "mine.cfg"
     mine.write_text(LOOPBACK_CONFIG)
     assert loopback_env({"LSLAPICFG": str(mine)})["LSLAPICFG"] == str(mine)
+
+
+# --- a stream is one stream: two that match are refused, never chosen between -----------------
+
+
+def test_two_streams_matching_one_selector_are_refused_naming_both(replay):
+    from neuroauth.daemon.inlet import AmbiguousStream, resolve_one
+
+    first = replay()
+    selector = StreamSelector(source_id=first.source_id)
+    assert asyncio.run(resolve_one(selector, FIND_TIMEOUT)).source_id() == first.source_id
+    impostor = replay(source_id=first.source_id, name="an imitation")  # same source id, another program
+    with pytest.raises(
+        AmbiguousStream, match=r"2 LSL streams match .*an imitation.*pin the headset's stream"
+    ):
+        asyncio.run(resolve_one(selector, FIND_TIMEOUT))
+    problems = []
+
+    async def connect():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(4.0):
+                await connect_with_backoff(selector, lambda p, d: problems.append(p), resolve_timeout=2.0)
+
+    asyncio.run(connect())
+    assert problems and "2 LSL streams match" in problems[0], problems
+    impostor.stop()
+    assert asyncio.run(resolve_one(selector, FIND_TIMEOUT)).source_id() == first.source_id
+
+
+def test_the_host_pins_a_stream(replay):
+    import socket
+
+    from neuroauth.daemon.inlet import resolve_one
+
+    stream = replay()
+    here = asyncio.run(resolve_one(StreamSelector(source_id=stream.source_id), FIND_TIMEOUT)).hostname()
+    assert here == socket.gethostname()
+    assert asyncio.run(resolve_one(StreamSelector(source_id=stream.source_id, host=here), FIND_TIMEOUT))
+    elsewhere = StreamSelector(source_id=stream.source_id, host="another-host")
+    assert elsewhere.predicate == f"source_id='{stream.source_id}' and hostname='another-host'"
+    assert asyncio.run(resolve_one(elsewhere, 1.0)) is None
