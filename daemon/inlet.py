@@ -50,6 +50,9 @@ __all__ = [
     "unit_scale",
 ]
 
+MAX_CHANNELS = 512  # far beyond any headset: a stream claiming more is not one (and would cost memory)
+MAX_RATE = 20_000.0  # Hz
+
 #: Post-processing of timestamps: see the module docstring for why not dejitter.
 PROCESSING = pylsl.proc_clocksync | pylsl.proc_monotonize | pylsl.proc_threadsafe
 
@@ -183,6 +186,12 @@ class EegInlet:
                 f"LSL stream {self.name!r} (source_id {self.source_id!r}) has no regular sampling rate; "
                 "NeuroAuth needs EEG sampled at a fixed rate, so select the headset's EEG stream"
             )
+        if not 1 <= info.channel_count() <= MAX_CHANNELS or info.nominal_srate() > MAX_RATE:
+            raise StreamError(
+                f"LSL stream {self.name!r} (source_id {self.source_id!r}) announces "
+                f"{info.channel_count()} channels at {info.nominal_srate():g} Hz; an EEG headset has 1 to "
+                f"{MAX_CHANNELS} channels at most {MAX_RATE:g} Hz. Select the headset's EEG stream"
+            )
         self._dtype = _NUMPY_DTYPES[fmt]
         inlet = pylsl.StreamInlet(
             info, max_buflen=int(max_buflen), recover=False, processing_flags=PROCESSING
@@ -236,7 +245,15 @@ class EegInlet:
             missing = [str(i + 1) for i, label in enumerate(labels) if not label]
             problem = f"gives no label for channel(s) {', '.join(missing)}"
         else:
-            return tuple(labels), None
+            seen: dict[str, int] = {}
+            for label in labels:
+                seen[label] = seen.get(label, 0) + 1
+            twice = sorted(label for label, n in seen.items() if n > 1)
+            if not twice:
+                return tuple(labels), None
+            problem = (
+                f"labels {', '.join(repr(t) for t in twice)} more than once, so which is which is a guess;"
+            )
         return None, (
             f"{self._describe()} has {self.channel_count} channels but {problem} "
             "(desc/channels/channel/label). NeuroAuth picks the model's channels by name: configure "

@@ -607,6 +607,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"], path) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: nested too deeply to be a configuration"], path) from None
     except tomllib.TOMLDecodeError as exc:
         # The message carries the position, e.g. "... (at line 3, column 7)".
         raise ConfigError([f"{path}: invalid TOML: {exc}"], path) from None

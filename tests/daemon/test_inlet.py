@@ -319,6 +319,20 @@ def test_a_stream_without_labels_opens_but_says_why_it_cannot_be_mapped():
             inlet.require_labels()
 
 
+def test_a_stream_of_more_channels_than_any_headset_is_refused():
+    _outlet, source_id = make_outlet(None, None, channels=600)
+    with pytest.raises(StreamError, match="announces 600 channels at 100 Hz; an EEG headset has 1 to 512"):
+        EegInlet(find_one(StreamSelector(source_id=source_id)))
+
+
+def test_a_label_given_twice_is_not_guessed_between():
+    _outlet, source_id = make_outlet(["T7", "Cz", "T7"], None, channels=3)
+    with EegInlet(find_one(StreamSelector(source_id=source_id))) as inlet:
+        assert inlet.labels is None
+        with pytest.raises(StreamError, match=r"3 channels but labels 'T7' more than once"):
+            inlet.require_labels()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
