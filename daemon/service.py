@@ -41,6 +41,7 @@ PULL_INTERVAL_S = 0.04  # how often each inlet is read
 ADVANCE_INTERVAL_S = 0.1  # how often the engine runs
 STARTUP_WAIT_S = 30.0  # longest wait for streams and broker before READY=1 anyway
 STATUS_INTERVAL_S = 10.0  # STATUS= to systemd
+FUTURE_TOLERANCE_S = 5.0  # samples stamped further ahead of the local LSL clock are refused
 STATS_LOG_INTERVAL_S = 300.0  # the same figures in the log
 
 
@@ -242,6 +243,15 @@ class Service:
                 self._no_signal(h, pylsl.local_clock(), str(exc))
                 return
             if timestamps.size:
+                ahead = float(timestamps[-1]) - pylsl.local_clock()
+                if ahead > FUTURE_TOLERANCE_S:  # a decision stamped in the future would outlive its cause
+                    reason = (
+                        f"timestamps {ahead:.1f} s ahead of this machine's clock; fix the clock of the "
+                        "program streaming the headset"
+                    )
+                    log.warning("%s: %s (%s)", h.device, reason, h.inlet.name)
+                    self._no_signal(h, pylsl.local_clock(), reason)
+                    return
                 try:
                     self.engine.push(h.device, volts, timestamps)
                 except NeuroAuthError as exc:
