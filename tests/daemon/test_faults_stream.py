@@ -461,3 +461,28 @@ def test_a_stream_without_the_montage_channels_is_reported_and_retried_until_the
             await stop_with_sigterm(daemon, live, setup)
 
     asyncio.run(scenario())
+
+
+def test_samples_stamped_far_in_the_future_are_no_signal(on_faulty_stream):
+    """An hour ahead of this machine's clock: never scored, never a decision stamped in the future."""
+    run = on_faulty_stream(*fault("jump", at=12, duration=3600.0))  # from 12 s of signal on, +1 h
+    broker, setup, daemon = run.broker, run.setup, run.daemon
+
+    async def scenario() -> None:
+        async with subscriber(broker, setup, daemon.context) as live:
+            refused = await live.wait_for(
+                lambda m: (
+                    m.topic == setup.state
+                    and m.payload
+                    and "ahead of this machine's clock" in (m.body.get("reason") or "")
+                ),
+                "NO_SIGNAL for timestamps an hour ahead",
+            )
+            assert (refused.body["state"], refused.body["locked"]) == ("NO_SIGNAL", True), refused
+            assert refused.body["timestamp"] < time.time() + 60, refused  # stamped by this machine
+            mark = live.items.index(refused)
+            await asyncio.sleep(3.0)
+            assert all(m.body["state"] != "OWNER" for m in states(live, setup, mark)), live.report("unlocked")
+        assert daemon.running, daemon.context()
+
+    asyncio.run(scenario())
