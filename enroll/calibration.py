@@ -210,37 +210,21 @@ def enroll(
     template and :class:`CheckpointError` when the checkpoint cannot calibrate one.
     """
     started = time.perf_counter()
-    validate_user(user)
     targets = targets or DecisionTargets()
-    search = search or SvmSearch()
-    if policy not in POLICIES:
-        raise ValueError(f"threshold policy {policy!r} is not one of {', '.join(POLICIES)}")
-    if not 0 < target_far < 1:
-        raise ValueError(f"target false-accept rate must lie in (0, 1), got {target_far}")
-    owner = _check_inputs(owner, cohort, user)
+    owner = _check_inputs(owner, cohort, user, policy, target_far)
     if sequences is None:
         raise CheckpointError(
             "the checkpoint carries no score sequences of unseen people to tune the decision over time; "
             "use a checkpoint written by this version's `neuroauth train`, or add them with "
             "`neuroauth cohort --data DIR --checkpoint ... --out ...`"
         )
-    hop = float(hop_seconds if hop_seconds is not None else sequences.record.get("hop_seconds", 1.0))
-    scorer = fit_scorer(owner, cohort.embeddings, search)
-    n, dim = owner.all.shape
-    chosen = scorer.record["svm_search"]["chosen"]
-    log.info("one-class SVM for %s: nu %.3g, gamma %.3g (mean fold EER %.3f)", user, *chosen.values())
-    if scorer.held_out.mean() <= scorer.cohort_fused.mean():
-        raise DataError(
-            f"the {n} enrollment windows of {user!r} score no higher than other people's windows when held "
-            f"out (owner mean {scorer.held_out.mean():.2f}, cohort mean "
-            f"{scorer.cohort_fused.mean():.2f}): the recording is mostly artefact or was embedded with "
-            "another checkpoint. Record again with a well-seated headset, using the same checkpoint."
-        )
+    scorer = fit_scorer(owner, cohort.embeddings, search or SvmSearch())
+    _check_separable(scorer, user, len(owner.all))
     threshold = choose_threshold(scorer.held_out, scorer.cohort_fused, policy, target_far)
     decision = calibrate_decision(
         sequences.owner_sequences(),
         sequences.impostor_sequences(),
-        hop,
+        float(hop_seconds if hop_seconds is not None else sequences.record.get("hop_seconds", 1.0)),
         targets,
         llr_clip=llr_clip,
         gap_seconds=gap_seconds,
@@ -248,18 +232,6 @@ def enroll(
         owner_sites=sequences.owner_sites(),
         impostor_sites=sequences.impostor_sites(),
     )
-    if not decision.meets_targets:
-        chosen = decision.record["chosen"]
-        log.warning(
-            "%s: the decision targets cannot both be met on people the model never saw: %.2f false "
-            "lock-outs/h (target %.2f), median time to lock %s s (target %.1f)",
-            user,
-            chosen["false_lockouts_per_hour"],
-            targets.false_lockouts_per_hour,
-            chosen["median_time_to_lock_s"],
-            targets.time_to_lock_s,
-        )
-    seconds = time.perf_counter() - started
     calibration = {
         **scorer.record,
         "states": {s: len(w) for s, w in zip(owner.states, owner.windows, strict=True)},
@@ -270,25 +242,14 @@ def enroll(
         },
         "threshold": threshold.to_dict(),
         "decision": decision.record | {"sequences": sequences.record},
-        "seconds": round(seconds, 3),
+        "seconds": round(time.perf_counter() - started, 3),
     }
-    log.info(
-        "enrolled %s from %d windows in %d state(s) in %.1f s: window EER %.3f, threshold %.3f (%s), "
-        "decision targets %s",
-        user,
-        n,
-        len(owner.states),
-        seconds,
-        calibration["window_eer"]["fused"],
-        threshold.value,
-        policy,
-        "met" if decision.meets_targets else "NOT met",
-    )
+    _log_enrollment(user, owner, calibration, threshold, decision, targets)
     return Template(
         user=user,
         checkpoint_identity=checkpoint_identity,
         embedder=embedder,
-        dim=dim,
+        dim=owner.all.shape[1],
         states=owner.states,
         centroids=scorer.centroids,
         svm=scorer.svm,
@@ -296,8 +257,45 @@ def enroll(
         threshold=threshold,
         decision=decision.params,
         created=utc_now(),
-        n_windows=n,
+        n_windows=len(owner.all),
         calibration=calibration,
+    )
+
+
+def _check_separable(scorer: Scorer, user: str, n: int) -> None:
+    """An owner whose own held-out windows score no higher than other people's cannot be enrolled."""
+    if scorer.held_out.mean() <= scorer.cohort_fused.mean():
+        raise DataError(
+            f"the {n} enrollment windows of {user!r} score no higher than other people's windows when held "
+            f"out (owner mean {scorer.held_out.mean():.2f}, cohort mean "
+            f"{scorer.cohort_fused.mean():.2f}): the recording is mostly artefact or was embedded with "
+            "another checkpoint. Record again with a well-seated headset, using the same checkpoint."
+        )
+
+
+def _log_enrollment(user, owner, calibration, threshold, decision, targets) -> None:
+    chosen = decision.record["chosen"]
+    if not decision.meets_targets:
+        log.warning(
+            "%s: the decision targets cannot both be met on people the model never saw: %.2f false "
+            "lock-outs/h (target %.2f), median time to lock %s s (target %.1f)",
+            user,
+            chosen["false_lockouts_per_hour"],
+            targets.false_lockouts_per_hour,
+            chosen["median_time_to_lock_s"],
+            targets.time_to_lock_s,
+        )
+    log.info(
+        "enrolled %s from %d windows in %d state(s) in %.1f s: window EER %.3f, threshold %.3f (%s), "
+        "decision targets %s",
+        user,
+        len(owner.all),
+        len(owner.states),
+        calibration["seconds"],
+        calibration["window_eer"]["fused"],
+        threshold.value,
+        threshold.policy,
+        "met" if decision.meets_targets else "NOT met",
     )
 
 
@@ -398,7 +396,14 @@ def choose_threshold(genuine: np.ndarray, impostor: np.ndarray, policy: str, tar
     )
 
 
-def _check_inputs(owner: OwnerWindows, cohort: Cohort, user: str) -> OwnerWindows:
+def _check_inputs(
+    owner: OwnerWindows, cohort: Cohort, user: str, policy: str, target_far: float
+) -> OwnerWindows:
+    validate_user(user)
+    if policy not in POLICIES:
+        raise ValueError(f"threshold policy {policy!r} is not one of {', '.join(POLICIES)}")
+    if not 0 < target_far < 1:
+        raise ValueError(f"target false-accept rate must lie in (0, 1), got {target_far}")
     windows = []
     for state, w in zip(owner.states, owner.windows, strict=True):
         w = np.asarray(w, dtype=np.float64)
