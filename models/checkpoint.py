@@ -88,16 +88,20 @@ class NeuroAuthModel:
 
     def identity(self) -> str:
         """A digest of configuration and weights: templates name the model they came from."""
-        digest = hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode())
-        for name, tensor in sorted(self.tensors().items()):
-            digest.update(name.encode())
-            digest.update(tensor.numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return _digest(self.config(), self.tensors())
 
     def eval(self) -> NeuroAuthModel:
         self.denoiser.eval()
         self.embedder.eval()
         return self
+
+
+def _digest(config: dict, tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for name, tensor in sorted(tensors.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def save_checkpoint(model: NeuroAuthModel, path: str | os.PathLike) -> str:
@@ -165,6 +169,11 @@ def _rebuild(payload: object, path: Path) -> NeuroAuthModel:
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()
         ):
             raise TypeError("'tensors' must map names to tensors")
+        if _digest(config, tensors) != payload["identity"]:  # before anything is built from the config
+            raise CheckpointError(
+                f"checkpoint {path} does not match its recorded identity {payload['identity']}: it was "
+                "altered after it was written. Restore the original file or retrain."
+            )
         spec = SignalSpec.from_dict(config["signal"])
         denoiser = CausalDenoiser(DenoiserConfig.from_dict(config["denoiser"]))
         name = config["embedder"]["name"]

@@ -99,16 +99,16 @@ def check_topic_prefix(value: str) -> str:
     if not value:
         raise ValueError("must not be empty")
     if "+" in value or "#" in value:
-        raise ValueError(f"{value!r} contains an MQTT wildcard (+ or #); topic names cannot")
+        raise ValueError(f"{value[:80]!r} contains an MQTT wildcard (+ or #); topic names cannot")
     if len(value) > MAX_NAME_LENGTH:
         raise ValueError(f"is {len(value)} characters long; keep it to {MAX_NAME_LENGTH}")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise ValueError(f"{value[:80]!r} contains a control character, which brokers refuse")
     if value.startswith("$"):
-        raise ValueError(f"{value!r} starts with '$', which brokers reserve for their own topics")
+        raise ValueError(f"{value[:80]!r} starts with '$', which brokers reserve for their own topics")
     if any(level == "" for level in value.split("/")):
         raise ValueError(
-            f"{value!r} has an empty topic level (a leading, trailing or doubled '/'); "
+            f"{value[:80]!r} has an empty topic level (a leading, trailing or doubled '/'); "
             "write levels separated by single slashes, e.g. 'home/neuroauth'"
         )
     return value

@@ -54,7 +54,7 @@ def test_a_cohort_of_another_dimension_is_refused(tiny_checkpoint, tmp_path):
     payload = torch.load(tiny_checkpoint, weights_only=True)
     payload["tensors"]["cohort.embeddings"] = payload["tensors"]["cohort.embeddings"][:, :3]
     bad = tmp_path / "cohort.pt"
-    torch.save(payload, bad)
+    torch.save(resigned(payload), bad)
     with pytest.raises(CheckpointError, match=r"cohort\.pt.*cohort of dimension 3"):
         load_checkpoint(bad)
 
@@ -89,10 +89,18 @@ def test_a_truncated_checkpoint_is_refused(tiny_checkpoint, tmp_path):
         load_checkpoint(cut)
 
 
+def resigned(payload: dict) -> dict:
+    """``payload`` with its identity recomputed, as whoever edits a file can (the digest is no key)."""
+    from neuroauth.models.checkpoint import _digest
+
+    return dict(payload, identity=_digest(json.loads(payload["config"]), payload["tensors"]))
+
+
 def test_wrong_shapes_and_altered_weights_are_refused(tiny_checkpoint, tmp_path):
     payload = torch.load(tiny_checkpoint, weights_only=True)
     shaped = dict(payload, tensors=dict(payload["tensors"]))
     shaped["tensors"]["denoiser.inp.weight"] = torch.zeros(3, 3, 3)
+    shaped = resigned(shaped)
     path = tmp_path / "shape.pt"
     torch.save(shaped, path)
     with pytest.raises(CheckpointError, match=r"wrong shape: denoiser\.inp\.weight"):
@@ -101,6 +109,16 @@ def test_wrong_shapes_and_altered_weights_are_refused(tiny_checkpoint, tmp_path)
     altered["tensors"]["embedder.projection"] = altered["tensors"]["embedder.projection"] * 2
     path = tmp_path / "altered.pt"
     torch.save(altered, path)
+    with pytest.raises(CheckpointError, match="altered after it was written"):
+        load_checkpoint(path)
+
+
+def test_an_edited_configuration_is_refused_before_anything_is_built_from_it(tiny_checkpoint, tmp_path):
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    config = json.loads(payload["config"])
+    config["denoiser"]["residual_channels"] = 100_000  # would allocate hundreds of GB if built
+    path = tmp_path / "edited.pt"
+    torch.save(dict(payload, config=json.dumps(config)), path)
     with pytest.raises(CheckpointError, match="altered after it was written"):
         load_checkpoint(path)
 
