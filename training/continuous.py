@@ -159,11 +159,17 @@ def operating_points(model: NeuroAuthModel, scores: dict, window_seconds: float)
                     "owners_never_unlocked_count",
                     "time_to_lock_s",
                     "sessions_never_locked",
+                    "sessions_never_locked_share",
                     "impostor_unlocks_per_hour",
                 )
             },
         }
     return out
+
+
+def never_locked_share(never_locked: int, locked: int) -> float | None:
+    """Of the takeovers that found the headset unlocked, the share never locked by the session's end."""
+    return never_locked / (never_locked + locked) if never_locked + locked else None
 
 
 def _summary(values: Sequence[float]) -> dict:
@@ -274,6 +280,9 @@ def summarise(figures: dict) -> dict:
         "owners_never_unlocked_count": len(figures["owners_never_unlocked"]),
         "sessions_locked_at_takeover": figures["sessions_locked_at_takeover"],
         "sessions_never_locked": figures["sessions_never_locked"],
+        "sessions_never_locked_share": never_locked_share(
+            figures["sessions_never_locked"], len(figures["time_to_lock_s"])
+        ),
         "impostor_unlocks_per_hour": figures["impostor_unlocks"] / impostor_hours if impostor_hours else None,
         "owners": figures["owners"],
         "impostor_hours": impostor_hours,

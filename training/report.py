@@ -4,6 +4,7 @@ the console summaries ``train``, ``evaluate`` and ``crossval`` print."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def state_table(results: Sequence[dict]) -> str:
 def continuous_table(results: Sequence[dict]) -> str:
     rows = [
         "| montage | test people | owner false lock-outs / h (promised) | owner unlocked | owners never "
-        "unlocked | time to lock, median / p95 (s) | takeovers never locked | impostor unlocks / h | "
+        "unlocked | time to lock, median / p95 (s) | takeovers never locked (share) | impostor unlocks / h | "
         "owner EEG (h) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -111,7 +112,7 @@ def continuous_table(results: Sequence[dict]) -> str:
                     _ci(never, 1),
                     f"{_ci(f.get('continuous.time_to_lock_s.median'), 1)} / "
                     f"{_ci(f.get('continuous.time_to_lock_s.p95'), 1)}",
-                    _ci(f.get("continuous.sessions_never_locked"), 1),
+                    _ci(f.get("continuous.sessions_never_locked_share"), 2),
                     _ci(f.get("continuous.impostor_unlocks_per_hour"), 1),
                     _ci(f.get("continuous.owner_hours"), 2),
                 )
@@ -123,14 +124,16 @@ def operating_table(results: Sequence[dict]) -> str:
     """The decision at other false lock-out targets: what the calibration promised, what it gave."""
     rows = [
         "| montage | test people | target false lock-outs / h | promised: lock-outs / h, median lock (s) | "
-        "measured: lock-outs / h | owner unlocked | median / p95 time to lock (s) | takeovers never locked |",
+        "measured: lock-outs / h | owner unlocked | median / p95 time to lock (s) | takeovers never locked (share) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for montage, group, entry in _groups(result):
             f = entry["figures"]
+            prefix = "continuous.operating_points."
             targets = sorted(
-                {k.split(".")[2] for k in f if k.startswith("continuous.operating_points.")}, key=float
+                {re.match(r"[\d.]+?(?=\.[a-z])", k[len(prefix) :]).group() for k in f if k.startswith(prefix)},
+                key=float,
             )
             for t in targets:
                 p = f"continuous.operating_points.{t}."
@@ -145,7 +148,7 @@ def operating_table(results: Sequence[dict]) -> str:
                         _ci(f.get(p + "owner_unlocked_share"), 2),
                         f"{_ci(f.get(p + 'time_to_lock_s.median'), 0)} / "
                         f"{_ci(f.get(p + 'time_to_lock_s.p95'), 0)}",
-                        _ci(f.get(p + "sessions_never_locked"), 1),
+                        _ci(f.get(p + "sessions_never_locked_share"), 2),
                     )
                 )
     return "\n".join(rows) if len(rows) > 2 else ""
@@ -219,8 +222,28 @@ def checkpoint_table(paths: Sequence[Path]) -> str:
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
+def _with_never_locked_share(result: dict) -> dict:
+    """Results written before the never-locked share was a figure: derive it from each split's
+    counts and summarise again."""
+    from neuroauth.training.continuous import never_locked_share
+    from neuroauth.training.crossval import summary
+
+    missing = False
+    for entry in result["splits"].values():
+        cont = entry["report"].get("continuous")
+        if not cont:
+            continue
+        for figures in (cont, *cont.get("operating_points", {}).values()):
+            if "sessions_never_locked_share" not in figures:
+                missing = True
+                figures["sessions_never_locked_share"] = never_locked_share(
+                    figures["sessions_never_locked"], figures["time_to_lock_s"]["n"]
+                )
+    return {**result, "summary": summary(result["splits"])} if missing else result
+
+
 def render(crossval_paths: Sequence[Path], checkpoints: Sequence[Path]) -> str:
-    results = [json.loads(Path(p).read_text()) for p in crossval_paths]
+    results = [_with_never_locked_share(json.loads(Path(p).read_text())) for p in crossval_paths]
     parts = []
     if results:
         parts += [

@@ -109,7 +109,21 @@ def _result():
             "first_state_enrollment": {
                 "ours": {"window_eer": eer + 0.05, "window_eer_by_state": {"rest": eer}}
             },
-            "continuous": {"false_lockouts_per_hour": lockouts, "promised": {"false_lockouts_per_hour": 1.0}},
+            "continuous": {
+                "false_lockouts_per_hour": lockouts,
+                "promised": {"false_lockouts_per_hour": 1.0},
+                "sessions_never_locked": 2,
+                "time_to_lock_s": {"median": 20.0, "n": 8},
+                "operating_points": {
+                    target: {
+                        "promised": {"false_lockouts_per_hour": float(target), "median_time_to_lock_s": 30.0},
+                        "false_lockouts_per_hour": lockouts,
+                        "sessions_never_locked": 1,
+                        "time_to_lock_s": {"median": 25.0, "n": 9},
+                    }
+                    for target in ("0.5", "2")
+                },
+            },
         }
 
     split = {"kind": "repeated", "corpus": "a", "training": ["x"] * 40, "test": ["y"] * 10}
@@ -140,4 +154,9 @@ def test_the_crossval_json_renders(tmp_path):
 
     path = tmp_path / "cv.json"
     path.write_text(json.dumps(_result()))
-    assert "leave-one-corpus-out" in render([path], [])
+    text = render([path], [])
+    assert "leave-one-corpus-out" in text
+    # the never-locked share, absent from older results, is derived from the counts (2 of 2 + 8)
+    assert "| 4 ch | b -> a | 6.0 (1.0) | n/a | n/a | 20.0 / n/a | 0.20 |" in text
+    assert "| 4 ch | a (repeated) | 0.5 | 0.5 [" in text and "| 4 ch | b -> a | 2 | 2.0, 30 | 6.0 |" in text
+    assert "| 25 / n/a | 0.10 |" in text
