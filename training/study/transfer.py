@@ -264,8 +264,11 @@ def site_scores(
                     parts = {-1: _cos(cohort.windows, templates[t], rule)}
                 z_parts[t] = {j: (len(c), c.sum(), (c**2).sum()) for j, c in parts.items()}
 
-        def z_stats(t: int, wearer: int, z_parts=z_parts) -> tuple[float, float]:
+        def z_stats(t: int, wearer: int, z_parts=z_parts, templates=templates) -> tuple[float, float]:
             kept = [v for j, v in z_parts[t].items() if j != wearer]
+            if not kept:  # a site of two, its other person wearing: the training cohort stands in
+                c = _cos(cohort.windows, templates[t], rule)
+                kept = [(len(c), c.sum(), (c**2).sum())]
             n_, s1, s2 = (sum(v[k] for v in kept) for k in range(3))
             mu = s1 / n_
             return mu, max(float(np.sqrt(max(s2 / n_ - mu**2, 0.0))), 1e-6)
@@ -280,9 +283,8 @@ def site_scores(
                         # an impostor is a stranger to the site, not someone enrolled there
                         for t in site:
                             rest = [raw[j] for j in site if j not in (t, p)]
-                            if len(rest) < 2:
-                                tn[t] = (np.zeros(len(e)), np.ones(len(e)))
-                                continue
+                            if len(rest) < 2:  # too few left at the site: the training cohort stands in
+                                rest = [_cos(e, c, rule) for c in cohort.templates]
                             cs = np.stack(rest, axis=1)
                             tn[t] = (cs.mean(1), np.maximum(cs.std(1), 1e-6))
                     else:

@@ -56,6 +56,13 @@ def test_sites_of_one_person_use_the_training_statistics(people):
     assert figures[fallback.label]["eer_all"] == pytest.approx(figures[pooled.label]["eer_all"])
 
 
+def test_a_site_of_two_normalises_against_the_training_cohort_when_its_other_person_wears(people):
+    training, test = loco(people, "two")
+    recipes = [Recipe(enrollment="max", norm=n, cohort="site", site_people=2) for n in ("z", "t", "s")]
+    figures = run_split(training, test, recipes, SLICES, seed=0)  # no site member is left to compare
+    assert all(0.0 <= figures[r.label]["eer_all"] < 0.5 for r in recipes)
+
+
 def test_what_the_study_measures_moves_the_way_it_should(people):
     training, test = loco(people, "two")
     recipes = [
