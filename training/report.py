@@ -124,17 +124,17 @@ def operating_table(results: Sequence[dict]) -> str:
     """The decision at other false lock-out targets: what the calibration promised, what it gave."""
     rows = [
         "| montage | test people | target false lock-outs / h | promised: lock-outs / h, median lock (s) | "
-        "measured: lock-outs / h | owner unlocked | median / p95 time to lock (s) | takeovers never locked (share) |",
+        "measured: lock-outs / h | owner unlocked | median / p95 time to lock (s) | "
+        "takeovers never locked (share) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for montage, group, entry in _groups(result):
             f = entry["figures"]
             prefix = "continuous.operating_points."
-            targets = sorted(
-                {re.match(r"[\d.]+?(?=\.[a-z])", k[len(prefix) :]).group() for k in f if k.startswith(prefix)},
-                key=float,
-            )
+            # a target is a number that may hold a dot itself ("0.5"): it ends where a name begins
+            found = (re.match(r"[\d.]+?(?=\.[a-z])", k[len(prefix) :]) for k in f if k.startswith(prefix))
+            targets = sorted({m.group() for m in found if m}, key=float)
             for t in targets:
                 p = f"continuous.operating_points.{t}."
                 rows.append(
