@@ -27,13 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..metrics import auroc, eer, moving_average, precision_at_k
 from ..models.checkpoint import NeuroAuthModel
 from ..models.preprocess import sliding_windows
 
 ENROLL_SECONDS = 60.0
 HOP_SECONDS = 1.0
-SMOOTHING = (5, 10, 30)
 
 
 def device() -> torch.device:
@@ -99,51 +97,3 @@ def state_plans(
         first_probe = int(np.ceil((seconds + window_seconds) / HOP_SECONDS - 1e-9)) if seconds > 0 else 0
         plans.append(StatePlan(enroll=slice(0, max(last, 0)), probe=slice(first_probe, None)))
     return plans
-
-
-@dataclass
-class Scores:
-    """Cosine scores of each subject's probe windows against every template."""
-
-    subjects: list[str]
-    per_probe: list[np.ndarray]  # per probe subject: (n_windows, n_subjects), in time order
-
-    def genuine_impostor(self, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Scores averaged over ``k`` consecutive windows, split by genuine/impostor."""
-        genuine, impostor = [], []
-        for i, scores in enumerate(self.per_probe):
-            smoothed = moving_average(scores, k)
-            genuine.append(smoothed[:, i])
-            impostor.append(np.delete(smoothed, i, axis=1).ravel())
-        return np.concatenate(genuine), np.concatenate(impostor)
-
-
-def score(enrollments: Sequence[np.ndarray], probes: Sequence[np.ndarray], subjects: Sequence[str]) -> Scores:
-    """Cosine of every probe vector to every subject's normalised mean enrollment vector."""
-    templates = np.stack([e.mean(axis=0) for e in enrollments])
-    templates /= np.maximum(np.linalg.norm(templates, axis=1, keepdims=True), 1e-12)
-    per_probe = []
-    for p in probes:
-        unit = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
-        per_probe.append(unit @ templates.T)
-    return Scores(list(subjects), per_probe)
-
-
-def verification_metrics(scores: Scores, smoothing: Sequence[int] = SMOOTHING) -> dict:
-    """``window_eer``, ``auroc``, ``p_at_1``, ``p_at_5`` and ``eer_at`` (k -> EER)."""
-    genuine, impostor = scores.genuine_impostor()
-    all_scores = np.concatenate(scores.per_probe)
-    truth = np.concatenate([np.full(len(p), i) for i, p in enumerate(scores.per_probe)])
-    eer_at = {}
-    for k in smoothing:
-        g, i = scores.genuine_impostor(k)
-        eer_at[str(k)] = eer(g, i) if len(g) and len(i) else None
-    return {
-        "window_eer": eer(genuine, impostor),
-        "auroc": auroc(genuine, impostor),
-        "p_at_1": precision_at_k(all_scores, truth, 1),
-        "p_at_5": precision_at_k(all_scores, truth, 5),
-        "eer_at": eer_at,
-        "n_genuine": len(genuine),
-        "n_impostor": len(impostor),
-    }

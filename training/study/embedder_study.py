@@ -33,10 +33,11 @@ from ...models.checkpoint import NeuroAuthModel
 from ...models.embedders.spectral import SpectralConfig, SpectralFeatures
 from ..data import SubjectData
 from ..embedder_training import SubjectWindows, window_features
-from ..evaluate import evaluate, noisy_probes
-from ..protocol import ENROLL_SECONDS, denoise, embed, score, verification_metrics, windows_of
+from ..evaluate import evaluate, noisy_probes, verification_metrics
+from ..protocol import ENROLL_SECONDS, denoise, embed, windows_of
 from ..train import TrainOptions, train
 from .folds import _kept, aggregate, subject_folds
+from .fusion import mean_template_scores
 from .kept_fits import FitPaths, keep_fit, load_fit
 from .learned_embedders import (
     LearnedTraining,
@@ -172,7 +173,8 @@ def _int8_report(
     quantised = int8_copy(embedder, calibration)
     enrollments = [embed(quantised, windows(d.enroll, ENROLL_SECONDS)) for d in held]
     probes = [embed(quantised, windows(d.probe)) for d in held]
-    int8_eer = verification_metrics(score(enrollments, probes, [d.subject for d in held]), ())["window_eer"]
+    scores = mean_template_scores(enrollments, probes, [d.subject for d in held])
+    int8_eer = verification_metrics(scores, smoothing=())["window_eer"]
     return {
         "window_eer": int8_eer,
         "eer_change": int8_eer - eer,

@@ -27,7 +27,8 @@ from ...models.embedders.spectral import SpectralConfig, SpectralEmbedder, Spect
 from ...models.embedders.spectral_metric import fuse_vectors
 from ...models.preprocess import SignalSpec
 from ..embedder_training import SubjectWindows, group_columns, labelled_features, spectral_embedder
-from ..protocol import embed, score, verification_metrics, windows_of
+from ..evaluate import Scores, verification_metrics
+from ..protocol import embed, windows_of
 from ..wccn import fit_projection
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,17 @@ Pairs = Sequence[tuple[np.ndarray, np.ndarray]]  # per subject: (enrollment vect
 Recordings = Sequence[Sequence[np.ndarray]]  # per subject: denoised recordings (C, N)
 NoisyProbes = Sequence[Mapping[str, np.ndarray]]  # per subject: noise type -> denoised noisy probe (C, N)
 CLEAN = "clean"
+
+
+def mean_template_scores(
+    enrollments: Sequence[np.ndarray], probes: Sequence[np.ndarray], subjects: Sequence[str]
+) -> Scores:
+    """Cosine of every probe window to every person's normalised mean enrollment vector, one state."""
+    templates = np.stack([e.mean(axis=0) for e in enrollments])
+    templates /= np.maximum(np.linalg.norm(templates, axis=1, keepdims=True), 1e-12)
+    unit = [p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) for p in probes]
+    per_probe = [[u @ templates.T] for u in unit]
+    return Scores(list(subjects), list(range(len(subjects))), per_probe)
 
 
 def half_splits(n: int, splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -71,7 +83,8 @@ def fusion_eers(spectral: Pairs, learned: Pairs, subjects: Sequence[str], weight
 
         enrollments = [fused(s[0], m[0]) for s, m in zip(spectral, learned, strict=True)]
         probes = [fused(s[1], m[1]) for s, m in zip(spectral, learned, strict=True)]
-        out[w] = verification_metrics(score(enrollments, probes, list(subjects)), ())["window_eer"]
+        scores = mean_template_scores(enrollments, probes, list(subjects))
+        out[w] = verification_metrics(scores, smoothing=())["window_eer"]
     return out
 
 
@@ -146,7 +159,7 @@ def fit_fused(
                 pairs[c][1].append((m_enroll, embed(learned, windows_in(recording))))
         held_subjects = [windows[i].subject for i in held]
         for c, (s_pairs, m_pairs) in pairs.items():
-            for w, eer in fusion_eers(s_pairs, m_pairs, held_subjects).items():
+            for w, eer in fusion_eers(s_pairs, m_pairs, held_subjects, FUSE_WEIGHTS).items():
                 grid[c][w].append(eer)
     overall = {w: list(np.mean([grid[c][w] for c in conditions], axis=0)) for w in FUSE_WEIGHTS}
     table, best = choose_weight(overall)

@@ -105,7 +105,7 @@ def test_a_signal_embedder_is_not_fitted_without_the_signal():
     ],
 )
 def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
-    embedder, shipped, bundled_4ch, tmp_path
+    embedder, shipped, bundled_4ch, tmp_path, monkeypatch
 ):
     from neuroauth.models.checkpoint import load_checkpoint
     from neuroauth.training.denoiser_training import DenoiserTraining
@@ -128,6 +128,9 @@ def test_train_ships_the_chosen_learned_embedder_with_a_cohort_of_its_own(
             fusion_noise=("gaussian",) if embedder.endswith("+spectral") else (),
         ),
     )
+    if shipped == "fused":  # a weight strictly between the parts: fitted on three people, the
+        # chosen weight could as well be 0 or 1, which ships one part alone
+        monkeypatch.setattr("neuroauth.training.study.fusion.FUSE_WEIGHTS", (0.5,))
     out = tmp_path / "learned.pt"
     train(bundled_4ch, options, out, resume=False, progress=False)
     model = load_checkpoint(out)
