@@ -158,6 +158,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--embedders", type=Path, nargs="*", default=[], help="JSON files from `neuroauth embedders`"
     )
+    report.add_argument(
+        "--transfer", type=Path, nargs="*", default=[], help="JSON files from `neuroauth study transfer`"
+    )
     shipped_report = report.get_default("run")
 
     def run_report(args: argparse.Namespace) -> int:
@@ -165,6 +168,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             from .report import render_embedders
 
             print(render_embedders(args.embedders))
-        return shipped_report(args) if (args.crossval or args.checkpoints or not args.embedders) else 0
+        if args.transfer:
+            from .transfer_report import render_transfer
+
+            print(render_transfer(args.transfer))
+        studies = args.embedders or args.transfer
+        return shipped_report(args) if (args.crossval or args.checkpoints or not studies) else 0
 
     report.set_defaults(run=run_report)

@@ -148,5 +148,5 @@ def run_transfer(args: argparse.Namespace) -> dict:
     if args.learning_curve:
         sizes = [int(s) for s in args.learning_curve.split(",") if s.strip()]
         result["learning_curve"] = learning_curve(by_test_corpus, sizes, args.draws, slices, args.seed)
-    result["montage"] = args.montage
+    result["montage"] = list(parse_montage(args.montage))
     return result

@@ -134,3 +134,9 @@ def test_the_transfer_command_caches_features_per_held_out_corpus(
     first = out.read_text()
     assert main([*argv, "--json", str(out)]) == 0  # the cached features are reused: the same figures
     assert json.loads(out.read_text())["loco"] == json.loads(first)["loco"]
+    assert result["montage"] == ["T7", "F8", "Cz", "P4"]
+    capsys.readouterr()
+    assert main(["report", "--transfer", str(out)]) == 0
+    tables = capsys.readouterr().out
+    assert "4 ch, window EER per recipe" in tables and "| beta -> alpha (4 tested) |" in tables
+    assert "| denoised std=pool enroll=max norm=none | " in tables and "| 3 | " in tables
