@@ -27,5 +27,6 @@ def test_the_unit_notifies_watches_and_runs_unprivileged():
     assert service["Type"] == "notify" and int(service["WatchdogSec"]) > 0
     assert service["User"] != "root" and service["StateDirectory"] == "neuroauth"
     assert "--validate-config" in service["ExecStartPre"]
+    assert service["Restart"] == "always"  # a stop systemd did not ask for is restarted, SIGHUP's 75 too
     assert "AF_INET" in service["RestrictAddressFamilies"]  # LSL and MQTT need UDP and TCP
     assert service["LoadCredential"].startswith("mqtt-password:")
