@@ -47,7 +47,14 @@ import aiomqtt
 
 from ..config import MqttSettings
 
-__all__ = ["STATUS_OFFLINE", "STATUS_ONLINE", "MqttPublisher", "Topics"]
+__all__ = [
+    "STATUS_OFFLINE",
+    "STATUS_ONLINE",
+    "MqttPublisher",
+    "Topics",
+    "connection_options",
+    "reconnect_delay",
+]
 
 log = logging.getLogger(__name__)
 
@@ -282,28 +289,10 @@ class MqttPublisher:
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
-        tls_params = None
-        tls_insecure = None
-        if s.tls.enabled:
-            tls_params = aiomqtt.TLSParameters(
-                ca_certs=str(s.tls.ca_file) if s.tls.ca_file else None,
-                certfile=str(s.tls.cert_file) if s.tls.cert_file else None,
-                keyfile=str(s.tls.key_file) if s.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-            tls_insecure = s.tls.insecure
         return aiomqtt.Client(
-            s.host,
-            s.port,
-            username=s.username,
-            password=s.secret_password(),
+            **connection_options(s),
             identifier=s.client_id,
             will=aiomqtt.Will(self.topics.status, STATUS_OFFLINE, qos=1, retain=True),
-            keepalive=s.keepalive,
-            timeout=_BROKER_TIMEOUT_S,
-            tls_params=tls_params,
-            tls_insecure=tls_insecure,
         )
 
     async def _keep_connected(self) -> None:
@@ -331,16 +320,11 @@ class MqttPublisher:
                     log.warning("cannot connect to the MQTT broker %s:%d: %s", s.host, s.port, exc)
             finally:
                 self._link_down()
-            delay = self._backoff(attempt)
+            delay = reconnect_delay(self.settings, attempt)
             attempt += 1
             log.info("reconnecting to the MQTT broker in %.1f s", delay)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), timeout=delay)
-
-    def _backoff(self, attempt: int) -> float:
-        low, high = self.settings.reconnect_min_s, self.settings.reconnect_max_s
-        ceiling = min(high, low * 2.0 ** min(attempt, 32))
-        return random.uniform(max(low, ceiling / 2), ceiling)
 
     def _link_down(self) -> None:
         if self._link_up:
@@ -510,6 +494,42 @@ class MqttPublisher:
                 }
                 configs.append((f"{s.discovery.prefix}/sensor/{node}/{device}_score/config", score))
         return configs
+
+
+def connection_options(settings: MqttSettings) -> dict[str, Any]:
+    """``aiomqtt.Client`` keyword arguments that reach and log in to the configured broker: address,
+    credentials, TLS, keep-alive and timeout. Every client of the broker (the daemon, ``neuroauth
+    watch``) connects with these; each adds its own ``identifier`` (and will)."""
+    tls_params = None
+    tls_insecure = None
+    if settings.tls.enabled:
+        tls = settings.tls
+        tls_params = aiomqtt.TLSParameters(
+            ca_certs=str(tls.ca_file) if tls.ca_file else None,
+            certfile=str(tls.cert_file) if tls.cert_file else None,
+            keyfile=str(tls.key_file) if tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+        tls_insecure = tls.insecure
+    return {
+        "hostname": settings.host,
+        "port": settings.port,
+        "username": settings.username,
+        "password": settings.secret_password(),
+        "keepalive": settings.keepalive,
+        "timeout": _BROKER_TIMEOUT_S,
+        "tls_params": tls_params,
+        "tls_insecure": tls_insecure,
+    }
+
+
+def reconnect_delay(settings: MqttSettings, attempt: int) -> float:
+    """Seconds to wait before reconnection ``attempt`` (0 first): doubling from ``reconnect_min_s`` up
+    to ``reconnect_max_s``, jittered over the upper half so that clients do not come back in step."""
+    low, high = settings.reconnect_min_s, settings.reconnect_max_s
+    ceiling = min(high, low * 2.0 ** min(attempt, 32))
+    return random.uniform(max(low, ceiling / 2), ceiling)
 
 
 async def _unless_lost(operation: Awaitable[None], watcher: asyncio.Task[None]) -> None:
