@@ -53,7 +53,7 @@ def lsl_source(
 
     # what the configuration pins the headset by: [[headsets]] stream = { source_id = ..., host = ... }
     description = f"LSL stream {inlet.name!r} (source_id {inlet.source_id!r}, host {host!r})"
-    return Source(description, labels, inlet.sfreq, chunks(), seconds, False)
+    return Source(description, labels, inlet.sfreq, chunks(), seconds, False, stream=inlet.identity())
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -187,7 +187,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
         settings = load_settings(args.config)
     configured_dir = settings.templates.directory if settings is not None else None
-    store = TemplateStore(args.templates_dir or configured_dir or default_templates_dir())
+    key_file = settings.templates.key_file if settings is not None else None
+    store = TemplateStore(args.templates_dir or configured_dir or default_templates_dir(), key_file)
     checkpoint = args.checkpoint or (settings.model.checkpoint if settings is not None else None)
     model = load_checkpoint(checkpoint or SHIPPED_CHECKPOINT)
     loopback = settings.lsl.loopback_only if settings is not None else True

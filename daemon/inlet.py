@@ -232,6 +232,11 @@ class EegInlet:
             self.sfreq,
         )
 
+    def identity(self) -> dict:
+        """What tells this headset's stream from another: source id, host and channel labels, as
+        enrollment records them in the template (see ``Template.stream_mismatch``)."""
+        return {"source_id": self.source_id, "host": self.hostname, "channels": list(self.labels or ())}
+
     def _describe(self) -> str:
         return f"LSL stream {self.name!r} (source_id {self.source_id!r})"
 

@@ -41,7 +41,7 @@ def config_path(given: Path | None) -> Path | None:
 
 
 def check_parts(
-    checkpoint: Path | None, templates_dir: Path, users: list[tuple[int, str]]
+    checkpoint: Path | None, templates_dir: Path, users: list[tuple[int, str]], key_file: Path | None = None
 ) -> tuple[object | None, dict, list[str]]:
     """Load the model and each headset's template; the problems by key path instead of raising."""
     from ..enroll.store import TemplateStore
@@ -54,7 +54,7 @@ def check_parts(
         identity = model.identity()
     except NeuroAuthError as exc:
         problems.append(f"model.checkpoint: {exc}")
-    store = TemplateStore(templates_dir)
+    store = TemplateStore(templates_dir, key_file)
     for i, user in users:
         try:
             template = store.load(user, expected_identity=identity)
@@ -75,7 +75,9 @@ def check_parts(
 def load_parts(settings: Settings, path: Path | None = None):
     """The model and every headset owner's template; raises :class:`ConfigError` by key path."""
     users = [(i, h.user) for i, h in enumerate(settings.headsets)]
-    model, templates, problems = check_parts(settings.model.checkpoint, settings.templates.directory, users)
+    model, templates, problems = check_parts(
+        settings.model.checkpoint, settings.templates.directory, users, settings.templates.key_file
+    )
     if problems:
         raise ConfigError(problems, path)
     return model, templates
@@ -116,7 +118,9 @@ def validate_main(path: Path | None) -> int:
         problems = exc.errors + check_parts(*_parts_of_a_broken_config(exc))[2]
     else:
         users = [(i, h.user) for i, h in enumerate(settings.headsets)]
-        problems = check_parts(settings.model.checkpoint, settings.templates.directory, users)[2]
+        problems = check_parts(
+            settings.model.checkpoint, settings.templates.directory, users, settings.templates.key_file
+        )[2]
     if problems:
         print(f"neuroauthd: {ConfigError(problems, path)}", file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ from ..enroll.template import Template
 from ..errors import MontageError, NeuroAuthError
 from ..models.checkpoint import NeuroAuthModel
 from ..models.streaming import Advance, EngineConfig, StreamingEngine
-from .inlet import EegInlet, StreamLost, backoff_delays, connect_with_backoff
+from .inlet import EegInlet, StreamError, StreamLost, backoff_delays, connect_with_backoff
 from .memory import resident_mb
 from .mqtt import MqttPublisher
 from .notify import Notifier
@@ -57,6 +57,7 @@ class Headset:
     last_score: float | None = None
     reason: str | None = None  # why there is no signal, while NO_SIGNAL
     grace_until: float = 0.0  # LSL time before which a missing window is the stream warming up
+    identity: dict | None = None  # the stream read last: source_id, host, channel labels
 
     @property
     def device(self) -> str:
@@ -208,6 +209,7 @@ class Service:
                     on_retry=lambda problem, delay, h=h: self._on_connect_retry(h, problem, delay),
                     resolve_timeout=h.settings.resolve_timeout_s,
                 )
+                self._check_identity(h)
                 try:
                     self.engine.add_stream(h.device, h.inlet.require_labels(), h.inlet.sfreq)
                 except MontageError as exc:  # the engine knows the headset; name the LSL stream
@@ -233,6 +235,23 @@ class Service:
                 h.inlet.close()
                 h.inlet = None
                 h.connected.clear()
+
+    def _check_identity(self, h: Headset) -> None:
+        """Refuse a stream that is not the one the owner was enrolled from; note one that differs from
+        the stream read before (it starts from NO_SIGNAL either way: the loss reset the evidence)."""
+        identity = h.inlet.identity()
+        mismatch = h.template.stream_mismatch(identity)
+        if mismatch is not None:
+            raise StreamError(f"LSL stream {h.inlet.name!r} is {mismatch}")
+        if h.identity is not None and identity != h.identity:
+            log.warning(
+                "%s: the stream changed identity (was %s, now %s); it must earn OWNER again from zero",
+                h.device,
+                h.identity,
+                identity,
+            )
+            self._no_signal(h, pylsl.local_clock(), "the stream changed identity")
+        h.identity = identity
 
     async def _pull_until_lost(self, h: Headset) -> None:
         stall = self.settings.decision.no_signal_after_s

@@ -147,11 +147,18 @@ def enroll_owner(
             "`neuroauth cohort --checkpoint ... --data DIR --out ...`"
         )
     hop = hop_seconds if hop_seconds is not None else EngineConfig().hop_seconds
-    states, windows, sources = [], [], []
+    states, windows, sources, streams = [], [], [], []
     for i, (phase, open_source) in enumerate(phases):
         if on_phase is not None:
             on_phase(i, phase)
         source = open_source()
+        if source.stream is not None:
+            streams.append(source.stream)
+            if source.stream != streams[0]:
+                raise DataError(
+                    f"the {phase.state!r} phase comes from {source.description}, another stream than the "
+                    f"first live phase ({streams[0]}); enroll every phase from the owner's headset"
+                )
         if on_source is not None:
             on_source(phase, source)
         collected = collect_phase(
@@ -189,4 +196,6 @@ def enroll_owner(
     if recorded:
         template.calibration["cohort"]["left_out"] = sorted(recorded)
     template.calibration["sources"] = sources  # which stream or file each phase came from
+    # the daemon refuses another stream for this owner; enrolled from recordings, it cannot tell
+    template = dataclasses.replace(template, stream=streams[0] if streams else None)
     return template, store.save(template)

@@ -27,6 +27,7 @@ class Source:
     chunks: Iterator[tuple[np.ndarray, np.ndarray]]
     seconds: float  # how long it runs
     exact_timestamps: bool  # made from the sample index (a file), not measured (a live stream)
+    stream: dict | None = None  # a live stream's identity (source_id, host, channels); None for a file
 
 
 def file_source(path: Path, seconds: float) -> Source:

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..atomic import atomic_write, remove_stale_temporaries, temporary_target
 from ..errors import TemplateError
 from .template import Template, validate_user
+from .template_key import default_key_file, load_key, load_or_create_key
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,13 @@ class TemplateSummary:
 
 
 class TemplateStore:
-    """Templates under one directory; user names are validated so no path leaves it."""
+    """Templates under one directory, signed with the installation key in ``key_file`` (default:
+    :func:`~neuroauth.enroll.template_key.default_key_file`); user names are validated so no path
+    leaves the directory. Saving creates the key when there is none; loading requires it."""
 
-    def __init__(self, directory: str | os.PathLike) -> None:
+    def __init__(self, directory: str | os.PathLike, key_file: str | os.PathLike | None = None) -> None:
         self.directory = Path(directory)
+        self.key_file = Path(key_file) if key_file is not None else default_key_file(self.directory)
 
     def path(self, user: str) -> Path:
         return self.directory / f"{validate_user(user)}{SUFFIX}"
@@ -73,7 +77,7 @@ class TemplateStore:
     def save(self, template: Template) -> Path:
         """Write (or replace) the template of ``template.user`` atomically, mode 0600."""
         path = self.path(template.user)
-        data = template.to_bytes()
+        data = template.to_bytes(load_or_create_key(self.key_file))
         self._ensure_directory()
         atomic_write(path, lambda handle: handle.write(data), mode=0o600)
         log.info("template of %s written to %s", template.user, path)
@@ -88,7 +92,8 @@ class TemplateStore:
         """
         path = self.path(user)
         _check_private(self.directory, "template directory")
-        template = Template.from_bytes(_read_plain_file(path, user), str(path), user)
+        data = _read_plain_file(path, user)
+        template = Template.from_bytes(data, str(path), load_key(self.key_file), user)
         if template.user != user:
             raise TemplateError(
                 f"template {path} belongs to user {template.user!r}, not {user!r}: it was renamed or "

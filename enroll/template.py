@@ -2,14 +2,17 @@
 
 A template file is one JSON document, never pickle, and nothing in it is executed::
 
-    {"format": "neuroauth-template", "format_version": 2,
+    {"format": "neuroauth-template", "format_version": 3,
      "sha256": "<hex digest of the UTF-8 bytes of content>",
+     "hmac_sha256": "<hex HMAC-SHA256 of the same bytes under the installation key>",
      "content": "<a JSON text: metadata, parameters, calibration record, and arrays>"}
 
 Arrays inside ``content`` are ``{"dtype": "<f8", "shape": [...], "base64": "..."}``:
 little-endian float64 bytes in base64. Loading checks, in order: the document
 parses (else damaged or truncated), the format name and version, the digest of
-``content`` (else altered after writing), then every field's presence, type, and
+``content`` (else altered after writing), its HMAC under the installation key
+(:mod:`neuroauth.enroll.template_key`; else written elsewhere, or forged by someone
+who could write the file but not read the key), then every field's presence, type, and
 the arrays' dtype, shapes (centroids ``(K, dim)``, one per enrolled state,
 support vectors ``(S, dim)``, dual coefficients ``(S,)``) and finiteness. Every
 refusal is a :class:`TemplateError` naming the file and the fix.
@@ -31,9 +34,10 @@ from ..errors import TemplateError
 from .decision import DecisionParams
 from .ocsvm import OneClassSvm
 from .scoring import FusionStats, WindowScores, score_windows
+from .template_key import sign, verify
 
 FORMAT = "neuroauth-template"
-FORMAT_VERSION = 2  # 2: one centroid per enrolled state
+FORMAT_VERSION = 3  # 2: one centroid per enrolled state; 3: signed with the installation key
 POLICIES = ("target-far", "eer", "youden")
 
 _MAX_PARAMETER = 1e4  # no calibrated parameter comes near: scores are in units of a cohort's spread
@@ -106,6 +110,8 @@ class Template:
     created: str  # ISO 8601, UTC
     n_windows: int  # owner windows it was enrolled from
     calibration: dict = field(default_factory=dict)  # JSON-ready record of how it was calibrated
+    # the live stream enrolled from, {"source_id", "host", "channels"}; None when from recordings
+    stream: dict | None = None
 
     def __post_init__(self) -> None:
         validate_user(self.user)
@@ -142,12 +148,32 @@ class Template:
         wild = {k: v for k, v in bounded.items() if not abs(v) <= _MAX_PARAMETER}
         if wild:
             raise ValueError(f"template parameters out of range (beyond {_MAX_PARAMETER:g}): {wild}")
+        if self.stream is not None:
+            _check_stream(self.stream)
         if self.n_windows < 1 or not self.checkpoint_identity or not self.embedder:
             raise ValueError("template needs its window count, checkpoint identity and embedder name")
 
     def score(self, x: np.ndarray) -> WindowScores:
         """Scores of the embedding windows ``x (n, D)``; see :mod:`neuroauth.enroll.scoring`."""
         return score_windows(self, x)
+
+    def stream_mismatch(self, seen: dict) -> str | None:
+        """Why the stream ``seen`` (source_id, host, channels) is not the one this owner was enrolled
+        from; None when it is, or when the template records none (enrolled from recordings)."""
+        if self.stream is None:
+            return None
+        differ = [
+            f"{key} {seen.get(key)!r} (enrolled from {self.stream[key]!r})"
+            for key in ("source_id", "host", "channels")
+            if seen.get(key) != self.stream[key]
+        ]
+        if not differ:
+            return None
+        return (
+            f"not the stream {self.user} was enrolled from: {'; '.join(differ)}. Another program may be "
+            "imitating the headset; if the headset itself changed, enroll again "
+            f"(`neuroauth enroll --user {self.user}`)"
+        )
 
     def summary(self) -> dict:
         """Metadata and calibration figures, without any biometric array."""
@@ -164,11 +190,13 @@ class Template:
             "threshold": self.threshold.to_dict(),
             "decision": self.decision.to_dict(),
             "calibration": self.calibration,
+            "stream": self.stream,
         }
 
     # -- file format
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, key: bytes) -> bytes:
+        """The template file's bytes, signed with the installation ``key``."""
         content = {
             "user": self.user,
             "checkpoint_identity": self.checkpoint_identity,
@@ -182,6 +210,7 @@ class Template:
             "threshold": self.threshold.to_dict(),
             "decision": self.decision.to_dict(),
             "calibration": self.calibration,
+            "stream": self.stream,
             "arrays": {
                 "centroids": _encode_array(self.centroids),
                 "support_vectors": _encode_array(self.svm.support_vectors),
@@ -199,13 +228,15 @@ class Template:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "hmac_sha256": sign(key, text),
             "content": text,
         }
         return (json.dumps(document) + "\n").encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str, user: str | None = None) -> Template:
-        """Read a template file's bytes; ``source`` (the file) is named in every error.
+    def from_bytes(cls, data: bytes, source: str, key: bytes, user: str | None = None) -> Template:
+        """Read a template file's bytes and check them against the installation ``key``; ``source``
+        (the file) is named in every error.
 
         ``user``, when known, makes the suggested fix name the right ``--user``.
         """
@@ -235,6 +266,13 @@ class Template:
                 f"template {source} does not match its SHA-256 digest: it was altered after it was "
                 "written. Restore it from a backup, or remove it and enroll again "
                 f"({fix})."
+            )
+        signature = document.get("hmac_sha256")
+        if not isinstance(signature, str) or not verify(key, text, signature):
+            raise TemplateError(
+                f"template {source} is not signed with this installation's key: it was enrolled on "
+                "another installation, or written by someone who could not read the key. Enroll again "
+                f"here ({fix})."
             )
         try:
             return cls._from_content(json.loads(text))
@@ -289,7 +327,24 @@ class Template:
             created=str(content["created"]),
             n_windows=int(content["n_windows"]),
             calibration=calibration,
+            stream=content.get("stream"),
         )
+
+
+def _check_stream(stream: dict) -> None:
+    """A recorded stream identity: exactly source_id and host (strings) and channels (labels)."""
+    if not isinstance(stream, dict) or set(stream) != {"source_id", "host", "channels"}:
+        raise ValueError(f"template stream must hold source_id, host and channels, got {stream!r:.200}")
+    channels = stream["channels"]
+    if (
+        not isinstance(stream["source_id"], str)
+        or not isinstance(stream["host"], str)
+        or max(len(stream["source_id"]), len(stream["host"])) > 1024
+        or not isinstance(channels, list)
+        or not 1 <= len(channels) <= 512
+        or not all(isinstance(c, str) and 0 < len(c) <= 256 for c in channels)
+    ):
+        raise ValueError(f"template stream is malformed: {stream!r:.200}")
 
 
 def _encode_array(array: np.ndarray) -> dict:

@@ -189,6 +189,13 @@ class TemplatesSettings(_Section):
         "StateDirectory=), else ~/.local/share/neuroauth/templates; NEUROAUTH_TEMPLATES__DIRECTORY sets "
         "it for every command.",
     )
+    key_file: UserPath | None = Field(
+        default=None,
+        description="The installation key templates are signed with (created by the first enrollment, "
+        "mode 600). Default: the systemd credential template-key when the service has one, else "
+        "template.key beside the templates directory; NEUROAUTH_TEMPLATES__KEY_FILE sets it for every "
+        "command.",
+    )
 
 
 class DecisionSettings(_Section):

@@ -24,6 +24,7 @@ import torch
 from factories import make_template
 from neuroauth.daemon.lslconfig import loopback_env
 from neuroauth.enroll.store import TemplateStore
+from neuroauth.enroll.template_key import load_key
 from neuroauth.models.checkpoint import load_checkpoint
 
 from neuroauth.atomic import temporaries_of
@@ -127,11 +128,13 @@ import io, os, signal, sys, time
 from pathlib import Path
 from neuroauth.enroll import store as store_module
 from neuroauth.enroll.template import Template
+from neuroauth.enroll.template_key import load_key
 
 directory, new, on_sigterm = sys.argv[1:]
 if on_sigterm == "exit":  # as a program that turns SIGTERM into SystemExit would
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-template = Template.from_bytes(Path(new).read_bytes(), new)
+store = store_module.TemplateStore(directory)
+template = Template.from_bytes(Path(new).read_bytes(), new, load_key(store.key_file))
 atomic_write = store_module.atomic_write
 
 def half_then_wait(path, write, mode=None):
@@ -149,7 +152,7 @@ def half_then_wait(path, write, mode=None):
     atomic_write(path, slow, mode)
 
 store_module.atomic_write = half_then_wait
-store_module.TemplateStore(directory).save(template)
+store.save(template)
 """
 
 WRITES = {
@@ -168,14 +171,15 @@ def test_a_template_write_killed_half_way_leaves_the_old_template(case, tmp_path
     path = store.save(old)
     before = path.read_bytes()
     new_file = tmp_path / "new.template.json"
-    new_file.write_bytes(new.to_bytes())
+    key = load_key(store.key_file)
+    new_file.write_bytes(new.to_bytes(key))
 
     writer = children(
         [sys.executable, "-c", SLOW_SAVE, str(store.directory), str(new_file), on_sigterm], tmp_path, "w"
     )
     writer.wait_for("half written")
     (tmp,) = temporaries_of(path)
-    assert 0 < tmp.stat().st_size < len(new.to_bytes())
+    assert 0 < tmp.stat().st_size < len(new.to_bytes(key))
     # the writer is alive and holds its temporary file: a listing leaves it alone
     assert [e.user for e in store.list() if not e.damaged] == ["alice"]
     assert temporaries_of(path) == [tmp]

@@ -803,3 +803,43 @@ def test_a_missing_template_is_reported_along_with_the_other_problems(templates,
     assert result.returncode != 0, result
     assert all(f"\n{line}" in result.stderr for line in SCHEMA_ERROR_LINES), result.stderr
     assert f"\n{NOT_ENROLLED_LINE}" in result.stderr, result.stderr
+
+
+def test_a_stream_other_than_the_enrolled_one_is_no_signal(
+    mosquitto, replay, neuroauthd, templates, tmp_path
+):
+    """Enrolled from a live stream, the owner's template names it; the same EEG from a stream with
+    another source id (a program imitating the headset) is refused, while the enrolled one unlocks."""
+    import dataclasses
+
+    from neuroauth.daemon.replay import Replayer
+    from neuroauth.enroll.store import TemplateStore
+
+    broker = mosquitto()
+    enrolled, imitation = replay.unique("src"), replay.unique("src")
+    headset = {
+        "source_id": enrolled,
+        "host": socket.gethostname(),
+        "channels": list(Replayer(OWNER_STREAM).labels),
+    }
+    pinned = TemplateStore(tmp_path / "pinned" / "templates")
+    pinned.save(dataclasses.replace(TemplateStore(templates).load(OWNER), stream=headset))
+    setup = write_config(tmp_path, broker, pinned.directory, {DEVICE: enrolled, "eeg2": imitation})
+    replay(OWNER_STREAM, source_id=enrolled, speed=SPEED, loop=True)
+    replay(OWNER_STREAM, source_id=imitation, speed=SPEED, loop=True)
+    daemon = neuroauthd(setup.config)
+
+    async def scenario() -> None:
+        async with subscriber(broker, setup, daemon.context) as live:
+            await live.wait_for(state_is(setup, "OWNER", DEVICE), "OWNER on the enrolled stream")
+            refused = await live.wait_for(
+                lambda m: m.topic == setup.state_of("eeg2") and "enrolled from" in (m.body["reason"] or ""),
+                "eeg2 refused",
+            )
+            assert refused.body["state"] == "NO_SIGNAL" and refused.body["locked"], refused
+            assert f"source_id {imitation!r} (enrolled from {enrolled!r})" in refused.body["reason"], refused
+            assert not any(
+                m.topic == setup.state_of("eeg2") and m.body["state"] == "OWNER" for m in live.items
+            ), live.report("eeg2 must never unlock")
+
+    asyncio.run(scenario())

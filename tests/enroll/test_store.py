@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ import pytest
 from neuroauth.enroll import store as store_module
 from neuroauth.enroll.store import TemplateStore, default_templates_dir
 from neuroauth.enroll.template import Template
+from neuroauth.enroll.template_key import default_key_file, load_key, sign
 
 from neuroauth.atomic import atomic_write
 from neuroauth.errors import TemplateError
@@ -31,12 +33,14 @@ def assert_same(a: Template, b: Template) -> None:
 
 
 def rewrite(path, edit) -> None:
-    """Edit a template's content and re-sign it, as a buggy writer (not an attacker) might."""
+    """Edit a template's content and sign it again with the installation key, as a buggy writer (not
+    an attacker, who cannot read the key) might."""
     document = json.loads(path.read_text())
     content = json.loads(document["content"])
     edit(content)
     document["content"] = json.dumps(content)
     document["sha256"] = hashlib.sha256(document["content"].encode()).hexdigest()
+    document["hmac_sha256"] = sign(load_key(default_key_file(path.parent)), document["content"])
     path.write_text(json.dumps(document))
 
 
@@ -57,7 +61,101 @@ def test_file_is_private_and_not_pickle(tmp_path, make_template):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
     document = json.loads(path.read_text())
-    assert document["format"] == "neuroauth-template" and document["format_version"] == 2
+    assert document["format"] == "neuroauth-template" and document["format_version"] == 3
+    assert store.key_file == tmp_path / "template.key"  # beside the directory, not in it
+    assert stat.S_IMODE(store.key_file.stat().st_mode) == 0o600
+
+
+# The installation key ------------------------------------------------------------------------
+
+
+def forge(path, key: bytes, edit) -> None:
+    """What someone who can write the templates but not read the key could do: edit the content and
+    make every digest match, signing with a key of their own."""
+    document = json.loads(path.read_text())
+    content = json.loads(document["content"])
+    edit(content)
+    document["content"] = json.dumps(content)
+    document["sha256"] = hashlib.sha256(document["content"].encode()).hexdigest()
+    document["hmac_sha256"] = sign(key, document["content"])
+    path.write_text(json.dumps(document))
+
+
+def test_a_template_forged_without_the_key_is_refused(tmp_path, make_template):
+    store = TemplateStore(tmp_path / "templates")
+    path = store.save(make_template())
+    forge(path, os.urandom(32), lambda c: c["threshold"].update(value=-50.0))  # accept anyone
+    with pytest.raises(TemplateError, match=r"alice\.template\.json is not signed with this installation"):
+        store.load("alice")
+    # the same edit signed with the installation key loads: the key, not the edit, was refused
+    forge(path, load_key(store.key_file), lambda c: c["threshold"].update(value=-50.0))
+    assert store.load("alice").threshold.value == -50.0
+
+
+def test_a_template_from_another_installation_is_refused(tmp_path, make_template):
+    here, there = TemplateStore(tmp_path / "a" / "templates"), TemplateStore(tmp_path / "b" / "templates")
+    here.save(make_template(user="bob"))
+    there.save(make_template())
+    (here.directory / "alice.template.json").write_bytes(there.path("alice").read_bytes())
+    os.chmod(here.directory / "alice.template.json", 0o600)
+    assert here.load("bob").user == "bob"
+    with pytest.raises(TemplateError, match="another installation"):
+        here.load("alice")
+
+
+def test_without_the_key_no_template_loads(tmp_path, make_template):
+    store = TemplateStore(tmp_path / "templates")
+    store.save(make_template())
+    store.key_file.unlink()
+    with pytest.raises(
+        TemplateError, match=r"no installation key at .*template\.key.*first `neuroauth enroll`"
+    ):
+        store.load("alice")
+    # saving again creates a new key; the template signed under the old one is not trusted by it
+    store.save(make_template(user="bob"))
+    with pytest.raises(TemplateError, match="not signed with this installation"):
+        store.load("alice")
+
+
+def test_a_key_readable_by_others_is_refused(tmp_path, make_template):
+    store = TemplateStore(tmp_path / "templates")
+    store.save(make_template())
+    os.chmod(store.key_file, 0o644)
+    with pytest.raises(TemplateError, match=r"can be read or written by other accounts.*chmod 600"):
+        store.load("alice")
+
+
+def test_a_damaged_key_is_refused_and_never_replaced(tmp_path, make_template):
+    store = TemplateStore(tmp_path / "templates")
+    store.key_file.write_text("not a key\n")
+    os.chmod(store.key_file, 0o600)
+    with pytest.raises(TemplateError, match=r"installation key .* is damaged"):
+        store.save(make_template())
+    assert store.key_file.read_text() == "not a key\n"
+    assert not store.path("alice").exists()
+
+
+def test_a_key_behind_a_symbolic_link_is_refused(tmp_path, make_template):
+    store = TemplateStore(tmp_path / "templates")
+    store.save(make_template())
+    real = store.key_file.rename(tmp_path / "elsewhere.key")
+    store.key_file.symlink_to(real)
+    with pytest.raises(TemplateError, match="symbolic link"):
+        store.load("alice")
+
+
+def test_the_systemd_credential_is_the_key(tmp_path, make_template, monkeypatch):
+    enrolled = TemplateStore(tmp_path / "state" / "templates")
+    enrolled.save(make_template())
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "template-key").write_bytes(enrolled.key_file.read_bytes())
+    os.chmod(credentials / "template-key", 0o400)
+    enrolled.key_file.write_text("00" * 32 + "\n")  # the service must not read this one
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    service = TemplateStore(enrolled.directory)
+    assert service.key_file == credentials / "template-key"
+    assert service.load("alice").user == "alice"
 
 
 def test_an_open_directory_is_made_private(tmp_path, make_template):
@@ -296,3 +394,51 @@ def test_links_fifos_and_huge_files_are_refused_without_reading_them(tmp_path, m
         store.load("alice")
     listed = {e.user: e for e in store.list()}
     assert listed["alice"].damaged and not listed["bob"].damaged
+
+
+# The stream the owner was enrolled from ------------------------------------------------------
+
+HEADSET = {"source_id": "headset-7f3a", "host": "desk-1", "channels": ["T7", "F8", "Cz", "P4"]}
+
+
+def test_the_enrolled_stream_is_kept_and_another_is_named(tmp_path, make_template):
+    store = TemplateStore(tmp_path / "templates")
+    store.save(dataclasses.replace(make_template(), stream=dict(HEADSET)))
+    loaded = store.load("alice")
+    assert loaded.stream == HEADSET
+    assert loaded.stream_mismatch(dict(HEADSET)) is None
+    imitation = dict(HEADSET, source_id="headset-7f3b")
+    assert loaded.stream_mismatch(imitation) == (
+        "not the stream alice was enrolled from: source_id 'headset-7f3b' (enrolled from "
+        "'headset-7f3a'). Another program may be imitating the headset; if the headset itself changed, "
+        "enroll again (`neuroauth enroll --user alice`)"
+    )
+    reordered = dict(HEADSET, host="desk-2", channels=["F8", "T7", "Cz", "P4"])
+    problem = loaded.stream_mismatch(reordered)
+    assert "host 'desk-2' (enrolled from 'desk-1')" in problem and "channels ['F8', 'T7'" in problem
+
+
+def test_a_template_enrolled_from_recordings_takes_any_stream(tmp_path, make_template):
+    store = TemplateStore(tmp_path / "templates")
+    store.save(make_template())
+    assert store.load("alice").stream is None
+    assert store.load("alice").stream_mismatch(HEADSET) is None
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        {"source_id": "a", "host": "b"},
+        {"source_id": 1, "host": "b", "channels": ["T7"]},
+        {"source_id": "a", "host": "b", "channels": []},
+        {"source_id": "a", "host": "b", "channels": ["T7", ""]},
+        {"source_id": "a", "host": "b", "channels": ["T7"], "uid": "x"},
+        ["a", "b"],
+    ],
+)
+def test_a_malformed_stream_record_is_refused(tmp_path, make_template, stream):
+    store = TemplateStore(tmp_path / "templates")
+    path = store.save(make_template())
+    rewrite(path, lambda c: c.update(stream=stream))
+    with pytest.raises(TemplateError, match=r"alice\.template\.json is malformed.*stream"):
+        store.load("alice")
