@@ -11,21 +11,26 @@ SIGTERM and SIGINT stop the service the same way: every headset is set to
 ``NO_SIGNAL`` (locked, with a ``lock`` event for one that was ``OWNER``), then
 ``offline`` is published on the status topic, the inlets are closed, and the exit
 status is 0. SIGHUP stops it the same way with status 75, so that systemd
-(``Restart=on-failure``) starts it again with the configuration on disk.
+(``Restart=always``) starts it again with the configuration on disk. A stop signal
+that comes while the service is still starting is held and acted on as soon as it
+can publish. An error nothing handles also locks every headset and publishes
+``offline``, then exits with status 70 for systemd to restart it.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..config import ConfigError, Settings, load_settings
 from ..errors import NeuroAuthError
+
+if TYPE_CHECKING:  # the settings load after the stop signals are held (see main)
+    from ..config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,8 @@ def check_parts(
 
 def load_parts(settings: Settings, path: Path | None = None):
     """The model and every headset owner's template; raises :class:`ConfigError` by key path."""
+    from ..config import ConfigError
+
     users = [(i, h.user) for i, h in enumerate(settings.headsets)]
     model, templates, problems = check_parts(
         settings.model.checkpoint, settings.templates.directory, users, settings.templates.key_file
@@ -111,6 +118,8 @@ def _parts_of_a_broken_config(error: ConfigError) -> tuple[Path | None, Path, li
 
 def validate_main(path: Path | None) -> int:
     """``--validate-config``: every problem of the file, the environment, the model and the templates."""
+    from ..config import ConfigError, load_settings
+
     try:
         settings = load_settings(path)
     except ConfigError as exc:
@@ -130,11 +139,24 @@ def validate_main(path: Path | None) -> int:
 
 
 RESTART_STATUS = 75  # EX_TEMPFAIL: stopped cleanly on SIGHUP, to be started again by systemd
+FATAL_STATUS = 70  # EX_SOFTWARE: an error nothing in the service handles; systemd starts it again
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+_early_signals: list[int] = []
+
+
+def _hold_stop_signals() -> None:
+    """Until the event loop takes them over, note stop signals instead of dying of them: a SIGTERM
+    in the first moments stops the service as cleanly as a later one (headsets locked, offline)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, frame: _early_signals.append(signum))
 
 
 async def serve(settings: Settings, path: Path | None = None) -> int:
     """Run the service until SIGTERM, SIGINT or SIGHUP (also when they come while the model loads);
     the exit status: 0, or :data:`RESTART_STATUS` after SIGHUP."""
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     received: list[int] = []
@@ -143,8 +165,10 @@ async def serve(settings: Settings, path: Path | None = None) -> int:
         received.append(sig)
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
+    for sig in _early_signals:  # came while Python started and the configuration loaded
+        on_signal(sig)
     from .service import Service
 
     model, templates = load_parts(settings, path)
@@ -171,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     path = config_path(args.config)
     if args.validate_config:
         return validate_main(path)
+    _hold_stop_signals()
+    from ..config import ConfigError, load_settings
+
     try:
         settings = load_settings(path)
     except ConfigError as exc:
@@ -186,10 +213,17 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_lsl(settings.lsl.loopback_only)  # before any other LSL call
     try:
+        import asyncio
+
         return asyncio.run(serve(settings, path))
     except NeuroAuthError as exc:
         print(f"neuroauthd: {exc}", file=sys.stderr)
         return 2
+    except Exception:  # by then every headset was published locked and `offline` sent
+        log.critical(
+            "neuroauthd stopped on an unexpected error; exiting with status %d", FATAL_STATUS, exc_info=True
+        )
+        return FATAL_STATUS
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ import hashlib
 import json
 import os
 import pickle
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -33,6 +35,7 @@ from .preprocess import SignalSpec
 
 FORMAT = "neuroauth-checkpoint"
 FORMAT_VERSION = 1
+MAX_CHECKPOINT_BYTES = 512 * 2**20  # the shipped ones are a few MB; a learned embedder adds tens
 
 EMBEDDERS: dict[str, tuple[type, type]] = {
     "spectral": (SpectralEmbedder, SpectralConfig),
@@ -127,13 +130,10 @@ def atomic_torch_save(payload: dict, path: Path) -> None:
 def load_checkpoint(path: str | os.PathLike) -> NeuroAuthModel:
     """Rebuild the models of a checkpoint file; raises :class:`CheckpointError` with the fix."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} does not exist; train one with `neuroauth train` or omit "
-            "--checkpoint to use the shipped model"
-        )
+    handle = _open_plain_file(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with handle:
+            payload = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"checkpoint {path} holds pickled objects that are not plain tensors and containers; "
@@ -146,6 +146,35 @@ def load_checkpoint(path: str | os.PathLike) -> NeuroAuthModel:
             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); restore it or train again"
         ) from None
     return _rebuild(payload, path)
+
+
+def _open_plain_file(path: Path) -> BinaryIO:
+    """``path`` opened for reading: a plain file, not a symbolic link, of a checkpoint's size at most."""
+    try:
+        # O_NOFOLLOW: a link is refused, not followed; O_NONBLOCK: opening a FIFO does not hang
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; train one with `neuroauth train` or omit "
+            "--checkpoint to use the shipped model"
+        ) from None
+    except OSError as exc:
+        if path.is_symlink():
+            raise CheckpointError(
+                f"checkpoint {path} is a symbolic link; give the file's own path ({path.resolve()})"
+            ) from None
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror})") from None
+    handle = os.fdopen(fd, "rb")
+    info = os.fstat(handle.fileno())
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = "is not a plain file"
+    elif info.st_size > MAX_CHECKPOINT_BYTES:
+        problem = f"holds {info.st_size} bytes, more than any checkpoint ({MAX_CHECKPOINT_BYTES})"
+    if problem is not None:
+        handle.close()
+        raise CheckpointError(f"checkpoint {path} {problem}; use a file written by `neuroauth train`")
+    return handle
 
 
 def _rebuild(payload: object, path: Path) -> NeuroAuthModel:

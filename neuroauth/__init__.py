@@ -8,11 +8,17 @@ evaluation), ``neuroauth.enroll`` (owners and templates) and
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("neuroauth")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
-
 __all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> str:
+    """``__version__``, looked up when asked for: importing the package stays cheap, so that
+    ``neuroauthd`` holds stop signals within moments of starting."""
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("neuroauth")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0"

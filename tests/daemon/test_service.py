@@ -843,3 +843,40 @@ def test_a_stream_other_than_the_enrolled_one_is_no_signal(
             ), live.report("eeg2 must never unlock")
 
     asyncio.run(scenario())
+
+
+def catches(pid: int, signum: int) -> float:
+    """Wait until process ``pid`` has a handler for ``signum`` (SigCgt in /proc); the time it had."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            (mask,) = re.findall(r"^SigCgt:\s*([0-9a-f]+)$", status, re.MULTILINE)
+            if int(mask, 16) >> (signum - 1) & 1:
+                return time.time()
+        time.sleep(0.002)
+    raise AssertionError(f"process {pid} never caught signal {signum}")
+
+
+def test_a_sigterm_while_starting_stops_it_cleanly(mosquitto, neuroauthd, templates, tmp_path):
+    """SIGTERM the moment the process catches it, long before the event loop runs: held, then a clean
+    stop (the headset published locked, offline, status 0), not death by the signal."""
+    broker = mosquitto()
+    setup = write_config(tmp_path, broker, templates, {DEVICE: "no-such-stream"})
+    daemon = neuroauthd(setup.config)
+    caught_at = catches(daemon.process.pid, signal.SIGTERM)
+    assert caught_at - daemon.started_at < 0.5, (
+        f"SIGTERM caught only after {caught_at - daemon.started_at:.2f} s"
+    )
+    assert "neuroauthd starting" not in daemon.output(), daemon.context()  # the loop is not running yet
+    daemon.send(signal.SIGTERM)
+    assert daemon.wait() == 0, daemon.context()
+    assert "stopping: every headset locked" in daemon.output(), daemon.context()
+
+    async def scenario() -> None:
+        status, state = await retained(broker, setup, daemon.context, [setup.status, setup.state])
+        assert status.payload == b"offline", status
+        assert state.body["locked"] and state.body["reason"] == "neuroauthd stopped", state
+
+    asyncio.run(scenario())
+    assert_clean_goodbye(broker, setup, daemon)

@@ -164,3 +164,24 @@ def test_a_checkpoint_without_its_identity_or_with_non_tensor_entries_is_refused
     torch.save(listed, path)
     with pytest.raises(CheckpointError, match=r"listed\.pt.*malformed"):
         load_checkpoint(path)
+
+
+def test_a_link_a_fifo_and_an_oversized_file_are_refused_before_reading(tiny_checkpoint, tmp_path):
+    import os
+
+    from neuroauth.models import checkpoint
+
+    link = tmp_path / "current.pt"
+    link.symlink_to(tiny_checkpoint)
+    with pytest.raises(CheckpointError, match=r"current\.pt is a symbolic link; give the file's own path"):
+        load_checkpoint(link)
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer for ever
+    with pytest.raises(CheckpointError, match=r"fifo\.pt is not a plain file"):
+        load_checkpoint(fifo)
+    huge = tmp_path / "huge.pt"
+    with huge.open("wb") as handle:
+        handle.truncate(checkpoint.MAX_CHECKPOINT_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(CheckpointError, match=r"huge\.pt holds 536870913 bytes, more than any checkpoint"):
+        load_checkpoint(huge)
+    assert load_checkpoint(tiny_checkpoint).identity()  # the file itself loads
