@@ -29,4 +29,17 @@ def test_the_unit_notifies_watches_and_runs_unprivileged():
     assert "--validate-config" in service["ExecStartPre"]
     assert service["Restart"] == "always"  # a stop systemd did not ask for is restarted, SIGHUP's 75 too
     assert "AF_INET" in service["RestrictAddressFamilies"]  # LSL and MQTT need UDP and TCP
-    assert service["LoadCredential"].startswith("mqtt-password:")
+    lines = (DEPLOY / "neuroauthd.service").read_text().splitlines()
+    # keys systemd takes several times, which configparser keeps one of
+    credentials = dict(
+        line.split("=", 1)[1].split(":", 1) for line in lines if line.startswith("LoadCredential=")
+    )
+    environment = dict(
+        line.split("=", 1)[1].split("=", 1) for line in lines if line.startswith("Environment=")
+    )
+    assert sorted(credentials) == ["mqtt-password", "template-key"], credentials
+    # the key handed over is the one the first enrollment creates beside the service's templates
+    from neuroauth.enroll.template_key import default_key_file
+
+    templates = environment["NEUROAUTH_TEMPLATES__DIRECTORY"]
+    assert credentials["template-key"] == str(default_key_file(templates)), (credentials, templates)
