@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "neuroauth.training.commands",  # train, evaluate, crossval, cohort, report
     "neuroauth.training.study.commands",  # embedders, study; learned embedders for train, report
     "neuroauth.daemon.replay",  # replay
+    "neuroauth.daemon.watch",  # watch
     "neuroauth.demo",  # demo
     "neuroauth.bench",  # bench
 )
