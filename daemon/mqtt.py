@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
+SHORT_SESSION_S = 5.0  # a connection closed sooner than this after it opened was likely taken over
 EventKind = Literal["lock", "unlock"]
 _EVENT_KINDS = ("lock", "unlock")
 
@@ -299,23 +300,20 @@ class MqttPublisher:
         s = self.settings
         attempt = 0
         while not self._closing.is_set():
-            established = False
+            established, since = False, 0.0
             try:
                 async with self._client() as client:
-                    established = True
+                    established, since = True, time.monotonic()
                     attempt = 0
                     log.info("connected to the MQTT broker %s:%d as %s", s.host, s.port, s.client_id)
                     await self._serve(client)
                 log.info("disconnected from the MQTT broker %s:%d (closing)", s.host, s.port)
                 return
-            except aiomqtt.MqttCodeError as exc:
-                if established:
-                    log.warning("lost the connection to the MQTT broker %s:%d: %s", s.host, s.port, exc)
-                else:
-                    log.error("the MQTT broker %s:%d refused the connection: %s", s.host, s.port, exc)
             except aiomqtt.MqttError as exc:
                 if established:
-                    log.warning("lost the connection to the MQTT broker %s:%d: %s", s.host, s.port, exc)
+                    self._log_lost(exc, time.monotonic() - since)
+                elif isinstance(exc, aiomqtt.MqttCodeError):
+                    log.error("the MQTT broker %s:%d refused the connection: %s", s.host, s.port, exc)
                 else:
                     log.warning("cannot connect to the MQTT broker %s:%d: %s", s.host, s.port, exc)
             finally:
@@ -325,6 +323,23 @@ class MqttPublisher:
             log.info("reconnecting to the MQTT broker in %.1f s", delay)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), timeout=delay)
+
+    def _log_lost(self, exc: aiomqtt.MqttError, lasted: float) -> None:
+        s = self.settings
+        if lasted >= SHORT_SESSION_S:
+            log.warning("lost the connection to the MQTT broker %s:%d: %s", s.host, s.port, exc)
+            return
+        # the broker does not say why it closed it; a client connecting with our id is the usual cause
+        log.error(
+            "lost the connection to the MQTT broker %s:%d %.1f s after it was accepted (%s): if this "
+            "repeats, another client may be taking the session over with the client id %s. Leave "
+            "mqtt.client_id unset (a random one per start) or make it unique",
+            s.host,
+            s.port,
+            lasted,
+            exc,
+            s.client_id,
+        )
 
     def _link_down(self) -> None:
         if self._link_up:

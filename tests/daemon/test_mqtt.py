@@ -553,3 +553,23 @@ def test_the_default_client_id_is_new_at_every_start():
 
     first, second = Fresh().client_id, Fresh().client_id
     assert first.startswith("neuroauthd-") and first != second
+
+
+def test_a_client_taking_the_session_over_is_named_and_the_daemon_comes_back(mosquitto, caplog):
+    broker = mosquitto()
+    settings = settings_for(broker)
+
+    async def scenario() -> None:
+        async with MqttPublisher(settings, ["eeg1"]) as publisher:
+            assert await publisher.wait_connected(TIMEOUT)
+            with caplog.at_level(logging.INFO, logger="neuroauth.daemon.mqtt"):
+                # same client id: the broker closes the daemon's connection in favour of this one
+                async with aiomqtt.Client(broker.host, broker.port, identifier=settings.client_id):
+                    await until(lambda: "taking the session over" in caplog.text, "the takeover is logged")
+                await until(lambda: caplog.text.count("connected to the MQTT broker") >= 1, "reconnected")
+                assert await publisher.wait_connected(TIMEOUT)
+        (record,) = [r for r in caplog.records if "taking the session over" in r.getMessage()]
+        assert record.levelno == logging.ERROR and settings.client_id in record.getMessage()
+        assert "Leave mqtt.client_id unset" in record.getMessage()
+
+    asyncio.run(scenario())
