@@ -17,6 +17,7 @@ without starting anything.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -39,7 +40,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from .enroll.store import default_templates_dir
 from .enroll.template import validate_user
@@ -80,18 +81,50 @@ class ConfigError(NeuroAuthError):
         super().__init__(f"{where} is invalid ({len(self.errors)} problem(s)):\n{lines}")
 
 
+MAX_SHOWN_PATH = 200  # characters of a path quoted in a message
+
+
+def _shown_path(path: str | os.PathLike) -> str:
+    """``path`` for a message: quoted when it holds a character a terminal would act on, cut when huge."""
+    text = os.fspath(path)
+    limit = MAX_SHOWN_PATH if text[:MAX_SHOWN_PATH].isprintable() else 80
+    shown = text[:limit] if limit == MAX_SHOWN_PATH else repr(text[:limit])
+    return shown if len(text) <= limit else f"{shown}... ({len(text)} characters)"
+
+
 def _expand_user(value: Any) -> Any:
+    if value == "":
+        raise ValueError("is empty, which would mean the working directory; give a path or leave the key out")
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError(f"{value[:80]!r} contains a NUL character, which no file name can")
     if isinstance(value, str) and value.startswith("~"):
         return os.path.expanduser(value)
     return value
 
 
+def _lookup_file(value: Any) -> Any:
+    value = _expand_user(value)
+    if isinstance(value, str):
+        try:
+            os.stat(value)
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # said by the check that it is a file
+        except OSError as exc:  # a name too long, a loop of links: the check itself would raise
+            raise ValueError(f"{value[:80]!r} cannot be looked up: {exc.strerror}") from None
+    return value
+
+
 # A path as written by an operator ("~" expanded), and one that must name an existing file.
 UserPath = Annotated[Path, BeforeValidator(_expand_user)]
-ExistingFile = Annotated[FilePath, BeforeValidator(_expand_user)]
+ExistingFile = Annotated[FilePath, BeforeValidator(_lookup_file)]
 
 
 MAX_NAME_LENGTH = 200  # topic prefixes, client ids: far above any real one, far below MQTT's 65,535
+MAX_HOST_LENGTH = 253  # DNS
+
+
+def has_control_character(value: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
 
 
 def check_topic_prefix(value: str) -> str:
@@ -102,7 +135,7 @@ def check_topic_prefix(value: str) -> str:
         raise ValueError(f"{value[:80]!r} contains an MQTT wildcard (+ or #); topic names cannot")
     if len(value) > MAX_NAME_LENGTH:
         raise ValueError(f"is {len(value)} characters long; keep it to {MAX_NAME_LENGTH}")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    if has_control_character(value):
         raise ValueError(f"{value[:80]!r} contains a control character, which brokers refuse")
     if value.startswith("$"):
         raise ValueError(f"{value[:80]!r} starts with '$', which brokers reserve for their own topics")
@@ -111,6 +144,27 @@ def check_topic_prefix(value: str) -> str:
             f"{value[:80]!r} has an empty topic level (a leading, trailing or doubled '/'); "
             "write levels separated by single slashes, e.g. 'home/neuroauth'"
         )
+    return value
+
+
+def check_host(value: str) -> str:
+    """Return ``value`` if the socket layer can look it up (an address, or a host name it can encode),
+    else raise ``ValueError`` saying why."""
+    if len(value) > MAX_HOST_LENGTH or has_control_character(value):
+        raise ValueError(
+            f"{value[:80]!r} is not a host name or address: it is {len(value)} characters long or holds "
+            f"a control character (a host name has at most {MAX_HOST_LENGTH} printable characters)"
+        )
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        try:
+            value.encode("idna")  # what socket.getaddrinfo does with a host name
+        except UnicodeError as exc:
+            raise ValueError(
+                f"{value[:80]!r} is not a host name or address ({exc}); write a name such as "
+                "broker.example.org or an address such as 192.0.2.10"
+            ) from None
     return value
 
 
@@ -334,6 +388,21 @@ class MqttSettings(_Section):
     def _topic_safe(cls, value: str) -> str:
         return check_topic_prefix(value)
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return check_host(value)
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > MAX_NAME_LENGTH or has_control_character(value)):
+            raise ValueError(
+                f"{value[:80]!r} is {len(value)} characters long or holds a control character; a broker "
+                f"user name has at most {MAX_NAME_LENGTH} printable characters"
+            )
+        return value
+
     @field_validator("password_file")
     @classmethod
     def _readable_password_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
@@ -379,16 +448,17 @@ class MqttSettings(_Section):
 
 
 def _read_password_file(path: Path) -> str:
+    shown = _shown_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ValueError(f"password file {path} does not exist") from None
+        raise ValueError(f"password file {shown} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ValueError(f"cannot read password file {path}: {reason}") from None
+        raise ValueError(f"cannot read password file {shown}: {reason}") from None
     lines = text.splitlines()
     if not lines or not lines[0]:
-        raise ValueError(f"password file {path} is empty; write the password on its first line")
+        raise ValueError(f"password file {shown} is empty; write the password on its first line")
     return lines[0]
 
 
@@ -429,7 +499,12 @@ class StreamSelector(_Section):
             raise ValueError(f"stream {info.field_name} is empty; leave it out or give a value")
         if value is not None and ("\r" in value or "\n" in value):
             raise ValueError(
-                f"stream {info.field_name} {value!r} contains a line break, which LSL cannot query"
+                f"stream {info.field_name} {value[:80]!r} contains a line break, which LSL cannot query"
+            )
+        if value is not None and has_control_character(value):
+            raise ValueError(
+                f"stream {info.field_name} {value[:80]!r} contains a control character, which LSL "
+                "cannot query"
             )
         return value
 
@@ -578,7 +653,11 @@ def load_settings(path: Path | None = None) -> Settings:
     data: dict[str, Any] = {}
     if path is not None:
         data = _read_toml(path)
-        problems = [f"{key}: unknown key (no setting starts with '_')" for key in data if key.startswith("_")]
+        problems = [
+            f"{_key_path((key,))}: unknown key (no setting starts with '_')"
+            for key in data
+            if key.startswith("_")
+        ]
         mqtt = data.get("mqtt")
         if isinstance(mqtt, dict) and "password" in mqtt:
             problems.append(
@@ -592,6 +671,8 @@ def load_settings(path: Path | None = None) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc), path, data) from None
+    except SettingsError as exc:  # an environment variable the settings source could not parse
+        raise ConfigError(_unparsed_environment(exc), path, data) from None
 
 
 def validate(path: Path | None = None) -> list[str]:
@@ -626,7 +707,7 @@ def _describe(exc: ValidationError) -> list[str]:
     lines = []
     for error in exc.errors():
         loc = tuple(error["loc"])
-        key = ".".join(str(part) for part in loc) or "(top level)"
+        key = _key_path(loc)
         kind = error["type"]
         message = error["msg"]
         if kind == "value_error":
@@ -643,6 +724,46 @@ def _describe(exc: ValidationError) -> list[str]:
             message += f" (from the environment variable {env_name})"
         lines.append(f"{key}: {message}")
     return lines
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    """``loc`` as ``mqtt.tls.ca_file``; a key with a character a terminal would act on is quoted."""
+    parts = (str(part) if str(part).isprintable() else repr(str(part)) for part in loc)
+    return ".".join(parts) or "(top level)"
+
+
+def _unparsed_environment(exc: SettingsError) -> list[str]:
+    """The ``NEUROAUTH_*`` variables that set a table or a list but do not hold JSON, the form the
+    environment gives them in (the settings source stops at the first, naming only its section)."""
+    problems = []
+    for name, value in sorted(os.environ.items()):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
+        if not _takes_json(parts):
+            continue
+        try:
+            json.loads(value)
+        except ValueError as err:
+            problems.append(
+                f"{'.'.join(parts)}: the environment variable {name} is not JSON ({err}); a table or a "
+                "list comes from the environment as JSON, e.g. NEUROAUTH_HEADSETS="
+                '\'[{"device": "eeg1", "user": "alice"}]\''
+            )
+    return problems or [f"(environment): {exc}"]
+
+
+def _takes_json(parts: list[str]) -> bool:
+    """Whether the setting at key path ``parts`` is a table or a list (given as JSON in the environment)."""
+    model: type[BaseModel] | None = Settings
+    annotation: Any = None
+    for part in parts:
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return False
+        annotation = field.annotation
+        model = _model_in(annotation)
+    return model is not None or typing.get_origin(annotation) is list
 
 
 def _is_scalar(value: Any) -> bool:
