@@ -72,9 +72,12 @@ def load_key(path: str | os.PathLike) -> bytes:
             f"installation key {path} cannot be read ({exc.strerror}); it must be a plain file (not a "
             "symbolic link) owned by this account, mode 600"
         ) from None
+    try:
+        _check_key_file(path, os.fstat(fd))  # before fdopen, which raises on a directory
+    except BaseException:
+        os.close(fd)
+        raise
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        _check_key_file(path, info)
         data = handle.read(_MAX_FILE_BYTES + 1)
     try:
         key = bytes.fromhex(data.decode("ascii").strip())
