@@ -23,6 +23,10 @@ streams of its channels at its own rate, 200 Hz, fed one hop at a time):
 - ``hop_breakdown_ms``: the parts of one stream's hop, each timed alone.
 
 Run it on a quiet machine: other work on the cores shows in every figure.
+
+``neuroauth bench --daemon`` measures the whole daemon instead, as an operator runs it
+(LSL outlets, mosquitto, ``neuroauthd``, a score subscriber) at one to many headsets:
+:mod:`neuroauth.bench_daemon`.
 """
 
 from __future__ import annotations
@@ -297,14 +301,24 @@ def run(checkpoint: Path, data_dir: Path, progress: Callable[[str], None] = prin
 
 
 def register(subparsers) -> None:
-    from .paths import BUNDLED_DATA, SHIPPED_CHECKPOINT
+    from . import bench_daemon
+    from .paths import BUNDLED_DATA
 
-    p = subparsers.add_parser("bench", help="measure the streaming engine here (latency, streams, memory)")
+    p = subparsers.add_parser(
+        "bench",
+        help="measure the streaming engine here (latency, streams, memory), or --daemon the whole daemon",
+    )
     p.add_argument(
-        "--checkpoint", type=Path, default=SHIPPED_CHECKPOINT, help="model to measure (default: shipped 4-ch)"
+        "--checkpoint", type=Path, help="model to measure (default: shipped 4-ch; with --daemon, --montage's)"
     )
     p.add_argument("--data", type=Path, default=BUNDLED_DATA, help="recordings for the equivalence check")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
+    p.add_argument(
+        "--daemon",
+        action="store_true",
+        help="measure neuroauthd as a process serving 1 to N headsets over real LSL and MQTT instead",
+    )
+    bench_daemon.add_arguments(p.add_argument_group("with --daemon"), with_common=False)
     p.set_defaults(run=cmd_bench)
 
 
@@ -313,8 +327,17 @@ def cmd_bench(args) -> int:
     import sys
 
     from .atomic import atomic_write_text
+    from .paths import SHIPPED_CHECKPOINT
 
-    result = run(args.checkpoint, args.data, progress=lambda text: print(text, file=sys.stderr))
+    if args.daemon:
+        from .bench_daemon import run_from_args
+
+        return run_from_args(args)
+    daemon_only = [f"--{name}" for name in ("montage", "plot", "work") if getattr(args, name) is not None]
+    if daemon_only:
+        raise ValueError(f"{', '.join(daemon_only)}: only with --daemon (the whole-daemon benchmark); add it")
+    checkpoint = args.checkpoint or SHIPPED_CHECKPOINT
+    result = run(checkpoint, args.data, progress=lambda text: print(text, file=sys.stderr))
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

@@ -73,8 +73,10 @@ class LocalBroker:
         self.config_path.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start the broker and wait until its port accepts connections."""
+    def start(self, timeout: float = 10.0, *, own_session: bool = False) -> None:
+        """Start the broker and wait until its port accepts connections. With ``own_session`` it
+        runs in a session of its own, out of reach of the terminal's Ctrl-C: whoever started it
+        stops it, after its clients."""
         if self.process is not None:
             raise RuntimeError("this broker is already running")
         with self.log_path.open("ab") as log:
@@ -83,6 +85,7 @@ class LocalBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                start_new_session=own_session,
             )
         deadline = time.monotonic() + timeout
         while True:
