@@ -90,6 +90,16 @@ def load_parts(settings: Settings, path: Path | None = None):
     return model, templates
 
 
+def mamba_path(model) -> str:
+    """How the model's Mamba block runs, in one line for the log: the pure-PyTorch scan or the CUDA
+    kernels of the gpu extra, and why."""
+    from ..models.ssm import scan_path
+
+    if model.denoiser.mamba is None:
+        return "Mamba: none in this checkpoint's denoiser"
+    return str(scan_path(next(model.denoiser.parameters()).device))
+
+
 def _parts_of_a_broken_config(error: ConfigError) -> tuple[Path | None, Path, list[tuple[int, str]]]:
     """Checkpoint, template directory and owners as far as a configuration that failed to
     validate still names them (what the loader read, ``error.data``), so that their problems are
@@ -172,6 +182,7 @@ async def serve(settings: Settings, path: Path | None = None) -> int:
     from .service import Service
 
     model, templates = load_parts(settings, path)
+    log.info("%s", mamba_path(model))
     service = Service(settings, model, templates)
     mqtt = settings.mqtt
     log.info("neuroauthd starting: %d headset(s), broker %s:%d", len(settings.headsets), mqtt.host, mqtt.port)

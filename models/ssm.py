@@ -21,8 +21,11 @@ reverse scan.  All computation lives in :meth:`Mamba.step`, which continues from
 streaming and whole-sequence processing give the same result.
 
 Parameter names equal those of ``mamba_ssm.modules.mamba_simple.Mamba``, so a state
-dict loads here and there.  On CUDA, when ``mamba_ssm`` and ``causal_conv1d`` are
-installed, :meth:`Mamba.forward` uses their fused kernels.
+dict loads here and there.  The pure-PyTorch scan is the default.  :meth:`Mamba.forward`
+uses the fused kernels of ``mamba_ssm`` and ``causal_conv1d`` (the ``gpu`` extra) only
+when both import and the input is on a CUDA device (:func:`scan_path` says which and
+why); :meth:`Mamba.step`, the streaming path, is always the PyTorch recurrence, since the
+kernels take no initial state.
 """
 
 # ruff: noqa: N803, N806  (A, B, C, D, dA, dBu: the names of the SSM papers)
@@ -39,25 +42,71 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 logger = logging.getLogger(__name__)
 
-try:
+try:  # the gpu extra; a wheel built for another torch or CUDA fails here too (ImportError, OSError)
     from causal_conv1d import causal_conv1d_fn
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
-    KERNELS_AVAILABLE: bool = True
-except ImportError:
+    KERNELS_IMPORT_ERROR: str | None = None
+except (ImportError, OSError) as _error:
     causal_conv1d_fn = None
     selective_scan_fn = None
-    KERNELS_AVAILABLE = False
-
-logger.debug("mamba_ssm CUDA kernels available: %s", KERNELS_AVAILABLE)
+    KERNELS_IMPORT_ERROR = f"{type(_error).__name__}: {_error}"
+KERNELS_AVAILABLE: bool = KERNELS_IMPORT_ERROR is None
 
 __all__ = [
     "KERNELS_AVAILABLE",
+    "KERNELS_IMPORT_ERROR",
     "Mamba",
     "MambaState",
+    "ScanPath",
+    "scan_path",
     "selective_scan",
     "selective_scan_reference",
 ]
+
+
+# --------------------------------------------------------------------------- which path
+
+
+def kernels_import_error() -> str | None:
+    """Why the CUDA kernels of the ``gpu`` extra did not import, or None when both did."""
+    return KERNELS_IMPORT_ERROR
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device."""
+    return torch.cuda.is_available()
+
+
+@dataclass(frozen=True)
+class ScanPath:
+    """Which implementation :meth:`Mamba.forward` runs on a device, and why."""
+
+    kernels: bool  # True: mamba_ssm's and causal_conv1d's fused CUDA kernels; False: the PyTorch scan
+    device: str
+    reason: str
+
+    def __str__(self) -> str:
+        if self.kernels:
+            return f"Mamba: the fused CUDA kernels of mamba-ssm and causal-conv1d on {self.device}"
+        return f"Mamba: the pure-PyTorch scan on {self.device} ({self.reason})"
+
+
+def scan_path(device: torch.device | str) -> ScanPath:
+    """The CUDA kernels only when both import, ``device`` is a CUDA device and torch sees one;
+    otherwise the pure-PyTorch scan, with every condition that is not met."""
+    device = torch.device(device)
+    missing = []
+    error = kernels_import_error()
+    if error is not None:
+        missing.append(f"mamba-ssm and causal-conv1d, the gpu extra, do not import: {error}")
+    if device.type != "cuda":
+        missing.append(f"the model is on {device}, not on a CUDA device")
+    elif not cuda_available():
+        missing.append(f"the model is on {device} but torch sees no CUDA device")
+    if missing:
+        return ScanPath(False, str(device), "; ".join(missing))
+    return ScanPath(True, str(device), "both kernels import and the model is on a CUDA device")
 
 
 # --------------------------------------------------------------------------- scan
@@ -296,7 +345,7 @@ class Mamba(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x (B, L, d_model) -> (B, L, d_model)``, each output seeing only the past."""
-        if KERNELS_AVAILABLE and x.is_cuda:
+        if scan_path(x.device).kernels:
             return self._forward_kernels(x)
         y, _ = self.step(x, self.allocate_state(x.shape[0], device=x.device, dtype=x.dtype))
         return y

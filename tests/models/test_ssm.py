@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from mambapy.mamba import MambaBlock, MambaConfig
+from neuroauth.models import ssm
 from neuroauth.models.ssm import (
     KERNELS_AVAILABLE,
     Mamba,
@@ -118,6 +119,53 @@ def test_cuda_kernels_match_the_pytorch_path_with_one_state_dict() -> None:
         on_gpu = ours.cuda()
         kernels = on_gpu(x.cuda()).cpu()  # CUDA: mamba_ssm's kernels, same parameters
     torch.testing.assert_close(kernels, reference, atol=1e-3, rtol=1e-3)
+
+
+def test_the_cuda_kernels_are_chosen_only_when_both_import_and_the_model_is_on_a_cuda_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def given(kernels_error: str | None, cuda: bool) -> None:
+        monkeypatch.setattr(ssm, "kernels_import_error", lambda: kernels_error)
+        monkeypatch.setattr(ssm, "cuda_available", lambda: cuda)
+
+    given(None, cuda=True)  # mamba-ssm and causal-conv1d import, torch sees a GPU
+    path = ssm.scan_path("cuda:0")
+    assert (
+        path.kernels and str(path) == "Mamba: the fused CUDA kernels of mamba-ssm and causal-conv1d on cuda:0"
+    )
+    path = ssm.scan_path("cpu")
+    assert not path.kernels and path.reason == "the model is on cpu, not on a CUDA device", path
+
+    given(None, cuda=False)
+    path = ssm.scan_path("cuda")
+    assert not path.kernels and path.reason == "the model is on cuda but torch sees no CUDA device", path
+
+    missing = "ModuleNotFoundError: No module named 'mamba_ssm'"
+    given(missing, cuda=True)
+    path = ssm.scan_path("cuda:0")
+    assert not path.kernels, path
+    assert str(path) == (
+        f"Mamba: the pure-PyTorch scan on cuda:0 (mamba-ssm and causal-conv1d, the gpu extra, do not "
+        f"import: {missing})"
+    )
+    given(missing, cuda=False)
+    path = ssm.scan_path("cpu")  # the daemon's case on a machine without the extra: both reasons
+    assert not path.kernels and path.reason.endswith("; the model is on cpu, not on a CUDA device"), path
+
+
+def test_forward_runs_the_path_chosen_and_the_pytorch_one_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    block, _ = make_pair(16, 8, 4, 2)
+    x = torch.randn(2, 40, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        default = block(x)
+        streamed, _ = block.step(x, block.allocate_state(2))
+    assert torch.equal(default, streamed)  # the PyTorch path: forward is step from the zero state
+    assert not ssm.scan_path(x.device).kernels
+
+    sentinel = torch.full_like(x, 7.0)
+    monkeypatch.setattr(ssm.Mamba, "_forward_kernels", lambda self, x: sentinel)
+    monkeypatch.setattr(ssm, "scan_path", lambda device: ssm.ScanPath(True, str(device), "chosen"))
+    assert block(x) is sentinel
 
 
 # ----------------------------------------------------------------------- against mambapy
