@@ -4,7 +4,9 @@ Topics, all under ``mqtt.prefix``:
 
 ``<prefix>/status``
     ``online`` or ``offline``, retained, QoS 1. ``offline`` is also the will, so the
-    broker publishes it when the daemon dies without saying goodbye.
+    broker publishes it when the daemon dies without saying goodbye. It is the
+    availability of every headset under the prefix, so a prefix belongs to one daemon:
+    daemons sharing a broker each have their own (``neuroauth/<host>``).
 ``<prefix>/<device>/state``
     The current state of a headset as JSON, retained, QoS 1. Only the latest is kept:
     after a reconnection the broker receives the current state, never a backlog.
@@ -16,13 +18,15 @@ Topics, all under ``mqtt.prefix``:
     Per-window scores, QoS 0, dropped while the broker is unreachable.
 ``<prefix>/alarm``
     JSON, QoS 1, not retained: someone else published a state on one of this daemon's
-    state topics (the broker's ACL should make that impossible); the daemon has put its
-    own state back.
+    state topics (the broker's ACL should make that impossible) and the daemon has put its
+    own state back (``foreign_state``), or a status on its status topic (``foreign_status``).
 
 The daemon subscribes to its own state topics: a state it did not publish is
-overwritten at once. Consumers treat anything but a current ``OWNER`` state with
-status ``online`` as locked, and a state whose ``timestamp`` is older than a few
-heartbeats as stale.
+overwritten at once. It also listens on its status topic: a status it did not publish
+means that another daemon shares its prefix, which is reported (a log line and the
+alarm) but never overwritten, since that ``offline`` may be the other daemon's will.
+Consumers treat anything but a current ``OWNER`` state with status ``online`` as
+locked, and a state whose ``timestamp`` is older than a few heartbeats as stale.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import json
 import logging
 import random
 import re
+import socket
 import ssl
 import time
 import uuid
@@ -61,6 +66,7 @@ log = logging.getLogger(__name__)
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
 SHORT_SESSION_S = 5.0  # a connection closed sooner than this after it opened was likely taken over
+OWN_WILL_GRACE_S = 1.0  # an offline heard this long before our connection ends was our own will
 EventKind = Literal["lock", "unlock"]
 _EVENT_KINDS = ("lock", "unlock")
 
@@ -146,6 +152,8 @@ class MqttPublisher:
             self.topics.state(d): collections.deque(maxlen=_RECENT_STATES) for d in self.devices
         }
         self._foreign_states = 0
+        self._foreign_status = 0
+        self._pending_checks: set[asyncio.TimerHandle] = set()  # offlines heard, judged if the link lasts
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._connected = asyncio.Event()
@@ -247,6 +255,7 @@ class MqttPublisher:
             "dropped_events": self._dropped_events,
             "dropped_scores": self._dropped_scores,
             "foreign_states": self._foreign_states,
+            "foreign_status": self._foreign_status,
         }
 
     def _check_device(self, device: str) -> None:
@@ -376,7 +385,8 @@ class MqttPublisher:
                     self._dropped_scores,
                 )
                 self._dropped_events = self._dropped_scores = 0
-            await client.subscribe(self.topics.states, qos=1)  # to put back a state we did not publish
+            # After our online is stored: the status handed on subscribing is ours, any later one is not.
+            await client.subscribe([(self.topics.states, 1), (self.topics.status, 1)])
             self._connected.set()
             log.info("published status and the state of %d device(s)", len(self._states))
             while True:
@@ -392,23 +402,73 @@ class MqttPublisher:
                 if watcher.done():
                     raise _ConnectionLost(_watch_reason(watcher))
         finally:
+            for handle in self._pending_checks:
+                handle.cancel()  # the connection ended: an offline heard just before was our own will
+            self._pending_checks.clear()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await watcher
 
     async def _watch(self, client: aiomqtt.Client) -> None:
-        """Read what comes back on our state topics until the connection ends."""
+        """Read what comes back on our state and status topics until the connection ends."""
         try:
             async for message in client.messages:
-                self._check_state(str(message.topic), bytes(message.payload or b""))
+                topic, payload = str(message.topic), bytes(message.payload or b"")
+                if topic == self.topics.status:
+                    self._check_status(payload, retained=bool(message.retain))
+                else:
+                    self._check_state(topic, payload)
         finally:
             self._wake.set()
+
+    def _check_status(self, payload: bytes, *, retained: bool) -> None:
+        """A status that arrives live and is not ours: another daemon shares the prefix.
+
+        Our ``online`` went out before the subscription, so it only comes back as the retained copy
+        handed on subscribing, and our ``offline`` is sent while closing. A broker that shuts down
+        hands our own will to our own subscription just before it closes the connection, so an
+        ``offline`` counts as another's only once the connection has outlived it by
+        :data:`OWN_WILL_GRACE_S`. Reported, never overwritten: the other daemon's ``offline`` (its
+        will) must keep its own headsets locked.
+        """
+        if retained or self._closing.is_set():
+            return
+        if payload == STATUS_OFFLINE.encode():
+            loop = asyncio.get_running_loop()
+            self._pending_checks = {h for h in self._pending_checks if h.when() > loop.time()}
+            self._pending_checks.add(loop.call_later(OWN_WILL_GRACE_S, self._report_foreign_status, payload))
+            return
+        self._report_foreign_status(payload)
+
+    def _report_foreign_status(self, payload: bytes) -> None:
+        if self._closing.is_set() or not self._link_up:
+            return
+        self._foreign_status += 1
+        status = payload[:40].decode(errors="replace")
+        log.error(
+            "another client published %r on %s, the availability topic of this daemon's headsets: another "
+            "neuroauthd (or a client imitating one) uses mqtt.prefix %r too, and consumers see the status "
+            "of whichever spoke last. Give every daemon on the broker a prefix of its own, such as "
+            "%s/%s (docs/mqtt.md, several daemons on one broker)",
+            status,
+            self.topics.status,
+            self.topics.prefix,
+            self.topics.prefix,
+            socket.gethostname(),
+        )
+        alarm = {
+            "kind": "foreign_status",
+            "topic": self.topics.status,
+            "status": status,
+            "timestamp": time.time(),
+        }
+        self._queue_event(self.topics.alarm, _encode(alarm))
 
     def _check_state(self, topic: str, payload: bytes) -> None:
         """A state on one of our topics that we did not publish: overwrite it with ours, say so."""
         recent = self._recent.get(topic)
         if recent is None or payload in recent:
-            return  # another daemon's device under the same prefix, or our own echo
+            return  # not a device of ours (one an earlier configuration had), or our own echo
         device = topic[len(self.topics.prefix) + 1 : -len("/state")]
         self._foreign_states += 1
         log.warning(

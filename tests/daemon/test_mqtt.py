@@ -548,6 +548,49 @@ def test_a_state_the_daemon_did_not_publish_is_put_back_at_once(mosquitto):
     asyncio.run(scenario())
 
 
+def test_a_second_daemon_on_the_same_prefix_is_reported_and_its_offline_left_standing(mosquitto, caplog):
+    """A prefix's status belongs to one daemon. Alone, reconnecting included, a publisher hears no
+    status but its own; a second on its prefix is reported (log, alarm, count) when it says online
+    and when it says offline, and that offline is not overwritten: it may be a will, whose
+    headsets must stay locked."""
+    broker = mosquitto()
+    first = settings_for(broker)
+    second = settings_for(broker, prefix=first.prefix)
+    p = first.prefix
+
+    async def scenario() -> None:
+        async with MqttPublisher(first, ["eeg1"]) as publisher:
+            assert await publisher.wait_connected(TIMEOUT)
+            await asyncio.to_thread(broker.stop)
+            await until(lambda: not publisher.connected, "the publisher sees the broker gone")
+            await asyncio.to_thread(broker.start)
+            assert await publisher.wait_connected(TIMEOUT)
+            async with subscriber(broker, f"{p}/#") as watcher:
+                await watcher.wait_topic(f"{p}/status", b"online")
+                await asyncio.sleep(0.5)
+                assert publisher.queued["foreign_status"] == 0
+                assert not watcher.on(f"{p}/alarm"), watcher.messages
+
+                with caplog.at_level(logging.ERROR, logger="neuroauth.daemon.mqtt"):
+                    async with MqttPublisher(second, ["eeg2"]) as other:
+                        assert await other.wait_connected(TIMEOUT)
+                        alarm = json.loads((await watcher.wait_topic(f"{p}/alarm")).payload)
+                        assert (alarm["kind"], alarm["status"]) == ("foreign_status", "online"), alarm
+                        assert alarm["topic"] == f"{p}/status"
+                    await watcher.wait_topic(f"{p}/status", b"offline")
+                    await until(lambda: publisher.queued["foreign_status"] == 2, "the offline is reported")
+                assert other.queued["foreign_status"] == 0  # its online came after the first's
+                (record, *_) = [r for r in caplog.records if "uses mqtt.prefix" in r.getMessage()]
+                assert f"on {p}/status" in record.getMessage() and f"such as {p}/" in record.getMessage()
+                await asyncio.sleep(0.5)
+                assert [m.payload for m in watcher.on(f"{p}/status")][-1] == b"offline"
+
+        async with subscriber(broker, f"{p}/status") as late:
+            assert (await late.wait_topic(f"{p}/status")).payload == b"offline"
+
+    asyncio.run(scenario())
+
+
 def test_the_default_client_id_is_new_at_every_start():
     from neuroauth.config import MqttSettings as Fresh
 
