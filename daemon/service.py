@@ -1,10 +1,11 @@
 """The service: every configured headset from its LSL stream to a decision on MQTT.
 
-One asyncio task per headset reads its LSL inlet and feeds the shared streaming
-engine; one task advances the engine (in a worker thread, batched over all
-headsets), scores each window against the headset owner's template, drives the
-headset's decision machine and publishes what changed; the MQTT publisher keeps
-its own connection. The service never exits on its own: a stream that goes away
+One asyncio task per headset finds and opens its LSL stream (and opens it again when
+it is lost); one thread, the pump (:mod:`neuroauth.daemon.pump`), reads every open
+inlet, feeds the shared streaming engine, advances it (batched over all headsets) and
+scores each window against the headset owner's template; on the event loop, each
+window drives its headset's decision machine and what changed is published; the MQTT
+publisher keeps its own connection. The service never exits on its own: a stream that goes away
 is waited for with backoff (its headset in NO_SIGNAL meanwhile), a broker that
 goes away is reconnected to, and decisions go on either way.
 
@@ -17,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pylsl
@@ -30,18 +31,18 @@ from ..enroll.template import Template
 from ..errors import MontageError, NeuroAuthError
 from ..models.checkpoint import NeuroAuthModel
 from ..models.streaming import Advance, EngineConfig, StreamingEngine
-from .inlet import EegInlet, StreamError, StreamLost, backoff_delays, connect_with_backoff
+from .inlet import EegInlet, StreamError, backoff_delays, connect_with_backoff
 from .memory import resident_mb
 from .mqtt import MqttPublisher
 from .notify import Notifier
+from .pump import Pump
 
 log = logging.getLogger(__name__)
 
-PULL_INTERVAL_S = 0.04  # how often each inlet is read
-ADVANCE_INTERVAL_S = 0.1  # how often the engine runs
+TICK_S = 0.1  # how often the decision clocks are checked (a headset gone quiet) and the watchdog fed
+PUMP_STALLED_S = 10.0  # a pump cycle this old means the pump is stuck: the watchdog is no longer fed
 STARTUP_WAIT_S = 30.0  # longest wait for streams and broker before READY=1 anyway
 STATUS_INTERVAL_S = 10.0  # STATUS= to systemd
-FUTURE_TOLERANCE_S = 5.0  # samples stamped further ahead of the local LSL clock are refused
 STATS_LOG_INTERVAL_S = 300.0  # the same figures in the log
 
 
@@ -54,6 +55,7 @@ class Headset:
     machine: DecisionMachine
     inlet: EegInlet | None = None
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    lost: asyncio.Event = field(default_factory=asyncio.Event)  # the pump stopped reading the inlet
     last_score: float | None = None
     reason: str | None = None  # why there is no signal, while NO_SIGNAL
     grace_until: float = 0.0  # LSL time before which a missing window is the stream warming up
@@ -111,13 +113,30 @@ class Service:
             params = dataclasses.replace(template.decision, gap_seconds=settings.decision.no_signal_after_s)
             self.headsets[h.device] = Headset(h, template, DecisionMachine(params, start_time=now))
         self.mqtt: MqttPublisher | None = None
+        self.pump: Pump | None = None
         self.windows_seen = 0
 
     # -- running
 
     async def run(self, stop: asyncio.Event) -> None:
         devices = list(self.headsets)
-        async with MqttPublisher(self.settings.mqtt, devices) as mqtt:
+        loop = asyncio.get_running_loop()
+        # finding and opening streams blocks in liblsl for seconds: enough threads that every
+        # headset can wait at once (the pump has a thread of its own)
+        workers = min(256, 8 + 2 * len(devices))
+        loop.set_default_executor(ThreadPoolExecutor(workers, thread_name_prefix="lsl-connect"))
+        self.pump = Pump(
+            self.engine,
+            loop,
+            self._decide,
+            self._on_lost,
+            silent_after_s=3 * self.settings.decision.no_signal_after_s,
+        )
+        pump_thread = ThreadPoolExecutor(1, thread_name_prefix="pump")
+        # room for every headset's scores of a few cycles: a burst of windows due at once is not dropped
+        async with MqttPublisher(
+            self.settings.mqtt, devices, score_queue_size=max(64, 4 * len(devices))
+        ) as mqtt:
             self.mqtt = mqtt
             for h in self.headsets.values():
                 self._publish_state(h, h.machine.tick(pylsl.local_clock()))
@@ -125,7 +144,8 @@ class Service:
                 async with asyncio.TaskGroup() as tasks:
                     for h in self.headsets.values():
                         tasks.create_task(self._read(h), name=f"inlet-{h.device}")
-                    tasks.create_task(self._process(), name="engine")
+                    tasks.create_task(self._run_pump(pump_thread), name="pump")
+                    tasks.create_task(self._tick(), name="tick")
                     tasks.create_task(self._startup(), name="startup")
                     tasks.create_task(self._status(), name="status")
                     tasks.create_task(self._heartbeat(), name="heartbeat")
@@ -134,6 +154,8 @@ class Service:
             except* _Stopping:
                 pass
             finally:
+                self.pump.stop.set()
+                pump_thread.shutdown(wait=True)
                 self.notifier.stopping()
                 # every headset locked before offline: a consumer that follows events, or reads the
                 # retained state, must not stay unlocked because the daemon went away
@@ -188,12 +210,14 @@ class Service:
             "tasks": len(asyncio.all_tasks()),
             "threads": threading.active_count(),
             "pending_samples": sum(self.engine.pending_samples().values()),
+            "pump_busy": self.pump.busy_share() if self.pump is not None else 0.0,
             "stream_state_kb": self.engine.state_bytes() // 1024,
             "windows": self.windows_seen,
             "mqtt_events_queued": queued.get("events", 0),
             "mqtt_scores_queued": queued.get("scores", 0),
             "mqtt_dropped": queued.get("dropped_events", 0) + queued.get("dropped_scores", 0),
             "mqtt_foreign_states": queued.get("foreign_states", 0),
+            "mqtt_foreign_status": queued.get("foreign_status", 0),
         }
 
     # -- one headset's stream
@@ -226,11 +250,14 @@ class Service:
             retry = backoff_delays(1.0, 30.0)
             # the first window needs a window's worth of samples; until then no window is no fault
             h.grace_until = pylsl.local_clock() + self.model.spec.window_seconds + 1.0
+            h.lost.clear()
+            self.pump.attach(h.device, h.inlet, lambda e, t=h.template: float(t.score(e[None]).fused[0]))
             h.connected.set()
             log.info("%s: reading %s at %g Hz", h.device, h.inlet.name, h.inlet.sfreq)
             try:
-                await self._pull_until_lost(h)
+                await h.lost.wait()
             finally:
+                self.pump.detach(h.device)
                 self.engine.remove_stream(h.device)
                 h.inlet.close()
                 h.inlet = None
@@ -253,72 +280,38 @@ class Service:
             self._no_signal(h, pylsl.local_clock(), "the stream changed identity")
         h.identity = identity
 
-    async def _pull_until_lost(self, h: Headset) -> None:
-        stall = self.settings.decision.no_signal_after_s
-        while True:
-            try:
-                volts, timestamps = h.inlet.pull()
-            except StreamLost as exc:
-                self._no_signal(h, pylsl.local_clock(), str(exc))
-                return
-            if timestamps.size:
-                ahead = float(timestamps[-1]) - pylsl.local_clock()
-                if ahead > FUTURE_TOLERANCE_S:  # a decision stamped in the future would outlive its cause
-                    reason = (
-                        f"timestamps {ahead:.1f} s ahead of this machine's clock; fix the clock of the "
-                        "program streaming the headset"
-                    )
-                    log.warning("%s: %s (%s)", h.device, reason, h.inlet.name)
-                    self._no_signal(h, pylsl.local_clock(), reason)
-                    return
-                try:
-                    self.engine.push(h.device, volts, timestamps)
-                except NeuroAuthError as exc:
-                    self._no_signal(h, pylsl.local_clock(), str(exc))
-                    return
-            elif h.inlet.seconds_since_last_sample() > 3 * stall:
-                reason = f"no samples for {3 * stall:g} s; reconnecting"
-                log.warning("%s: %s to %s", h.device, reason, h.inlet.name)
-                self._no_signal(h, pylsl.local_clock(), reason)
-                return
-            await asyncio.sleep(PULL_INTERVAL_S)
+    def _on_lost(self, device: str, inlet: EegInlet, reason: str) -> None:
+        """The pump stopped reading ``inlet`` (on the event loop): NO_SIGNAL, and connect again."""
+        h = self.headsets[device]
+        if h.inlet is not inlet:
+            return  # an inlet already given up (closed while a cycle read it)
+        log.warning("%s: %s (%s)", h.device, reason, inlet.name)
+        self._no_signal(h, pylsl.local_clock(), reason)
+        h.lost.set()
 
-    # -- the engine, the scores and the decisions
+    # -- the decisions
 
-    async def _process(self) -> None:
+    async def _run_pump(self, thread: ThreadPoolExecutor) -> None:
+        """The pump's thread, for as long as the service runs; an error there ends the service."""
+        await asyncio.get_running_loop().run_in_executor(thread, self.pump.run)
+
+    async def _tick(self) -> None:
+        """Headsets with no window for too long go NO_SIGNAL; the watchdog hears from a live pump."""
         watchdog = self.notifier.watchdog_interval()
         last_ping = 0.0
         while True:
-            started = time.monotonic()
-            advance, scored = await asyncio.to_thread(self._advance)
-            self._decide(advance, scored)
             now = pylsl.local_clock()
             for h in self.headsets.values():
                 if now >= h.grace_until:
                     self._publish_state(h, h.machine.tick(now), only_changes=True)
+            started = time.monotonic()
             if watchdog is not None and started - last_ping >= watchdog / 2:
-                self.notifier.watchdog()
-                last_ping = started
-            await asyncio.sleep(max(0.0, ADVANCE_INTERVAL_S - (time.monotonic() - started)))
-
-    def _advance(self) -> tuple[Advance, dict[int, float]]:
-        """Engine step and window scores (in a worker thread): fused score per window index."""
-        advance = self.engine.advance()
-        scored: dict[int, float] = {}
-        for i, w in enumerate(advance.windows):
-            h = self.headsets.get(w.stream)
-            if w.ok and h is not None:
-                try:
-                    score = float(h.template.score(w.embedding[None]).fused[0])
-                except (ValueError, ArithmeticError, NeuroAuthError) as exc:  # no window ends the service
-                    log.error("%s: a window could not be scored (%s); no signal", h.device, exc)
-                    w.problems = (*w.problems, f"the window could not be scored: {exc}")
-                    continue
-                if math.isfinite(score):
-                    scored[i] = score
-                else:  # never expected; a window that cannot be scored is no signal, not a crash
-                    w.problems = (*w.problems, f"the window's score is {score}")
-        return advance, scored
+                if started - self.pump.last_cycle < PUMP_STALLED_S:
+                    self.notifier.watchdog()
+                    last_ping = started
+                else:
+                    log.error("the pump has not completed a cycle for %.0f s", started - self.pump.last_cycle)
+            await asyncio.sleep(TICK_S)
 
     def _decide(self, advance: Advance, scored: dict[int, float]) -> None:
         self.windows_seen += len(advance.windows)

@@ -395,6 +395,8 @@ class StreamingEngine:
             restarts, self._restarts = self._restarts, []
             groups: dict[int, list[_Stream]] = {}
             for s in self._streams.values():
+                if not self._due(s):
+                    continue  # pre-processing waits for a unit: small chunks cost as much as large ones
                 self._preprocess(s)
                 n = s.carry.shape[1] - s.carry.shape[1] % self.unit
                 if n:
@@ -408,6 +410,12 @@ class StreamingEngine:
             for s in self._streams.values():
                 s.prune_anchors()
         return Advance(windows, restarts)
+
+    def _due(self, s: _Stream) -> bool:
+        """Whether ``s`` has a unit of model-rate samples to step, counting its queued input as if
+        resampled (rounded up: a stream is never kept waiting, at worst pre-processed a little early)."""
+        resampled = -(-s.n_pushed * s.up // s.down)  # model-rate samples its input makes, rounded up
+        return resampled - s.ring.count >= self.unit
 
     def _preprocess(self, s: _Stream) -> None:
         if not s.pending:

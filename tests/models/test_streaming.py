@@ -290,3 +290,34 @@ def test_windows_wait_for_the_rate_to_be_confirmed(model, recording):
     expected = offline(model, volts, names, 500)
     assert [w.end for w in windows] == list(range(1000, 200 * 20 + 1, 200))
     assert np.abs(np.stack([w.embedding for w in windows]) - expected[1:]).max() <= 1e-4
+
+
+def test_small_chunks_are_preprocessed_once_a_hop_yet_windows_come_as_soon_as_due(
+    model, recording, monkeypatch
+):
+    """Pushed a few samples at a time, as a live inlet delivers them, a stream is pre-processed only when a
+    hop of samples waits (small chunks cost as much as large ones), and still each window comes out of the
+    first advance after the push that completed it."""
+    from neuroauth.models import preprocess as preprocess_module
+
+    volts, names = recording
+    rate, chunk = 256, 5
+    volts = signal.resample_poly(volts, rate, 500, axis=1)[:, : rate * 10]
+    calls = []
+    stages = preprocess_module.Preprocessor.stages
+    monkeypatch.setattr(
+        preprocess_module.Preprocessor, "stages", lambda self, x: calls.append(1) or stages(self, x)
+    )
+    engine = StreamingEngine(model, EXACT)
+    engine.add_stream("s", names, rate)
+    pushed_when = []  # input samples pushed when each window came out
+    for i in range(0, volts.shape[1], chunk):
+        stop = min(i + chunk, volts.shape[1])
+        engine.push("s", volts[:, i:stop], T0 + np.arange(i, stop) / rate)
+        pushed_when += [stop for _ in engine.advance().windows]
+    ends = np.arange(800, 800 + 200 * len(pushed_when), 200)  # model-rate samples at each window's end
+    needed = np.ceil(ends * rate / 200)  # input samples a window's end needs, at the least
+    assert len(pushed_when) == 7
+    assert (np.array(pushed_when) - needed < chunk + 3).all(), list(zip(pushed_when, needed, strict=True))
+    pushes = -(-volts.shape[1] // chunk)
+    assert len(calls) <= volts.shape[1] / rate + 2 < pushes / 20, (len(calls), pushes)
