@@ -23,6 +23,12 @@ from torch import nn
 
 from .ssm import Mamba, MambaState
 
+# A checkpoint's configuration is data read from a file: a denoiser beyond these sizes is none this
+# project trains (the shipped one has about 30,000 weights and keeps 1,440 past values per channel),
+# and building it would exhaust memory, so its configuration is refused first.
+MAX_WEIGHTS = 2**25
+MAX_HISTORY = 2**20  # past values kept per channel while streaming
+
 
 @dataclass(frozen=True)
 class DenoiserConfig:
@@ -37,6 +43,28 @@ class DenoiserConfig:
     d_state: int = 8
     d_conv: int = 4
     expand: int = 1
+
+    def __post_init__(self) -> None:
+        sizes = {
+            name: getattr(self, name)
+            for name in ("residual_channels", "skip_channels", "kernel_size", "n_blocks", "d_state", "d_conv")
+        }
+        sizes.update({"expand": self.expand, **{f"dilations[{i}]": d for i, d in enumerate(self.dilations)}})
+        wrong = {k: v for k, v in sizes.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1}
+        if wrong or not self.dilations:
+            raise ValueError(f"denoiser sizes must be positive integers, got {wrong or 'no dilations'}")
+        r, s, k = self.residual_channels, self.skip_channels, self.kernel_size
+        weights = self.n_layers * (2 * r * r * k + r * r + s * r) + s * s
+        history = r * (self.receptive_field - 1)
+        if self.use_mamba:
+            inner = self.expand * r
+            weights += inner * (3 * r + self.d_conv + 3 * self.d_state + 2 * math.ceil(r / 16))
+            history += inner * (self.d_conv + self.d_state)
+        if weights > MAX_WEIGHTS or history > MAX_HISTORY:
+            raise ValueError(
+                f"a denoiser of {weights:,} weights keeping {history:,} past values per channel is beyond "
+                f"any this project trains (at most {MAX_WEIGHTS:,} and {MAX_HISTORY:,})"
+            )
 
     @property
     def n_layers(self) -> int:

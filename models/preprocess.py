@@ -19,6 +19,11 @@ from fractions import Fraction
 import numpy as np
 from scipy import signal
 
+MAX_RATE = 20_000.0  # Hz
+MAX_FILTER_ORDER = 16
+MAX_WINDOW = 2**16  # samples
+MAX_UPSAMPLING = 100  # output samples per input sample: 2 Hz into a 200 Hz model, far below any EEG rate
+
 
 @dataclass(frozen=True)
 class SignalSpec:
@@ -32,13 +37,21 @@ class SignalSpec:
     scale_uv: float = 10.0
 
     def __post_init__(self) -> None:
+        # a checkpoint's configuration is data read from a file: sizes beyond these are no model's
+        if not 0 < self.sfreq <= MAX_RATE or not 1 <= self.filter_order <= MAX_FILTER_ORDER:
+            raise ValueError(
+                f"a rate of {self.sfreq} Hz and a filter of order {self.filter_order} are beyond any model's "
+                f"(at most {MAX_RATE:g} Hz and order {MAX_FILTER_ORDER})"
+            )
+        if self.window > MAX_WINDOW:
+            raise ValueError(f"window of {self.window} samples is too long; use at most {MAX_WINDOW}")
         low, high = self.band
         if not 0 < low < high < self.sfreq / 2:
             raise ValueError(f"band {self.band} must satisfy 0 < low < high < Nyquist ({self.sfreq / 2} Hz)")
         if self.window < 16:
             raise ValueError(f"window of {self.window} samples is too short; use at least 16")
-        if self.scale_uv <= 0:
-            raise ValueError(f"scale_uv must be positive, got {self.scale_uv}")
+        if not 0 < self.scale_uv < float("inf"):
+            raise ValueError(f"scale_uv must be positive and finite, got {self.scale_uv}")
 
     @property
     def window_seconds(self) -> float:
@@ -72,6 +85,11 @@ class Resampler:
         if abs(float(ratio) - out_rate / in_rate) > 1e-9:
             raise ValueError(f"cannot resample {in_rate} Hz to {out_rate} Hz by a rational factor")
         self.up, self.down = ratio.numerator, ratio.denominator
+        if self.up < 1 or ratio > MAX_UPSAMPLING:  # none, or more outputs per input than a chunk holds
+            raise ValueError(
+                f"resampling {in_rate:g} Hz to {out_rate:g} Hz takes a factor of {ratio}; the input rate "
+                f"must lie between 1/{MAX_UPSAMPLING} and 1000 times the output rate"
+            )
         self.in_rate, self.out_rate = float(in_rate), float(out_rate)
         self.n_channels = n_channels
         self._history: np.ndarray | None = None  # (C, Q - 1) last inputs

@@ -25,6 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+MAX_CHANNELS = 512  # as the daemon's inlet: no headset has more
+MAX_WINDOW = 2**16  # samples
+MAX_WEIGHTS = 2**25  # of the projection: far beyond any fitted one, far below what would exhaust memory
+
 BANDS: tuple[tuple[float, float], ...] = ((1.0, 4.0), (4.0, 8.0), (8.0, 13.0), (13.0, 30.0), (30.0, 40.0))
 FEATURE_GROUPS: tuple[str, ...] = ("psd", "bandpower", "coherence")
 
@@ -45,6 +49,20 @@ class SpectralConfig:
     shrinkage: float = 0.5
 
     def __post_init__(self) -> None:
+        sizes = {
+            "n_channels": self.n_channels,
+            "window": self.window,
+            "nperseg": self.nperseg,
+            "pca_dim": self.pca_dim,
+        }
+        wrong = {k: v for k, v in sizes.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1}
+        if wrong or self.n_channels > MAX_CHANNELS or self.window > MAX_WINDOW:
+            raise ValueError(
+                f"spectral sizes must be positive integers, at most {MAX_CHANNELS} channels and a window of "
+                f"{MAX_WINDOW} samples, got {wrong or sizes}"
+            )
+        if not self.bands or not all(len(band) == 2 and band[0] < band[1] for band in self.bands):
+            raise ValueError(f"bands must be one or more (low, high) pairs, low below high; got {self.bands}")
         unknown = set(self.features) - set(FEATURE_GROUPS)
         if unknown or not self.features:
             raise ValueError(f"features {self.features} must be a non-empty subset of {FEATURE_GROUPS}")
@@ -148,6 +166,11 @@ class SpectralEmbedder(nn.Module):
         self.config = config
         self.features = SpectralFeatures(config)
         n = self.features.n_features
+        if n * config.pca_dim > MAX_WEIGHTS:  # a configuration read from a checkpoint is data
+            raise ValueError(
+                f"a projection of {n} features to {config.pca_dim} dimensions is beyond any fitted one "
+                f"(at most {MAX_WEIGHTS:,} weights)"
+            )
         self.register_buffer("mean", torch.zeros(n))
         self.register_buffer("scale", torch.ones(n))
         self.register_buffer("projection", torch.eye(n, config.pca_dim))  # (F, D)
