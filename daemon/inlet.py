@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import threading
 import time
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "AmbiguousStream",
     "EegInlet",
+    "StreamDirectory",
     "StreamLost",
     "backoff_delays",
     "connect_with_backoff",
@@ -122,20 +124,58 @@ async def resolve(selector: StreamSelector, timeout: float) -> list[pylsl.Stream
     return await asyncio.to_thread(pylsl.resolve_bypred, selector.predicate, 1, timeout)
 
 
-async def resolve_one(selector: StreamSelector, timeout: float) -> pylsl.StreamInfo | None:
+class StreamDirectory:
+    """Every stream that answers a lookup within :data:`UNIQUE_WITHIN_S`, shared by all who ask.
+
+    However many headsets are waiting for their streams, one lookup at a time goes out and
+    all of them match their selectors against its answer (liblsl lookups running side by side
+    by the dozen miss streams). An answer is reused for ``fresh_s`` seconds. Use it from one
+    event loop.
+    """
+
+    def __init__(self, wait_s: float = UNIQUE_WITHIN_S, fresh_s: float = 0.5) -> None:
+        self.wait_s = wait_s
+        self.fresh_s = fresh_s
+        self._infos: list[pylsl.StreamInfo] = []
+        self._at = -math.inf
+        self._lookup: asyncio.Task[list[pylsl.StreamInfo]] | None = None
+
+    async def streams(self) -> list[pylsl.StreamInfo]:
+        """The streams of the latest lookup, looking again unless it is fresh."""
+        if time.monotonic() - self._at < self.fresh_s:
+            return self._infos
+        if self._lookup is None:
+            self._lookup = asyncio.ensure_future(asyncio.to_thread(pylsl.resolve_streams, self.wait_s))
+            self._lookup.add_done_callback(self._done)
+        return await asyncio.shield(self._lookup)
+
+    def _done(self, lookup: asyncio.Task[list[pylsl.StreamInfo]]) -> None:
+        self._lookup = None
+        if not lookup.cancelled() and lookup.exception() is None:
+            self._infos, self._at = lookup.result(), time.monotonic()
+
+
+async def resolve_one(
+    selector: StreamSelector, timeout: float, directory: StreamDirectory | None = None
+) -> pylsl.StreamInfo | None:
     """The one stream matching ``selector`` (None when none answers within ``timeout``).
 
-    Once one answers, a second lookup gives every stream :data:`UNIQUE_WITHIN_S` to answer
-    too: two matches raise :class:`AmbiguousStream`, never a silent choice.
+    Each lookup gives every stream :data:`UNIQUE_WITHIN_S` to answer: two matches raise
+    :class:`AmbiguousStream`, never a silent choice. ``directory`` shares lookups among callers.
     """
-    infos = await resolve(selector, timeout)
-    if not infos:
-        return None
-    infos = await asyncio.to_thread(pylsl.resolve_bypred, selector.predicate, 2, UNIQUE_WITHIN_S) or infos
-    unique = {(i.uid(), i.source_id(), i.hostname()): i for i in infos}
-    if len(unique) > 1:
-        raise AmbiguousStream(selector, list(unique.values()))
-    return next(iter(unique.values()))
+    directory = directory or StreamDirectory()
+    deadline = time.monotonic() + timeout
+    while True:
+        infos = [i for i in await directory.streams() if selector.matches(i)]
+        unique = {(i.uid(), i.source_id(), i.hostname()): i for i in infos}
+        if len(unique) > 1:
+            raise AmbiguousStream(selector, list(unique.values()))
+        if unique:
+            return next(iter(unique.values()))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        await asyncio.sleep(min(remaining, directory.fresh_s))
 
 
 def unit_scale(unit: str) -> float | None:
@@ -391,6 +431,7 @@ async def connect_with_backoff(
     on_retry: Callable[[str, float], None] | None = None,
     *,
     resolve_timeout: float = 2.0,
+    directory: StreamDirectory | None = None,
     min_delay: float = 0.5,
     max_delay: float = 10.0,
     max_buflen: int = 2,
@@ -399,6 +440,7 @@ async def connect_with_backoff(
 ) -> EegInlet:
     """Wait until a stream matching ``selector`` can be opened and return its inlet.
 
+    ``directory`` (one per event loop) shares the stream lookups of every headset waiting.
     Retries for ever: each failed attempt (no stream found within
     ``resolve_timeout``, or the stream vanished or stayed silent while opening)
     is followed by a pause from :func:`backoff_delays`. ``on_retry`` receives, per
@@ -412,7 +454,7 @@ async def connect_with_backoff(
     attempt = 0
     while True:
         try:
-            info = await resolve_one(selector, resolve_timeout)
+            info = await resolve_one(selector, resolve_timeout, directory)
         except AmbiguousStream as exc:
             info, problem = None, str(exc)
         else:

@@ -31,7 +31,7 @@ from ..enroll.template import Template
 from ..errors import MontageError, NeuroAuthError
 from ..models.checkpoint import NeuroAuthModel
 from ..models.streaming import Advance, EngineConfig, StreamingEngine
-from .inlet import EegInlet, StreamError, backoff_delays, connect_with_backoff
+from .inlet import EegInlet, StreamDirectory, StreamError, backoff_delays, connect_with_backoff
 from .memory import resident_mb
 from .mqtt import MqttPublisher
 from .notify import Notifier
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.1  # how often the decision clocks are checked (a headset gone quiet) and the watchdog fed
 PUMP_STALLED_S = 10.0  # a pump cycle this old means the pump is stuck: the watchdog is no longer fed
+GOLDEN_FRACTION = 0.6180339887  # k times it, modulo 1: offsets spread evenly however many headsets
 STARTUP_WAIT_S = 30.0  # longest wait for streams and broker before READY=1 anyway
 STATUS_INTERVAL_S = 10.0  # STATUS= to systemd
 STATS_LOG_INTERVAL_S = 300.0  # the same figures in the log
@@ -53,6 +54,7 @@ class Headset:
     settings: HeadsetSettings
     template: Template
     machine: DecisionMachine
+    offset_s: float  # where its windows end within the hop (see StreamingEngine.add_stream)
     inlet: EegInlet | None = None
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     lost: asyncio.Event = field(default_factory=asyncio.Event)  # the pump stopped reading the inlet
@@ -111,9 +113,12 @@ class Service:
                     wanted,
                 )
             params = dataclasses.replace(template.decision, gap_seconds=settings.decision.no_signal_after_s)
-            self.headsets[h.device] = Headset(h, template, DecisionMachine(params, start_time=now))
+            # windows of headsets that start together are spread over the hop: the engine's work too
+            offset = (len(self.headsets) * GOLDEN_FRACTION % 1.0) * settings.model.hop_seconds
+            self.headsets[h.device] = Headset(h, template, DecisionMachine(params, start_time=now), offset)
         self.mqtt: MqttPublisher | None = None
         self.pump: Pump | None = None
+        self.directory: StreamDirectory | None = None  # the stream lookups every headset shares
         self.windows_seen = 0
 
     # -- running
@@ -133,6 +138,7 @@ class Service:
             silent_after_s=3 * self.settings.decision.no_signal_after_s,
         )
         pump_thread = ThreadPoolExecutor(1, thread_name_prefix="pump")
+        self.directory = StreamDirectory()
         # room for every headset's scores of a few cycles: a burst of windows due at once is not dropped
         async with MqttPublisher(
             self.settings.mqtt, devices, score_queue_size=max(64, 4 * len(devices))
@@ -232,10 +238,11 @@ class Service:
                     selector,
                     on_retry=lambda problem, delay, h=h: self._on_connect_retry(h, problem, delay),
                     resolve_timeout=h.settings.resolve_timeout_s,
+                    directory=self.directory,
                 )
                 self._check_identity(h)
                 try:
-                    self.engine.add_stream(h.device, h.inlet.require_labels(), h.inlet.sfreq)
+                    self.engine.add_stream(h.device, h.inlet.require_labels(), h.inlet.sfreq, h.offset_s)
                 except MontageError as exc:  # the engine knows the headset; name the LSL stream
                     stream = f"LSL stream {h.inlet.name!r} (source_id {h.inlet.source_id!r})"
                     raise MontageError(stream, exc.missing, exc.available) from None
@@ -249,7 +256,9 @@ class Service:
                 continue
             retry = backoff_delays(1.0, 30.0)
             # the first window needs a window's worth of samples; until then no window is no fault
-            h.grace_until = pylsl.local_clock() + self.model.spec.window_seconds + 1.0
+            h.grace_until = (
+                pylsl.local_clock() + self.model.spec.window_seconds + self.engine.config.hop_seconds + 1.0
+            )
             h.lost.clear()
             self.pump.attach(h.device, h.inlet, lambda e, t=h.template: float(t.score(e[None]).fused[0]))
             h.connected.set()

@@ -144,9 +144,10 @@ class _Stream:
     """Per-stream state; the engine's lock guards every access."""
 
     def __init__(
-        self, key: str, picks: list[int], n_inputs: int, sfreq: float, engine: StreamingEngine
+        self, key: str, picks: list[int], n_inputs: int, sfreq: float, offset: int, engine: StreamingEngine
     ) -> None:
         self.key = key
+        self.offset = offset  # its windows end at window + offset + k * hop model-rate samples
         self.picks = picks  # index of each model channel among the stream's channels
         self.n_inputs = n_inputs
         self.sfreq = sfreq
@@ -220,9 +221,8 @@ class StreamingEngine:
             )
         self.hop = round(hop)
         self.window = spec.window
-        self.unit = math.gcd(self.window, self.hop)
         self.max_backlog_out = math.ceil(config.max_backlog_seconds * spec.sfreq)
-        self.ring_capacity = self.window + self.max_backlog_out + 2 * self.unit
+        self.ring_capacity = self.window + self.max_backlog_out + 2 * self.hop
         self.n_channels = len(model.montage)
         self.device = next(model.denoiser.parameters()).device
         self._streams: dict[str, _Stream] = {}
@@ -231,8 +231,15 @@ class StreamingEngine:
 
     # -- streams joining and leaving
 
-    def add_stream(self, key: str, channel_names: Sequence[str], sfreq: float) -> None:
-        """Register a stream by its channel labels and rate; raises with the stream named."""
+    def add_stream(
+        self, key: str, channel_names: Sequence[str], sfreq: float, offset_seconds: float = 0.0
+    ) -> None:
+        """Register a stream by its channel labels and rate; raises with the stream named.
+
+        Its first window ends ``offset_seconds`` (modulo a hop) after a window's worth of samples, and
+        one every hop after that: streams that start together with offsets spread over the hop have
+        their windows, and the engine's work, spread over it too instead of all at once.
+        """
         picks = resolve_montage(self.model.montage, channel_names)
         if picks and isinstance(picks[0], str):
             raise MontageError(f"stream {key!r}", list(picks), list(channel_names))
@@ -242,7 +249,8 @@ class StreamingEngine:
                 "of a regularly sampled stream"
             )
         try:
-            stream = _Stream(key, list(picks), len(channel_names), float(sfreq), self)
+            offset = round(offset_seconds * self.model.spec.sfreq) % self.hop
+            stream = _Stream(key, list(picks), len(channel_names), float(sfreq), offset, self)
         except ValueError as exc:
             raise StreamError(
                 f"stream {key!r}: {exc}; the headset's rate needs a simple ratio to "
@@ -398,8 +406,9 @@ class StreamingEngine:
                 if not self._due(s):
                     continue  # pre-processing waits for a unit: small chunks cost as much as large ones
                 self._preprocess(s)
-                n = s.carry.shape[1] - s.carry.shape[1] % self.unit
-                if n:
+                need = self._next_end(s) - s.ring.count  # samples to step to its next window's end
+                if s.carry.shape[1] >= need:
+                    n = need + (s.carry.shape[1] - need) // self.hop * self.hop  # and any further hops
                     groups.setdefault(n, []).append(s)
             due: list[tuple[_Stream, int, np.ndarray]] = []  # (stream, end, window (3C, L))
             size = self.config.max_batch_streams
@@ -411,11 +420,16 @@ class StreamingEngine:
                 s.prune_anchors()
         return Advance(windows, restarts)
 
+    def _next_end(self, s: _Stream, after: int | None = None) -> int:
+        """The first end of a window of ``s`` beyond model-rate sample ``after`` (default: all stepped)."""
+        first = max(self.window + s.offset, (s.ring.count if after is None else after) + 1)
+        return first + (-(first - self.window - s.offset)) % self.hop
+
     def _due(self, s: _Stream) -> bool:
-        """Whether ``s`` has a unit of model-rate samples to step, counting its queued input as if
-        resampled (rounded up: a stream is never kept waiting, at worst pre-processed a little early)."""
+        """Whether ``s`` has the samples its next window needs, counting its queued input as if resampled
+        (rounded up: a stream is never kept waiting, at worst pre-processed a little early)."""
         resampled = -(-s.n_pushed * s.up // s.down)  # model-rate samples its input makes, rounded up
-        return resampled - s.ring.count >= self.unit
+        return resampled >= self._next_end(s)
 
     def _preprocess(self, s: _Stream) -> None:
         if not s.pending:
@@ -437,8 +451,7 @@ class StreamingEngine:
             start = s.ring.count
             s.ring.write(np.concatenate([s.carry[:, :n], out]))
             s.carry = s.carry[:, n:]
-            first = max(self.window, start + 1)
-            first += (-(first - self.window)) % self.hop  # the next end on the hop grid
+            first = self._next_end(s, after=start)
             if not s.rate_confirmed:
                 continue  # windows of a stream whose rate is not yet confirmed are withheld
             for end in range(first, s.ring.count + 1, self.hop):

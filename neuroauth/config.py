@@ -523,6 +523,12 @@ class StreamSelector(_Section):
         )
         return [(field, value) for field, value in fields if value is not None]
 
+    def matches(self, info) -> bool:
+        """Whether the stream described by ``info`` (a ``pylsl.StreamInfo``) is one this selects: the
+        same test as :attr:`predicate`, made here on a list of every stream looked up once."""
+        seen = {"name": info.name, "type": info.type, "source_id": info.source_id, "host": info.hostname}
+        return all(seen[field]() == value for field, value in self._given())
+
     @property
     def predicate(self) -> str:
         """The XPath predicate liblsl matches against each stream's description."""

@@ -496,3 +496,54 @@ def test_the_host_pins_a_stream(replay):
     elsewhere = StreamSelector(source_id=stream.source_id, host="another-host")
     assert elsewhere.predicate == f"source_id='{stream.source_id}' and hostname='another-host'"
     assert asyncio.run(resolve_one(elsewhere, 1.0)) is None
+
+
+class _Info:
+    """What a lookup answers for one stream, as far as selectors look."""
+
+    def __init__(self, name: str, source_id: str, host: str = "desk", kind: str = "EEG") -> None:
+        self._fields = {
+            "name": name,
+            "type": kind,
+            "source_id": source_id,
+            "hostname": host,
+            "uid": source_id,
+        }
+
+    def __getattr__(self, field: str):
+        return lambda: self._fields[field]
+
+
+def test_headsets_waiting_together_share_one_lookup(monkeypatch):
+    """Sixty-four headsets looking for their streams at once send one lookup, not sixty-four (liblsl
+    lookups running side by side miss streams), and each finds its own; a selector matching two is refused."""
+    from neuroauth.daemon import inlet
+
+    answer = [_Info(f"cap-{i}", f"src-{i}") for i in range(64)] + [_Info("twin", "x"), _Info("twin", "y")]
+    lookups = []
+
+    def resolve_streams(wait_time):
+        lookups.append(wait_time)
+        time.sleep(0.2)
+        return answer
+
+    monkeypatch.setattr(inlet.pylsl, "resolve_streams", resolve_streams)
+
+    async def scenario():
+        directory = inlet.StreamDirectory()
+        found = await asyncio.gather(
+            *(
+                inlet.resolve_one(StreamSelector(source_id=f"src-{i}", host="desk"), 5.0, directory)
+                for i in range(64)
+            )
+        )
+        assert [f.source_id() for f in found] == [f"src-{i}" for i in range(64)]
+        assert (
+            await inlet.resolve_one(StreamSelector(source_id="src-3", host="elsewhere"), 0.0, directory)
+            is None
+        )
+        with pytest.raises(inlet.AmbiguousStream, match="2 LSL streams match"):
+            await inlet.resolve_one(StreamSelector(name="twin"), 5.0, directory)
+
+    asyncio.run(scenario())
+    assert len(lookups) == 1, lookups

@@ -321,3 +321,27 @@ def test_small_chunks_are_preprocessed_once_a_hop_yet_windows_come_as_soon_as_du
     assert (np.array(pushed_when) - needed < chunk + 3).all(), list(zip(pushed_when, needed, strict=True))
     pushes = -(-volts.shape[1] // chunk)
     assert len(calls) <= volts.shape[1] / rate + 2 < pushes / 20, (len(calls), pushes)
+
+
+def test_an_offset_moves_a_streams_windows_within_the_hop_and_changes_nothing_else(model, recording):
+    """Streams that start together are given offsets so that their windows, and the work, spread over the
+    hop; a window of a stream with an offset is the offline window ending at the same sample."""
+    from neuroauth.models.preprocess import sliding_windows
+
+    volts, names = recording
+    engine = StreamingEngine(model, EXACT)
+    engine.add_stream("early", names, 500)
+    engine.add_stream("late", names, 500, offset_seconds=0.25)
+    windows = {"early": [], "late": []}
+    for i in range(0, volts.shape[1], 20):  # 40 ms chunks, as an inlet delivers them
+        for key in windows:
+            engine.push(key, volts[:, i : i + 20], T0 + np.arange(i, min(i + 20, volts.shape[1])) / 500)
+        for w in engine.advance().windows:
+            windows[w.stream].append(w)
+    early, late = (np.array([w.end for w in windows[k]]) for k in ("early", "late"))
+    assert early[0] == 800 and late[0] == 850 and (np.diff(late) == 200).all()
+    picks = resolve_montage(model.montage, names)
+    y = denoise(model, preprocess(volts[picks], 500, model.spec))
+    expected = embed(model.embedder, sliding_windows(y, 800, 200, start=50))
+    got = np.stack([w.embedding for w in windows["late"]])
+    assert len(got) == len(expected) and np.abs(got - expected).max() <= 1e-4
