@@ -103,11 +103,18 @@ class DecisionParams:
             # the quadratic's turning point; beyond it the wider Gaussian would win again
             turn = (self.owner_mean * si2 - self.impostor_mean * so2) / (si2 - so2)
             s = np.maximum(s, turn) if so2 > si2 else np.minimum(s, turn)
-        log_owner = -0.5 * ((s - self.owner_mean) / self.owner_std) ** 2 - math.log(self.owner_std)
-        log_impostor = -0.5 * ((s - self.impostor_mean) / self.impostor_std) ** 2 - math.log(
-            self.impostor_std
-        )
-        return np.clip(log_owner - log_impostor, -self.llr_clip, self.llr_clip)
+        with np.errstate(over="ignore", invalid="ignore"):
+            log_owner = -0.5 * ((s - self.owner_mean) / self.owner_std) ** 2 - math.log(self.owner_std)
+            log_impostor = -0.5 * ((s - self.impostor_mean) / self.impostor_std) ** 2 - math.log(
+                self.impostor_std
+            )
+            llr = log_owner - log_impostor
+        # far from both means both terms overflow to -inf; the LLR, non-decreasing, is saturated there:
+        # towards the owner above the means, towards an impostor below (never NaN, which would freeze
+        # the accumulator and with it the state)
+        midpoint = 0.5 * (self.owner_mean + self.impostor_mean)
+        llr = np.where(np.isnan(llr) & ~np.isnan(s), np.where(s > midpoint, np.inf, -np.inf), llr)
+        return np.clip(llr, -self.llr_clip, self.llr_clip)
 
     def to_dict(self) -> dict:
         return asdict(self)
