@@ -53,6 +53,8 @@ def sign(key: bytes, content: str) -> str:
 
 def verify(key: bytes, content: str, signature: str) -> bool:
     """Whether ``signature`` is ``content``'s HMAC under ``key`` (compared in constant time)."""
+    if not signature.isascii():  # compare_digest raises on other strings; no hex digest is one
+        return False
     return hmac.compare_digest(sign(key, content), signature)
 
 
