@@ -37,10 +37,13 @@ __all__ = ["LOOPBACK_CONFIG", "configure_lsl", "loopback_config_path", "loopback
 
 #: liblsl configuration that keeps discovery and data on 127.0.0.1: no IPv6, no
 #: multicast group beyond the loopback address, TTL 0, and the loopback address as
-#: the only known peer. liblsl logs errors only (level -2): its INFO lines ("Configuration
-#: loaded from ...") would otherwise interleave with the daemon's own log.
+#: the only known peer. Discovery on 127.0.0.1 reaches only outlets on the ports of
+#: [ports] PortRange (liblsl's default, 32, hides the 33rd and later stream of a machine):
+#: 512 ports leave room for hundreds of headsets. liblsl logs errors only (level -2): its
+#: INFO lines ("Configuration loaded from ...") would otherwise interleave with the daemon's log.
 LOOPBACK_CONFIG = """[ports]
 IPv6 = disable
+PortRange = 512
 [multicast]
 ResolveScope = machine
 AddressesOverride = {127.0.0.1}
