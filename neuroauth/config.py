@@ -82,6 +82,7 @@ class ConfigError(NeuroAuthError):
 
 
 MAX_SHOWN_PATH = 200  # characters of a path quoted in a message
+MAX_NAME_BYTES, MAX_PATH_BYTES = 255, 4096  # Linux's NAME_MAX and PATH_MAX
 
 
 def _shown_path(path: str | os.PathLike) -> str:
@@ -97,6 +98,16 @@ def _expand_user(value: Any) -> Any:
         raise ValueError("is empty, which would mean the working directory; give a path or leave the key out")
     if isinstance(value, str) and "\x00" in value:
         raise ValueError(f"{value[:80]!r} contains a NUL character, which no file name can")
+    if isinstance(value, str) and has_control_character(value):
+        raise ValueError(f"{value[:80]!r} contains a control character; write the path without it")
+    if isinstance(value, str) and (
+        len(value.encode()) > MAX_PATH_BYTES
+        or any(len(p.encode()) > MAX_NAME_BYTES for p in value.split("/"))
+    ):
+        raise ValueError(
+            f"{value[:80]!r}... ({len(value)} characters) is longer than a path can be (a name at most "
+            f"{MAX_NAME_BYTES} bytes, the whole at most {MAX_PATH_BYTES})"
+        )
     if isinstance(value, str) and value.startswith("~"):
         return os.path.expanduser(value)
     return value
