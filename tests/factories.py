@@ -40,3 +40,47 @@ def make_template(user: str = "alice", identity: str = "ckpt-a", dim: int = 8, s
         n_windows=40,
         calibration={"note": "hand-made", "nested": {"values": [1, 2.5, None]}, "meets_targets": False},
     )
+
+
+def make_model(seed: int = 0):
+    """A small untrained model with the default montage, signal spec, a cohort and calibration
+    sequences: a checkpoint of it saves and loads in milliseconds (``neuroauth train`` takes minutes)."""
+    import torch
+    from neuroauth.models.checkpoint import NeuroAuthModel
+    from neuroauth.models.cohort import Cohort, ScoreSequences
+    from neuroauth.models.denoiser import CausalDenoiser, DenoiserConfig
+    from neuroauth.models.embedders.spectral import SpectralConfig, SpectralEmbedder
+    from neuroauth.models.montage import DEFAULT_MONTAGE
+    from neuroauth.models.preprocess import SignalSpec
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    montage = tuple(DEFAULT_MONTAGE)
+    denoiser = CausalDenoiser(
+        DenoiserConfig(
+            residual_channels=4, skip_channels=4, n_blocks=1, dilations=(1, 2), d_state=2, d_conv=2
+        )
+    )
+    embedder = SpectralEmbedder(SpectralConfig(n_channels=len(montage), pca_dim=8))
+    embeddings = rng.standard_normal((12, 8))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    subjects = ("S01", "S02", "S03")
+    cohort = Cohort(
+        embeddings=embeddings.astype(np.float32),
+        subject=np.repeat(np.arange(3), 4),
+        recording=np.tile([0, 0, 1, 1], 3),
+        subjects=subjects,
+        hop_seconds=4.0,
+    )
+    calibration = ScoreSequences.from_lists(
+        [rng.standard_normal(5)], [rng.standard_normal(6)], {"people": 2}, ["site-a"], ["site-a"]
+    )
+    return NeuroAuthModel(
+        montage=montage,
+        spec=SignalSpec(),
+        denoiser=denoiser,
+        embedder=embedder,
+        meta={"training_subjects": list(subjects)},
+        cohort=cohort,
+        calibration=calibration,
+    ).eval()
