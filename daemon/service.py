@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,13 +36,13 @@ from .inlet import EegInlet, StreamDirectory, StreamError, backoff_delays, conne
 from .memory import resident_mb
 from .mqtt import MqttPublisher
 from .notify import Notifier
-from .pump import Pump
+from .pump import CYCLE_S, Pump
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1  # how often the decision clocks are checked (a headset gone quiet) and the watchdog fed
 PUMP_STALLED_S = 10.0  # a pump cycle this old means the pump is stuck: the watchdog is no longer fed
-GOLDEN_FRACTION = 0.6180339887  # k times it, modulo 1: offsets spread evenly however many headsets
+BATCH = 8  # headsets whose windows end together: one batched model step costs little more than one
 STARTUP_WAIT_S = 30.0  # longest wait for streams and broker before READY=1 anyway
 STATUS_INTERVAL_S = 10.0  # STATUS= to systemd
 STATS_LOG_INTERVAL_S = 300.0  # the same figures in the log
@@ -66,6 +67,18 @@ class Headset:
     @property
     def device(self) -> str:
         return self.settings.device
+
+
+def window_offset(index: int, headsets: int, hop_seconds: float) -> float:
+    """Where within the hop the windows of headset ``index`` of ``headsets`` end.
+
+    Headsets that start together would otherwise all have a window due at once, every hop,
+    and wait for one another's model step. They are dealt round-robin into slots spread over
+    the hop, about :data:`BATCH` to a slot: few enough to wait little, enough to share a
+    batched step (at most one slot per pump cycle).
+    """
+    slots = max(1, min(headsets // BATCH, math.floor(hop_seconds / CYCLE_S)))
+    return (index % slots) / slots * hop_seconds
 
 
 def wall_time(lsl_time: float) -> float:
@@ -113,8 +126,7 @@ class Service:
                     wanted,
                 )
             params = dataclasses.replace(template.decision, gap_seconds=settings.decision.no_signal_after_s)
-            # windows of headsets that start together are spread over the hop: the engine's work too
-            offset = (len(self.headsets) * GOLDEN_FRACTION % 1.0) * settings.model.hop_seconds
+            offset = window_offset(len(self.headsets), len(settings.headsets), settings.model.hop_seconds)
             self.headsets[h.device] = Headset(h, template, DecisionMachine(params, start_time=now), offset)
         self.mqtt: MqttPublisher | None = None
         self.pump: Pump | None = None
