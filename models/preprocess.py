@@ -81,15 +81,16 @@ class Resampler:
     """
 
     def __init__(self, in_rate: float, out_rate: float, n_channels: int) -> None:
-        ratio = Fraction(out_rate / in_rate).limit_denominator(1000)
-        if abs(float(ratio) - out_rate / in_rate) > 1e-9:
-            raise ValueError(f"cannot resample {in_rate} Hz to {out_rate} Hz by a rational factor")
-        self.up, self.down = ratio.numerator, ratio.denominator
-        if self.up < 1 or ratio > MAX_UPSAMPLING:  # none, or more outputs per input than a chunk holds
+        factor = out_rate / in_rate if in_rate > 0 else float("nan")
+        ratio = Fraction(factor).limit_denominator(1000) if 0 < factor <= MAX_UPSAMPLING else Fraction(0)
+        if ratio == 0:  # none, or more outputs per input than a chunk holds (a rate near 0: infinitely many)
             raise ValueError(
-                f"resampling {in_rate:g} Hz to {out_rate:g} Hz takes a factor of {ratio}; the input rate "
+                f"resampling {in_rate:g} Hz to {out_rate:g} Hz takes a factor of {factor:g}; the input rate "
                 f"must lie between 1/{MAX_UPSAMPLING} and 1000 times the output rate"
             )
+        if abs(float(ratio) - factor) > 1e-9:
+            raise ValueError(f"cannot resample {in_rate} Hz to {out_rate} Hz by a rational factor")
+        self.up, self.down = ratio.numerator, ratio.denominator
         self.in_rate, self.out_rate = float(in_rate), float(out_rate)
         self.n_channels = n_channels
         self._history: np.ndarray | None = None  # (C, Q - 1) last inputs
