@@ -25,9 +25,14 @@ LSL_DTYPES = [np.float32, np.float64, np.int8, np.int16, np.int32, np.int64]  # 
 
 
 def examples(n: int) -> settings:
-    """``n`` examples, no deadline (the machine may be busy), no example database in the repository."""
+    """``n`` examples, no deadline (the machine may be busy), no example database in the repository:
+    a failure prints the blob that reproduces it (``@reproduce_failure``)."""
     return settings(
-        max_examples=n, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+        max_examples=n,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow],
     )
 
 

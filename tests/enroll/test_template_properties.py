@@ -31,9 +31,14 @@ from neuroauth.errors import TemplateError
 
 
 def examples(n: int) -> settings:
-    """``n`` examples, no deadline (the machine may be busy), no example database in the repository."""
+    """``n`` examples, no deadline (the machine may be busy), no example database in the repository:
+    a failure prints the blob that reproduces it (``@reproduce_failure``)."""
     return settings(
-        max_examples=n, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+        max_examples=n,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow],
     )
 
 

@@ -26,9 +26,14 @@ NAMES = ["Fp1", "T7", "F8", "Cz", "P4", "O1"]  # the stream's channels: the mont
 
 
 def examples(n: int) -> settings:
-    """``n`` examples, no deadline (the machine may be busy), no example database in the repository."""
+    """``n`` examples, no deadline (the machine may be busy), no example database in the repository:
+    a failure prints the blob that reproduces it (``@reproduce_failure``)."""
     return settings(
-        max_examples=n, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+        max_examples=n,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow],
     )
 
 
@@ -176,13 +181,14 @@ def test_a_stream_with_faults_restarts_or_is_scored_never_raises(model, plan, ra
 
 names = st.lists(st.text(max_size=6) | st.sampled_from([*MONTAGE, "EEG T3", "cz", "T7-REF", ""]), max_size=8)
 announced_rates = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
-    [0.0, -250.0, 1e-300, 0.001, 0.5, 1.0, 100.3, 333.3333, 20_000.0, 1e12]
+    [0.0, -250.0, 5e-324, 1e-300, 0.001, 0.5, 1.0, 100.3, 333.3333, 20_000.0, 1e12]
 )
 
 
 @examples(150)
 @given(channels=names, rate=announced_rates)
-@example(channels=["T7", "F8", "Cz", "P4"], rate=0.001)
+@example(channels=["T7", "F8", "Cz", "P4"], rate=0.001)  # found: ValueError at every advance
+@example(channels=["T7", "F8", "Cz", "P4"], rate=2.2250738585e-313)  # found: OverflowError
 def test_a_stream_announcing_any_channels_and_rate_is_refused_or_served(model, channels, rate):
     engine = StreamingEngine(model, EngineConfig(rate_tolerance=None))
     with capped_address_space():
