@@ -46,7 +46,11 @@ def config_path(given: Path | None) -> Path | None:
 
 
 def check_parts(
-    checkpoint: Path | None, templates_dir: Path, users: list[tuple[int, str]], key_file: Path | None = None
+    checkpoint: Path | None,
+    templates_dir: Path | None,
+    users: list[tuple[int, str]],
+    key_file: Path | None = None,
+    hop_seconds: float | None = None,
 ) -> tuple[object | None, dict, list[str]]:
     """Load the model and each headset's template; the problems by key path instead of raising."""
     from ..enroll.store import TemplateStore
@@ -59,6 +63,16 @@ def check_parts(
         identity = model.identity()
     except NeuroAuthError as exc:
         problems.append(f"model.checkpoint: {exc}")
+    if model is not None and hop_seconds is not None:
+        samples = hop_seconds * model.spec.sfreq
+        if abs(samples - round(samples)) > 1e-9:
+            problems.append(
+                f"model.hop_seconds: {hop_seconds:g} s is {samples:g} samples at the checkpoint's "
+                f"{model.spec.sfreq:g} Hz; give a whole number of samples (a multiple of "
+                f"{1 / model.spec.sfreq:g} s)"
+            )
+    if templates_dir is None:
+        return model, templates, problems
     store = TemplateStore(templates_dir, key_file)
     for i, user in users:
         try:
@@ -83,7 +97,11 @@ def load_parts(settings: Settings, path: Path | None = None):
 
     users = [(i, h.user) for i, h in enumerate(settings.headsets)]
     model, templates, problems = check_parts(
-        settings.model.checkpoint, settings.templates.directory, users, settings.templates.key_file
+        settings.model.checkpoint,
+        settings.templates.directory,
+        users,
+        settings.templates.key_file,
+        settings.model.hop_seconds,
     )
     if problems:
         raise ConfigError(problems, path)
@@ -120,10 +138,32 @@ def _parts_of_a_broken_config(error: ConfigError) -> tuple[Path | None, Path, li
             users.append((i, validate_user(user)))
         except (NeuroAuthError, TypeError):
             continue  # a malformed user is already among the configuration's own problems
-    checkpoint_path = Path(checkpoint).expanduser() if isinstance(checkpoint, str) else None
-    if checkpoint_path is not None and not checkpoint_path.is_file():
-        checkpoint_path = None  # reported by the configuration's own check
-    return checkpoint_path, Path(directory).expanduser() if directory else default_templates_dir(), users
+    checkpoint_path = _usable_path(checkpoint)
+    try:
+        if checkpoint_path is not None and not checkpoint_path.is_file():
+            checkpoint_path = None  # reported by the configuration's own check
+    except OSError:
+        checkpoint_path = None
+    if directory is None:
+        return checkpoint_path, default_templates_dir(), users
+    templates_path = _usable_path(directory)
+    if templates_path is None:  # the configuration's own check names it; no template can be looked for
+        return checkpoint_path, None, []
+    return checkpoint_path, templates_path, users
+
+
+def _usable_path(value: object) -> Path | None:
+    """``value`` as a path the templates or checkpoint could be at, None when it cannot be one (not a
+    string, a control character, a name longer than a file system takes, a home that does not exist):
+    the configuration's own check reports it, and nothing is looked up there."""
+    if not isinstance(value, str) or not value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return None
+    if any(len(part.encode()) > 255 for part in value.split("/")):
+        return None
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # ~user of an account that does not exist
+        return None
 
 
 def validate_main(path: Path | None) -> int:
@@ -138,7 +178,11 @@ def validate_main(path: Path | None) -> int:
     else:
         users = [(i, h.user) for i, h in enumerate(settings.headsets)]
         problems = check_parts(
-            settings.model.checkpoint, settings.templates.directory, users, settings.templates.key_file
+            settings.model.checkpoint,
+            settings.templates.directory,
+            users,
+            settings.templates.key_file,
+            settings.model.hop_seconds,
         )[2]
     if problems:
         print(f"neuroauthd: {ConfigError(problems, path)}", file=sys.stderr)
@@ -150,6 +194,7 @@ def validate_main(path: Path | None) -> int:
 
 RESTART_STATUS = 75  # EX_TEMPFAIL: stopped cleanly on SIGHUP, to be started again by systemd
 FATAL_STATUS = 70  # EX_SOFTWARE: an error nothing in the service handles; systemd starts it again
+TORCH_THREADS = 1  # intra-op threads of the model's steps
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 _early_signals: list[int] = []
@@ -179,8 +224,13 @@ async def serve(settings: Settings, path: Path | None = None) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     for sig in _early_signals:  # came while Python started and the configuration loaded
         on_signal(sig)
+    import torch
+
     from .service import Service
 
+    # The pump steps the model in one thread; parallel kernels inside its small steps cost more than
+    # they give (measured: several times slower with 2 threads on a 2-core machine that is busy).
+    torch.set_num_threads(TORCH_THREADS)
     model, templates = load_parts(settings, path)
     log.info("%s", mamba_path(model))
     service = Service(settings, model, templates)

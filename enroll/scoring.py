@@ -45,8 +45,11 @@ class FusionStats:
 
     def __post_init__(self) -> None:
         values = (self.cosine_mean, self.cosine_std, self.svm_mean, self.svm_std)
-        if not all(np.isfinite(values)) or self.cosine_std <= 0 or self.svm_std <= 0:
-            raise ValueError(f"fusion statistics must be finite with positive deviations, got {values}")
+        if not all(np.isfinite(values)) or min(self.cosine_std, self.svm_std) < _MIN_STD:
+            raise ValueError(
+                f"fusion statistics must be finite with deviations of at least {_MIN_STD:g} (what "
+                f"enrollment keeps), got {values}"
+            )
 
     @classmethod
     def measure(cls, cosine: np.ndarray, svm: np.ndarray) -> FusionStats:

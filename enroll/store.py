@@ -220,13 +220,14 @@ def _read_plain_file(path: Path, user: str) -> bytes:
             f"template {path} cannot be read ({exc.strerror}); check that this account owns "
             f"{path.parent} and its files"
         ) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # before fdopen, which raises on a directory
+        os.close(fd)
+        raise TemplateError(
+            f"template {path} is not a plain file; remove it and enroll again "
+            f"(`neuroauth enroll --user {user}`)"
+        )
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise TemplateError(
-                f"template {path} is not a plain file; remove it and enroll again "
-                f"(`neuroauth enroll --user {user}`)"
-            )
         _check_private(path, "template", info)
         if info.st_size > MAX_TEMPLATE_BYTES:
             raise TemplateError(

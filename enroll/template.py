@@ -51,10 +51,16 @@ def validate_user(user: str) -> str:
     all apply it, so no one can be enrolled whom the configuration then refuses."""
     if not isinstance(user, str) or not _USER.fullmatch(user):
         raise TemplateError(
-            f"user name {user!r} is not allowed: use 1 to 64 letters, digits, '_', '.' or '-', "
+            f"user name {_shown(user)} is not allowed: use 1 to 64 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit (for example `alice` or `bob.smith`)"
         )
     return user
+
+
+def _shown(value: object) -> str:
+    """``value`` quoted for a message, its first 80 characters when it is longer."""
+    text = repr(value)
+    return text if len(text) <= 82 else f"{text[:80]}... ({len(str(value))} characters)"
 
 
 def utc_now() -> str:

@@ -186,7 +186,7 @@ def _rebuild(payload: object, path: Path) -> NeuroAuthModel:
             "`neuroauth train`. Restore the original file or retrain."
         )
     version = payload.get("format_version")
-    if version != FORMAT_VERSION:
+    if not isinstance(version, int) or version != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} has format version {version}; this NeuroAuth reads version "
             f"{FORMAT_VERSION}. Retrain it with this version (`neuroauth train`)."
@@ -203,6 +203,9 @@ def _rebuild(payload: object, path: Path) -> NeuroAuthModel:
                 f"checkpoint {path} does not match its recorded identity {payload['identity']}: it was "
                 "altered after it was written. Restore the original file or retrain."
             )
+        montage = config["montage"]
+        if not isinstance(montage, list) or not montage or not all(isinstance(m, str) and m for m in montage):
+            raise ValueError(f"'montage' must be a list of channel names, got {montage!r:.200}")
         spec = SignalSpec.from_dict(config["signal"])
         denoiser = CausalDenoiser(DenoiserConfig.from_dict(config["denoiser"]))
         name = config["embedder"]["name"]
@@ -213,6 +216,9 @@ def _rebuild(payload: object, path: Path) -> NeuroAuthModel:
             )
         embedder_cls, config_cls = EMBEDDERS[name]
         embedder = embedder_cls(config_cls.from_dict(config["embedder"]["config"]))
+        channels = getattr(embedder.config, "n_channels", len(montage))
+        if channels != len(montage):
+            raise ValueError(f"a montage of {len(montage)} channels for an embedder of {channels}")
         _load_part(denoiser, tensors, "denoiser.", path)
         _load_part(embedder, tensors, "embedder.", path)
         baseline = {k.removeprefix("baseline."): v for k, v in tensors.items() if k.startswith("baseline.")}
@@ -230,13 +236,13 @@ def _rebuild(payload: object, path: Path) -> NeuroAuthModel:
             calibration = ScoreSequences.from_parts(parts, config["calibration"])
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError, json.JSONDecodeError) as exc:
         raise CheckpointError(
             f"checkpoint {path} is incomplete or malformed ({exc.__class__.__name__}: {exc}); "
             "retrain it with `neuroauth train`"
         ) from None
     model = NeuroAuthModel(
-        montage=tuple(config["montage"]),
+        montage=tuple(montage),
         spec=spec,
         denoiser=denoiser,
         embedder=embedder,

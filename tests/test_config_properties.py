@@ -17,13 +17,12 @@ import io
 import ipaddress
 import math
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from factories import make_model, make_template
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from neuroauth.daemon.main import validate_main
 from neuroauth.enroll.store import TemplateStore
@@ -415,7 +414,6 @@ def test_the_base_configuration_is_valid(files):
 @example(change=("set", ("model", "checkpoint"), "c" * 256))  # found: OSError
 @example(change=("add", ("\x1b[2J",), False))  # found: the key printed as it is
 def test_a_changed_configuration_is_accepted_or_refused_naming_the_key(files, change):
-    assume(not quotes_a_whole_user_name(change))
     data = apply(base_config(files), change)
     path = write(files, to_toml(data))
     try:
@@ -515,35 +513,12 @@ def validate(path: Path) -> tuple[int, str]:
     return status, err.getvalue()
 
 
-def known_validate_config_failure(data: dict) -> bool:
-    """Whether ``data`` is one of the inputs ``--validate-config`` is known to fail on with a
-    traceback or a control character in its output (the tests marked xfail below): a broken
-    configuration's templates directory or checkpoint taken as a path as it stands."""
-    model, templates = data.get("model"), data.get("templates")
-    directory = templates.get("directory") if isinstance(templates, dict) else None
-    checkpoint = model.get("checkpoint") if isinstance(model, dict) else None
-    if directory and (not isinstance(directory, str) or any(is_control(c) for c in directory)):
-        return True
-    for path in (directory, checkpoint):
-        if isinstance(path, str) and any(len(part.encode()) > 255 for part in path.split("/")):
-            return True
-    return any(isinstance(p, str) and re.match(r"~[^/]", p) is not None for p in (directory, checkpoint))
-
-
-def quotes_a_whole_user_name(change: tuple[str, tuple, object]) -> bool:
-    """Whether ``change`` gives an owner a name long enough to show that a refusal quotes all of it
-    (the test marked xfail below)."""
-    return change[1][-1] == "user" and isinstance(change[2], str) and len(change[2]) > 500
-
-
 @pytest.mark.slow
 @examples(150)
 @given(change=changes())
 def test_validate_config_accepts_or_refuses_a_changed_configuration(files, change):
     """``neuroauthd --validate-config``: the configuration, then the checkpoint and templates it names."""
-    assume(not quotes_a_whole_user_name(change))
     data = apply(base_config(files), change)
-    assume(not known_validate_config_failure(data))
     path = write(files, to_toml(data))
     status, err = validate(path)
     assert status in (0, 2)
@@ -563,9 +538,6 @@ def broken(files: dict[str, Path], section: str, key: str, value: object) -> str
     return to_toml(data)
 
 
-BROKEN_PARTS = "daemon/main.py _parts_of_a_broken_config turns what the file held into paths unchecked: "
-
-
 @pytest.mark.parametrize(
     ("section", "key", "value"),
     [
@@ -573,64 +545,36 @@ BROKEN_PARTS = "daemon/main.py _parts_of_a_broken_config turns what the file hel
             "templates",
             "directory",
             True,
-            marks=pytest.mark.xfail(strict=True, raises=TypeError, reason=BROKEN_PARTS + "Path(True)"),
             id="directory-true",
         ),
         pytest.param(
             "model",
             "checkpoint",
             "~nosuchuser/model.pt",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=RuntimeError,
-                reason=BROKEN_PARTS + "Path.expanduser() of an unknown user's home",
-            ),
             id="checkpoint-in-an-unknown-home",
         ),
         pytest.param(
             "templates",
             "directory",
             "/var/lib/neuroauth\x00/templates",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=ValueError,
-                reason=BROKEN_PARTS
-                + "enroll/store.py _check_private then meets os.stat's 'embedded null byte'",
-            ),
             id="directory-with-a-NUL",
         ),
         pytest.param(
             "model",
             "checkpoint",
             "c" * 256,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=OSError,
-                reason=BROKEN_PARTS + "Path.is_file() raises 'File name too long'",
-            ),
             id="checkpoint-name-too-long",
         ),
         pytest.param(
             "templates",
             "directory",
             "/var/lib/\x1b[2Jneuroauth",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason=BROKEN_PARTS + "enroll/store.py then quotes the directory as it stands, control "
-                "characters and all, in the problems printed to the terminal",
-            ),
             id="directory-with-a-control-character",
         ),
         pytest.param(
             "templates",
             "directory",
             "d" * 100_000,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason=BROKEN_PARTS + "enroll/store.py then quotes all 100,000 characters of the directory",
-            ),
             id="directory-name-too-long",
         ),
     ],
@@ -643,12 +587,6 @@ def test_validate_config_reports_a_broken_configurations_paths(files, section, k
         assert_printable(line)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="daemon/main.py check_parts does not compare model.hop_seconds with the checkpoint's rate; "
-    "neuroauthd then stops at start on StreamingEngine's ValueError and systemd restarts it in a loop",
-)
 def test_a_hop_that_is_no_whole_number_of_samples_is_refused_by_validate_config(files):
     from neuroauth.models.streaming import EngineConfig, StreamingEngine
 
@@ -660,12 +598,6 @@ def test_a_hop_that_is_no_whole_number_of_samples_is_refused_by_validate_config(
     assert status == 2 and "model.hop_seconds: " in err, err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="enroll/template.py validate_user quotes the whole name it refuses, so a user of 100,000 "
-    "characters in the configuration makes a problem line as long",
-)
 def test_a_huge_user_name_is_refused_quoting_a_part_of_it(files):
     data = base_config(files)
     data["headsets"][0]["user"] = "u" * 100_000

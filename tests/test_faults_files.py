@@ -70,12 +70,16 @@ def shipped() -> Shipped:
 
 
 def resign(path: Path, edit) -> None:
-    """Edit a template's content and write a matching digest: the file is consistent, its arrays are not."""
+    """Edit a template's content and write a matching digest and signature (as a faulty writer holding the
+    installation key would): the file is consistent, its arrays are not."""
+    from neuroauth.enroll.template_key import default_key_file, load_key, sign
+
     document = json.loads(path.read_text())
     content = json.loads(document["content"])
     edit(content)
     document["content"] = json.dumps(content)
     document["sha256"] = hashlib.sha256(document["content"].encode()).hexdigest()
+    document["hmac_sha256"] = sign(load_key(default_key_file(path.parent)), document["content"])
     path.write_text(json.dumps(document))
 
 
@@ -310,7 +314,7 @@ def reshaped_template(path: Path, marker: Path, shipped: Shipped) -> None:
 
 def future_template(path: Path, marker: Path, shipped: Shipped) -> None:
     document = json.loads(path.read_text())
-    document["format_version"] = 3
+    document["format_version"] = 4
     path.write_text(json.dumps(document))
 
 
@@ -357,7 +361,7 @@ TEMPLATES = {
     ),
     "future": (
         future_template,
-        "has format version 3",
+        "has format version 4",
         "Enroll again with this version (`neuroauth enroll --user future`)",
     ),
     "other-checkpoint": (
