@@ -22,26 +22,14 @@ from pathlib import Path
 
 import pytest
 from factories import make_model, make_template
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from neuroauth.daemon.main import validate_main
 from neuroauth.enroll.store import TemplateStore
 from neuroauth.models.checkpoint import save_checkpoint
+from properties import examples
 
 from neuroauth.config import MAX_NAME_LENGTH, ConfigError, Settings, load_settings
-
-
-def examples(n: int) -> settings:
-    """``n`` examples, no deadline (the machine may be busy), no example database in the repository:
-    a failure prints the blob that reproduces it (``@reproduce_failure``)."""
-    return settings(
-        max_examples=n,
-        deadline=None,
-        database=None,
-        print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
-
 
 # -- TOML written from Python values (tomllib reads, it does not write)
 

@@ -14,26 +14,15 @@ import numpy as np
 import pytest
 from address_space import capped_address_space
 from factories import make_model
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from neuroauth.daemon.inlet import EegInlet, unit_scale
 from neuroauth.models.streaming import EngineConfig, StreamingEngine
+from properties import examples
 
 NAMES = ["Fp1", "T7", "F8", "Cz", "P4", "O1"]  # the stream's channels: the montage and two more
 LSL_DTYPES = [np.float32, np.float64, np.int8, np.int16, np.int32, np.int64]  # pylsl's channel formats
-
-
-def examples(n: int) -> settings:
-    """``n`` examples, no deadline (the machine may be busy), no example database in the repository:
-    a failure prints the blob that reproduces it (``@reproduce_failure``)."""
-    return settings(
-        max_examples=n,
-        deadline=None,
-        database=None,
-        print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
 
 
 @pytest.fixture(scope="module")

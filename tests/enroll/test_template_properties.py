@@ -21,25 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from factories import make_template
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from neuroauth.enroll.store import TemplateStore
 from neuroauth.enroll.template import Template
 from neuroauth.enroll.template_key import default_key_file, load_key, sign
+from properties import examples
 
 from neuroauth.errors import TemplateError
-
-
-def examples(n: int) -> settings:
-    """``n`` examples, no deadline (the machine may be busy), no example database in the repository:
-    a failure prints the blob that reproduces it (``@reproduce_failure``)."""
-    return settings(
-        max_examples=n,
-        deadline=None,
-        database=None,
-        print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
 
 
 @pytest.fixture(scope="module")

@@ -22,23 +22,12 @@ import pytest
 import torch
 from address_space import capped_address_space
 from factories import make_model
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from neuroauth.models.checkpoint import _digest, load_checkpoint, save_checkpoint
+from properties import examples
 
 from neuroauth.errors import CheckpointError
-
-
-def examples(n: int) -> settings:
-    """``n`` examples, no deadline (the machine may be busy), no example database in the repository:
-    a failure prints the blob that reproduces it (``@reproduce_failure``)."""
-    return settings(
-        max_examples=n,
-        deadline=None,
-        database=None,
-        print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
 
 
 def load_capped(path: Path):

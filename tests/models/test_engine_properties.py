@@ -14,27 +14,16 @@ import numpy as np
 import pytest
 from address_space import capped_address_space
 from factories import make_model
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from neuroauth.models.streaming import EngineConfig, StreamingEngine
+from properties import examples
 
 from neuroauth.errors import NeuroAuthError, StreamError
 
 MONTAGE = ("T7", "F8", "Cz", "P4")
 NAMES = ["Fp1", "T7", "F8", "Cz", "P4", "O1"]  # the stream's channels: the montage and two more
-
-
-def examples(n: int) -> settings:
-    """``n`` examples, no deadline (the machine may be busy), no example database in the repository:
-    a failure prints the blob that reproduces it (``@reproduce_failure``)."""
-    return settings(
-        max_examples=n,
-        deadline=None,
-        database=None,
-        print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
 
 
 @pytest.fixture(scope="module")
