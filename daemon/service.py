@@ -132,6 +132,7 @@ class Service:
         self.pump: Pump | None = None
         self.directory: StreamDirectory | None = None  # the stream lookups every headset shares
         self.windows_seen = 0
+        self._stopped = False
 
     # -- running
 
@@ -174,6 +175,7 @@ class Service:
             finally:
                 self.pump.stop.set()
                 pump_thread.shutdown(wait=True)
+                self._stopped = True  # what the pump handed over and is still queued is not decided
                 self.notifier.stopping()
                 # every headset locked before offline: a consumer that follows events, or reads the
                 # retained state, must not stay unlocked because the daemon went away
@@ -304,7 +306,7 @@ class Service:
     def _on_lost(self, device: str, inlet: EegInlet, reason: str) -> None:
         """The pump stopped reading ``inlet`` (on the event loop): NO_SIGNAL, and connect again."""
         h = self.headsets[device]
-        if h.inlet is not inlet:
+        if self._stopped or h.inlet is not inlet:
             return  # an inlet already given up (closed while a cycle read it)
         log.warning("%s: %s (%s)", h.device, reason, inlet.name)
         self._no_signal(h, pylsl.local_clock(), reason)
@@ -335,6 +337,8 @@ class Service:
             await asyncio.sleep(TICK_S)
 
     def _decide(self, advance: Advance, scored: dict[int, float]) -> None:
+        if self._stopped:  # every headset is already published locked for the stop
+            return
         self.windows_seen += len(advance.windows)
         for r in advance.restarts:
             if r.stream in self.headsets:
