@@ -237,6 +237,6 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     left_out = template.calibration["cohort"].get("left_out")
     if left_out:
         print(f"left out of the cohort: {', '.join(left_out)} (these recordings are in it)")
-    print(f"\ntemplate of {args.user} written to {path}")
+    print(f"\ntemplate of {args.user} written to {path}, signed with the installation key {store.key_file}")
     print(format_template(template, path))
     return 0

@@ -22,6 +22,7 @@ def test_enroll_in_two_phases_from_a_recording_each(tmp_path, capsys):
     assert "phase 1 of 2: At rest" in out and "phase 2 of 2: Mental arithmetic" in out
     assert out.count("57 windows accepted, 0 refused") == 2  # 60 s of each
     assert "left out of the cohort: eegmat/Subject03" in out  # the shipped cohort holds these recordings
+    assert f"signed with the installation key {tmp_path / 'template.key'}" in out
     path = templates / "ana.template.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     template = TemplateStore(templates).load(
