@@ -67,7 +67,6 @@ class Pump:
         self._lock = threading.Lock()
         self.stop = threading.Event()
         self.last_cycle = time.monotonic()  # when the latest cycle ended (the watchdog's evidence)
-        self.cycles = 0
         self._busy_s = 0.0  # seconds spent working (not sleeping) since the start
         self._started = time.monotonic()
 
@@ -100,7 +99,6 @@ class Pump:
             if advance.windows or advance.restarts:
                 self.loop.call_soon_threadsafe(self.on_cycle, advance, scores)
             self.last_cycle = time.monotonic()
-            self.cycles += 1
             self._busy_s += self.last_cycle - started
             self.stop.wait(max(0.0, self.cycle_s - (self.last_cycle - started)))
 

@@ -33,6 +33,7 @@ import numpy as np
 import pylsl
 from mne.io.constants import FIFF
 
+from ..cli_options import positive
 from ..errors import DataError, NeuroAuthError
 from ..recordings import read_raw
 from .lslconfig import configure_lsl
@@ -223,16 +224,6 @@ DESCRIPTION = (
 )
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be positive")
-    return value
-
-
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recording", type=Path, help="EEG recording to replay (EDF, BDF, FIF, ...)")
     p.add_argument("--name", help="LSL stream name (default: the file name without extension)")
@@ -241,11 +232,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         "--source-id", help="LSL source id (default: neuroauth-replay-<file name without extension>)"
     )
     p.add_argument(
-        "--speed", type=_positive, default=1.0, help="replay speed, 2 = twice real time (default 1)"
+        "--speed", type=positive, default=1.0, help="replay speed, 2 = twice real time (default 1)"
     )
     p.add_argument("--loop", action="store_true", help="start over at the end of the recording")
     p.add_argument(
-        "--chunk-ms", type=_positive, default=40.0, help="milliseconds of wall clock per chunk (default 40)"
+        "--chunk-ms", type=positive, default=40.0, help="milliseconds of wall clock per chunk (default 40)"
     )
     p.add_argument(
         "--lan",

@@ -79,6 +79,7 @@ from pathlib import Path
 import numpy as np
 
 from . import bench_outlets, local_broker
+from .cli_options import positive
 from .config import ModelSettings
 from .errors import NeuroAuthError
 from .paths import ASSETS, BUNDLED_DATA, SHIPPED_CHECKPOINT
@@ -773,23 +774,13 @@ def _counts(text: str) -> list[int]:
     return counts
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be positive")
-    return value
-
-
 def add_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, *, with_common: bool = True) -> None:
     """The benchmark's options; ``with_common`` adds ``--checkpoint`` and ``--json`` too (the
     ``neuroauth bench`` parser has its own)."""
     p.add_argument(
         "--headsets", type=_counts, default=[1, 16, 64], help="headset counts in turn (default 1,16,64)"
     )
-    p.add_argument("--duration", type=_positive, default=60.0, help="measured seconds per count (default 60)")
+    p.add_argument("--duration", type=positive, default=60.0, help="measured seconds per count (default 60)")
     p.add_argument(
         "--montage",
         choices=sorted(MONTAGE_CHECKPOINTS),
@@ -801,13 +792,13 @@ def add_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, *, with_
     )
     p.add_argument(
         "--warmup-timeout",
-        type=_positive,
+        type=positive,
         default=120.0,
         help="longest wait for every headset's first score (default 120 s)",
     )
     p.add_argument(
         "--max-p99",
-        type=_positive,
+        type=positive,
         default=5.0,
         help="a count whose p99 latency is above this breaks (default 5 s)",
     )

@@ -73,6 +73,17 @@ def targets(args: argparse.Namespace, settings=None):
     )
 
 
+def positive(text: str) -> float:
+    """An option's value as a number above zero (an ``argparse`` type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be positive")
+    return value
+
+
 def noise_types(text: str, option: str = "--noise") -> tuple[str, ...]:
     """``option``: 'all', 'none' or a comma-separated list of noise types."""
     from .training.noise import NOISE_TYPES
