@@ -47,7 +47,6 @@ __all__ = [
     "StreamLost",
     "backoff_delays",
     "connect_with_backoff",
-    "resolve",
     "resolve_one",
     "unit_scale",
 ]
@@ -114,14 +113,6 @@ class AmbiguousStream(StreamError):  # noqa: N818 (named for what it is, as Stre
             "(another program may be imitating the headset); pin the headset's stream by source_id and "
             "host in the configuration, and stop the stream that is not the headset's"
         )
-
-
-async def resolve(selector: StreamSelector, timeout: float) -> list[pylsl.StreamInfo]:
-    """The streams matching ``selector``, found within ``timeout`` seconds (maybe none).
-
-    Returns as soon as one stream answers; the blocking lookup runs in a thread.
-    """
-    return await asyncio.to_thread(pylsl.resolve_bypred, selector.predicate, 1, timeout)
 
 
 class StreamDirectory:

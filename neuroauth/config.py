@@ -473,21 +473,11 @@ def _read_password_file(path: Path) -> str:
     return lines[0]
 
 
-def xpath_literal(value: str) -> str:
-    """``value`` as an XPath 1.0 string literal (XPath has no escapes: quote or concat)."""
-    if "'" not in value:
-        return f"'{value}'"
-    if '"' not in value:
-        return f'"{value}"'
-    parts = value.split("'")
-    return "concat(" + ', "\'", '.join(f"'{part}'" for part in parts) + ")"
-
-
 class StreamSelector(_Section):
     """Which LSL stream carries a headset's EEG; every field given must match.
 
     The one selector of the project: the daemon's configuration, ``neuroauth enroll``
-    and the inlet (which queries liblsl with :attr:`predicate`) all use it.
+    and the inlet (which matches it against every stream a lookup finds) all use it.
     """
 
     model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
@@ -535,18 +525,10 @@ class StreamSelector(_Section):
         return [(field, value) for field, value in fields if value is not None]
 
     def matches(self, info) -> bool:
-        """Whether the stream described by ``info`` (a ``pylsl.StreamInfo``) is one this selects: the
-        same test as :attr:`predicate`, made here on a list of every stream looked up once."""
+        """Whether the stream described by ``info`` (a ``pylsl.StreamInfo``) is one this selects:
+        every field given equals the stream's."""
         seen = {"name": info.name, "type": info.type, "source_id": info.source_id, "host": info.hostname}
         return all(seen[field]() == value for field, value in self._given())
-
-    @property
-    def predicate(self) -> str:
-        """The XPath predicate liblsl matches against each stream's description."""
-        xml = {"host": "hostname"}  # the selector's field -> the stream description's element
-        return " and ".join(
-            f"{xml.get(field, field)}={xpath_literal(value)}" for field, value in self._given()
-        )
 
     def __str__(self) -> str:
         return ", ".join(f"{field} {value!r}" for field, value in self._given())

@@ -368,7 +368,8 @@ def assert_usable(s: Settings) -> None:
         names[f"headsets.{i}.device"] = h.device
         names[f"headsets.{i}.user"] = h.user
         assert math.isfinite(h.resolve_timeout_s) and h.resolve_timeout_s > 0
-        assert not any(is_control(c) for c in h.stream.predicate)  # a C string for liblsl
+        fields = (h.stream.name, h.stream.type, h.stream.source_id, h.stream.host)
+        assert not any(is_control(c) for v in fields if v for c in v)  # compared with liblsl's C strings
     for key, name in names.items():
         assert name and len(name) <= MAX_NAME_LENGTH, (key, len(name))
         assert not any(is_control(c) for c in name), (key, name)

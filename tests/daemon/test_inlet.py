@@ -23,12 +23,12 @@ from neuroauth.daemon.inlet import (
     StreamLost,
     backoff_delays,
     connect_with_backoff,
-    resolve,
+    resolve_one,
     unit_scale,
 )
 from neuroauth.daemon.lslconfig import LOOPBACK_CONFIG, configure_lsl, loopback_env
 
-from neuroauth.config import StreamSelector, xpath_literal
+from neuroauth.config import StreamSelector
 from neuroauth.errors import StreamError
 from neuroauth.recordings import read_raw
 
@@ -36,9 +36,9 @@ FIND_TIMEOUT = 10.0  # seconds; resolving returns as soon as the stream answers
 
 
 def find_one(selector: StreamSelector) -> pylsl.StreamInfo:
-    infos = asyncio.run(resolve(selector, FIND_TIMEOUT))
-    assert len(infos) == 1, f"{len(infos)} streams match {selector}"
-    return infos[0]
+    info = asyncio.run(resolve_one(selector, FIND_TIMEOUT))
+    assert info is not None, f"no stream matches {selector}"
+    return info
 
 
 def pull_for(inlet: EegInlet, seconds: float) -> tuple[np.ndarray, np.ndarray]:
@@ -68,20 +68,14 @@ def pull_until_lost(inlet: EegInlet, timeout: float) -> StreamLost:
 # --- selector -----------------------------------------------------------------------------
 
 
-def test_selector_predicate_joins_the_given_fields():
-    assert StreamSelector(source_id="a1").predicate == "source_id='a1'"
-    assert StreamSelector(name="Cap", type="EEG").predicate == "name='Cap' and type='EEG'"
-    assert (
-        StreamSelector(name="n", type="t", source_id="s").predicate
-        == "name='n' and type='t' and source_id='s'"
-    )
-
-
-def test_xpath_literal_quotes_every_string():
-    assert xpath_literal("plain") == "'plain'"
-    assert xpath_literal("it's") == '"it\'s"'
-    assert xpath_literal('say "hi"') == "'say \"hi\"'"
-    assert xpath_literal("""a'b"c'""") == """concat('a', "'", 'b"c', "'", '')"""
+def test_a_selector_matches_a_stream_when_every_field_given_equals_the_streams():
+    cap = _Info("Cap", "a1", host="desk")
+    assert StreamSelector(source_id="a1").matches(cap)
+    assert StreamSelector(name="Cap", type="EEG").matches(cap)
+    assert StreamSelector(name="Cap", type="EEG", source_id="a1", host="desk").matches(cap)
+    assert not StreamSelector(name="Cap", type="Markers").matches(cap)
+    assert not StreamSelector(source_id="a1", host="another-host").matches(cap)
+    assert not StreamSelector(name="cap").matches(cap)  # names are compared exactly
 
 
 @pytest.mark.parametrize(
@@ -116,7 +110,7 @@ def test_a_name_with_quotes_resolves_and_every_field_must_match(replay):
     name = f"""it's a "test" <&> {uuid.uuid4().hex[:8]}"""
     stream = replay(name=name)
     assert find_one(StreamSelector(name=name, type="EEG")).source_id() == stream.source_id
-    assert asyncio.run(resolve(StreamSelector(name=name, type="Markers"), 1.0)) == []
+    assert asyncio.run(resolve_one(StreamSelector(name=name, type="Markers"), 1.0)) is None
 
 
 # --- reading a replayed recording ---------------------------------------------------------
@@ -461,7 +455,7 @@ def test_loopback_env_for_child_processes(tmp_path, monkeypatch):
 
 
 def test_two_streams_matching_one_selector_are_refused_naming_both(replay):
-    from neuroauth.daemon.inlet import AmbiguousStream, resolve_one
+    from neuroauth.daemon.inlet import AmbiguousStream
 
     first = replay()
     selector = StreamSelector(source_id=first.source_id)
@@ -487,14 +481,11 @@ def test_two_streams_matching_one_selector_are_refused_naming_both(replay):
 def test_the_host_pins_a_stream(replay):
     import socket
 
-    from neuroauth.daemon.inlet import resolve_one
-
     stream = replay()
     here = asyncio.run(resolve_one(StreamSelector(source_id=stream.source_id), FIND_TIMEOUT)).hostname()
     assert here == socket.gethostname()
     assert asyncio.run(resolve_one(StreamSelector(source_id=stream.source_id, host=here), FIND_TIMEOUT))
     elsewhere = StreamSelector(source_id=stream.source_id, host="another-host")
-    assert elsewhere.predicate == f"source_id='{stream.source_id}' and hostname='another-host'"
     assert asyncio.run(resolve_one(elsewhere, 1.0)) is None
 
 

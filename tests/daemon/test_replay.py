@@ -10,7 +10,7 @@ import uuid
 
 import numpy as np
 import pytest
-from neuroauth.daemon.inlet import EegInlet, StreamLost, resolve
+from neuroauth.daemon.inlet import EegInlet, StreamLost, resolve_one
 from neuroauth.daemon.replay import Replayer, main, register
 
 from neuroauth.config import StreamSelector
@@ -18,9 +18,9 @@ from neuroauth.recordings import read_raw
 
 
 def open_inlet(source_id: str) -> EegInlet:
-    infos = asyncio.run(resolve(StreamSelector(source_id=source_id), 10.0))
-    assert len(infos) == 1
-    return EegInlet(infos[0])
+    info = asyncio.run(resolve_one(StreamSelector(source_id=source_id), 10.0))
+    assert info is not None
+    return EegInlet(info)
 
 
 def wait_for_samples(inlet: EegInlet, count: int, timeout: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
