@@ -48,6 +48,26 @@ OUTLET_BUFFER_SECONDS = 30
 SIGNAL_POLL_SECONDS = 0.1
 
 
+def eeg_stream_info(
+    name: str,
+    source_id: str,
+    labels: tuple[str, ...],
+    sfreq: float,
+    channel_types: tuple[str, ...] | None = None,
+    stream_type: str = "EEG",
+) -> pylsl.StreamInfo:
+    """An LSL description of float samples in microvolts, with every channel's label, unit and type
+    (EEG unless given): what the daemon reads a headset's channels and their scale from."""
+    info = pylsl.StreamInfo(name, stream_type, len(labels), sfreq, pylsl.cf_float32, source_id)
+    channels = info.desc().append_child("channels")
+    for label, kind in zip(labels, channel_types or ("EEG",) * len(labels), strict=True):
+        channel = channels.append_child("channel")
+        channel.append_child_value("label", label)
+        channel.append_child_value("unit", "microvolts")
+        channel.append_child_value("type", kind)
+    return info
+
+
 class Replayer:
     """Replays a recording as an LSL outlet, in the calling thread (:meth:`run`) or a background one.
 
@@ -108,20 +128,9 @@ class Replayer:
 
     def stream_info(self) -> pylsl.StreamInfo:
         """The description the outlet publishes: names, types and unit of every channel."""
-        info = pylsl.StreamInfo(
-            self.name,
-            self.stream_type,
-            self.channel_count,
-            self.sfreq,
-            pylsl.cf_float32,
-            self.source_id,
+        info = eeg_stream_info(
+            self.name, self.source_id, self.labels, self.sfreq, self.channel_types, self.stream_type
         )
-        channels = info.desc().append_child("channels")
-        for label, kind in zip(self.labels, self.channel_types, strict=True):
-            channel = channels.append_child("channel")
-            channel.append_child_value("label", label)
-            channel.append_child_value("unit", "microvolts")
-            channel.append_child_value("type", kind)
         info.desc().append_child("acquisition").append_child_value("replay_of", self.path.name)
         return info
 

@@ -70,16 +70,12 @@ def open_outlets(count: int, source_prefix: str, channels: tuple[str, ...], rate
     """``count`` outlets named after their source ids, channels described in microvolts."""
     import pylsl
 
+    from .daemon.replay import eeg_stream_info
+
     outlets = []
     for i in range(count):
         source_id = f"{source_prefix}-{i}"
-        info = pylsl.StreamInfo(source_id, "EEG", len(channels), rate, pylsl.cf_float32, source_id)
-        described = info.desc().append_child("channels")
-        for label in channels:
-            channel = described.append_child("channel")
-            channel.append_child_value("label", label)
-            channel.append_child_value("unit", "microvolts")
-            channel.append_child_value("type", "EEG")
+        info = eeg_stream_info(source_id, source_id, channels, rate)
         outlets.append(pylsl.StreamOutlet(info, max_buffered=OUTLET_BUFFER_S))
     return outlets
 
