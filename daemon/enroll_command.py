@@ -59,6 +59,7 @@ def lsl_source(
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``enroll`` to the ``neuroauth`` sub-commands."""
     from ..cli_options import add_target_options
+    from ..enroll.commands import add_site_option
     from ..enroll.enrollment import DEFAULT_PHASES, PHASES
 
     known = ", ".join(PHASES)
@@ -114,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target-far", type=float, default=0.01, help="window false-accept target (default 0.01)")
     add_target_options(p)
     p.add_argument("--replace", action="store_true", help="replace the user's existing template")
+    add_site_option(p)
     p.set_defaults(run=cmd_enroll)
 
 
@@ -226,6 +228,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             target_far=args.target_far,
             hop_seconds=hop,
             replace=args.replace,
+            min_site_people=args.min_site_people,
             on_phase=on_phase,
             on_source=on_source,
             on_window=on_window,
@@ -237,6 +240,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     left_out = template.calibration["cohort"].get("left_out")
     if left_out:
         print(f"left out of the cohort: {', '.join(left_out)} (these recordings are in it)")
+    site = template.calibration["cohort"]["site_people"]
+    if len(site) + 1 >= args.min_site_people and template.calibration["cohort"]["against"] == "training":
+        print(
+            f"\n{len(site) + 1} people are now enrolled here: `neuroauth templates renormalise` fits every "
+            "template against them (the site's people tell impostors apart better than the training cohort)"
+        )
     print(f"\ntemplate of {args.user} written to {path}, signed with the installation key {store.key_file}")
     print(format_template(template, path))
     return 0

@@ -259,6 +259,7 @@ def enroll(
         created=utc_now(),
         n_windows=len(owner.all),
         calibration=calibration,
+        windows=tuple(np.asarray(w, dtype=np.float64) for w in owner.windows),
     )
 
 

@@ -30,7 +30,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("name", help="the enrolled user")
     remove = actions.add_parser("remove", help="delete a user's template")
     remove.add_argument("name", help="the enrolled user")
+    renormalise = actions.add_parser(
+        "renormalise",
+        help="fit every template again against the people enrolled here now (after people joined or left)",
+    )
+    renormalise.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="the model the templates were enrolled with (default: shipped 4-ch)",
+    )
+    add_site_option(renormalise)
     p.set_defaults(run=cmd_templates)
+
+
+def add_site_option(p: argparse.ArgumentParser) -> None:
+    from .site import MIN_SITE_PEOPLE
+
+    p.add_argument(
+        "--min-site-people",
+        type=int,
+        default=MIN_SITE_PEOPLE,
+        help="normalise against the other people enrolled here once there are this many, else against the "
+        f"checkpoint's training people (default {MIN_SITE_PEOPLE}, measured in docs/results.md)",
+    )
 
 
 def cmd_templates(args: argparse.Namespace) -> int:
@@ -44,6 +67,8 @@ def cmd_templates(args: argparse.Namespace) -> int:
         path = store.remove(args.name)
         print(f"removed the template of {args.name} ({path})")
         return 0
+    if args.templates_command == "renormalise":
+        return _renormalise(store, args.checkpoint, args.min_site_people)
     raise ValueError(f"unknown templates action {args.templates_command!r}")
 
 
@@ -63,6 +88,24 @@ def _list(store: TemplateStore) -> int:
                 f"{e.n_windows:8d}"
             )
     return 0
+
+
+def _renormalise(store: TemplateStore, checkpoint: Path | None, min_people: int) -> int:
+    from ..models.checkpoint import load_checkpoint
+    from ..paths import SHIPPED_CHECKPOINT
+    from .site import renormalise
+
+    model = load_checkpoint(checkpoint or SHIPPED_CHECKPOINT)
+    done = renormalise(store, model, min_people)
+    for user, against in done.written.items():
+        print(f"  {user:20} normalised against {against}")
+    for user, why in done.failed.items():
+        print(f"  {user:20} LEFT AS IT WAS: {why}")
+    if not done.written and not done.failed:
+        print(f"no template in {store.directory} was enrolled with checkpoint {model.identity()}")
+    elif done.written:
+        print("restart neuroauthd (or send it SIGHUP) to use them")
+    return 1 if done.failed else 0
 
 
 def _seconds(value: float | None) -> str:
@@ -87,6 +130,17 @@ def format_template(template: Template, path: Path) -> str:
         f"decision             unlock at {d.unlock_level:g}, lock at {d.lock_level:g}, bound {d.bound:g}, "
         f"LLR clip {d.llr_clip:g}, no signal after {d.gap_seconds:g} s",
     ]
+    cohort = cal.get("cohort", {})
+    if "against" in cohort:
+        lines.append(
+            "normalised against   "
+            + (
+                f"the {len(cohort['site_people'])} other people enrolled here"
+                if cohort["against"] == "site"
+                else f"the checkpoint's {cohort['subjects']} training people ({len(cohort['site_people'])} "
+                f"other people enrolled here, {cohort['min_site_people']} needed)"
+            )
+        )
     window_eer = cal.get("window_eer")
     if window_eer:
         lines.append(

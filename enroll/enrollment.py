@@ -24,9 +24,10 @@ from pathlib import Path
 from ..errors import CheckpointError, DataError
 from ..models.checkpoint import NeuroAuthModel
 from ..models.streaming import EngineConfig
-from .calibration import MIN_STATE_WINDOWS, OwnerWindows, enroll, subjects_recorded_in
+from .calibration import MIN_STATE_WINDOWS, OwnerWindows, enroll
 from .collect import Collected, collect_windows, require_enough
 from .decision import DecisionTargets
+from .site import MIN_SITE_PEOPLE, Site, normalisation
 from .sources import Source
 from .store import TemplateStore
 from .template import Template, validate_user
@@ -126,6 +127,7 @@ def enroll_owner(
     target_far: float = 0.01,
     hop_seconds: float | None = None,
     replace: bool = False,
+    min_site_people: int = MIN_SITE_PEOPLE,
     on_phase: Callable[[int, Phase], None] | None = None,
     on_source: Callable[[Phase, Source], None] | None = None,
     on_window: Callable[[Phase, Collected], None] | None = None,
@@ -137,6 +139,8 @@ def enroll_owner(
     (a live stream is opened only once the wearer is ready). ``on_phase`` is called
     before a phase's source is opened (to show its instructions), ``on_source`` once it
     is. Nothing is written when a phase fails; an existing template stays unless ``replace``.
+    The template is normalised against the other people enrolled in ``store`` once there
+    are ``min_site_people`` of them, else against the checkpoint's cohort (:mod:`.site`).
     """
     validate_user(user)
     if store.path(user).exists() and not replace:
@@ -176,14 +180,10 @@ def enroll_owner(
             {"phase": phase.state, "source": source.description, "seconds": round(source.seconds, 1)}
         )
     owner = OwnerWindows(tuple(states), tuple(windows))
-    cohort = model.cohort
-    recorded = subjects_recorded_in(cohort, owner.all)
-    if recorded:  # enrolling one of the training people from a recording the cohort holds
-        log.info("left out of the cohort: %s (this recording is in it)", ", ".join(sorted(recorded)))
-        cohort = cohort.without(recorded)
+    chosen = normalisation(Site.read(store, model.identity()), user, owner.all, model.cohort, min_site_people)
     template = enroll(
         owner,
-        cohort,
+        chosen.cohort,
         model.calibration,
         user=user,
         checkpoint_identity=model.identity(),
@@ -193,8 +193,7 @@ def enroll_owner(
         targets=targets,
         hop_seconds=hop,
     )
-    if recorded:
-        template.calibration["cohort"]["left_out"] = sorted(recorded)
+    template.calibration["cohort"] |= chosen.record
     template.calibration["sources"] = sources  # which stream or file each phase came from
     # the daemon refuses another stream for this owner; enrolled from recordings, it cannot tell
     template = dataclasses.replace(template, stream=streams[0] if streams else None)

@@ -2,7 +2,7 @@
 
 A template file is one JSON document, never pickle, and nothing in it is executed::
 
-    {"format": "neuroauth-template", "format_version": 3,
+    {"format": "neuroauth-template", "format_version": 4,
      "sha256": "<hex digest of the UTF-8 bytes of content>",
      "hmac_sha256": "<hex HMAC-SHA256 of the same bytes under the installation key>",
      "content": "<a JSON text: metadata, parameters, calibration record, and arrays>"}
@@ -14,8 +14,15 @@ parses (else damaged or truncated), the format name and version, the digest of
 (:mod:`neuroauth.enroll.template_key`; else written elsewhere, or forged by someone
 who could write the file but not read the key), then every field's presence, type, and
 the arrays' dtype, shapes (centroids ``(K, dim)``, one per enrolled state,
-support vectors ``(S, dim)``, dual coefficients ``(S,)``) and finiteness. Every
-refusal is a :class:`TemplateError` naming the file and the fix.
+support vectors ``(S, dim)``, dual coefficients ``(S,)``, the enrollment windows
+``(n_k, dim)`` of each state) and finiteness. Every refusal is a :class:`TemplateError`
+naming the file and the fix.
+
+The enrollment windows are kept so that the template's owner can serve as one of the
+site's people other templates are normalised against (:mod:`neuroauth.enroll.site`),
+and so that the template can be fitted again when the site grows. A template without
+them (one written before they were kept) is version 3 and still read: it serves its owner
+alone.
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ from .scoring import FusionStats, WindowScores, score_windows
 from .template_key import sign, verify
 
 FORMAT = "neuroauth-template"
-FORMAT_VERSION = 3  # 2: one centroid per enrolled state; 3: signed with the installation key
+FORMAT_VERSION = 4  # 2: one centroid per enrolled state; 3: signed with the installation key;
+# 4: with the enrollment windows
+READ_VERSIONS = (3, 4)
 POLICIES = ("target-far", "eer", "youden")
 
 _MAX_PARAMETER = 1e4  # no calibrated parameter comes near: scores are in units of a cohort's spread
@@ -118,6 +127,9 @@ class Template:
     calibration: dict = field(default_factory=dict)  # JSON-ready record of how it was calibrated
     # the live stream enrolled from, {"source_id", "host", "channels"}; None when from recordings
     stream: dict | None = None
+    # per state, the enrollment windows (n_k, dim) float64 unit rows it was fitted on; None in a
+    # template written before they were kept
+    windows: tuple[np.ndarray, ...] | None = None
 
     def __post_init__(self) -> None:
         validate_user(self.user)
@@ -156,6 +168,8 @@ class Template:
             raise ValueError(f"template parameters out of range (beyond {_MAX_PARAMETER:g}): {wild}")
         if self.stream is not None:
             _check_stream(self.stream)
+        if self.windows is not None:
+            _check_windows(self.windows, self.states, self.dim)
         if self.n_windows < 1 or not self.checkpoint_identity or not self.embedder:
             raise ValueError("template needs its window count, checkpoint identity and embedder name")
 
@@ -221,6 +235,7 @@ class Template:
                 "centroids": _encode_array(self.centroids),
                 "support_vectors": _encode_array(self.svm.support_vectors),
                 "dual_coef": _encode_array(self.svm.dual_coef),
+                **({"windows": [_encode_array(w) for w in self.windows]} if self.windows is not None else {}),
             },
         }
         try:
@@ -232,7 +247,7 @@ class Template:
             ) from None
         document = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.windows is not None else 3,
             "sha256": hashlib.sha256(text.encode()).hexdigest(),
             "hmac_sha256": sign(key, text),
             "content": text,
@@ -257,10 +272,10 @@ class Template:
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise TemplateError(f"{source} is not a NeuroAuth template; remove it or enroll again ({fix})")
         version = document.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             raise TemplateError(
-                f"template {source} has format version {version!r}; this NeuroAuth reads version "
-                f"{FORMAT_VERSION}. Enroll again with this version ({fix})."
+                f"template {source} has format version {version!r}; this NeuroAuth reads versions "
+                f"{' and '.join(map(str, READ_VERSIONS))}. Enroll again with this version ({fix})."
             )
         text, digest = document.get("content"), document.get("sha256")
         if not isinstance(text, str) or not isinstance(digest, str):
@@ -281,7 +296,11 @@ class Template:
                 f"here ({fix})."
             )
         try:
-            return cls._from_content(json.loads(text))
+            template = cls._from_content(json.loads(text))
+            if (template.windows is not None) != (version == FORMAT_VERSION):
+                held = "without" if version == FORMAT_VERSION else "with"
+                raise ValueError(f"a version {version} template {held} enrollment windows")
+            return template
         except (KeyError, TypeError, ValueError, AttributeError, RecursionError, TemplateError) as exc:
             raise TemplateError(
                 f"template {source} is malformed ({exc.__class__.__name__}: {exc}); remove it and enroll "
@@ -309,6 +328,11 @@ class Template:
                 f"array shapes disagree with dim {dim} and {len(states)} state(s): centroids "
                 f"{centroids.shape}, support_vectors {support.shape}, dual_coef {coef.shape}"
             )
+        windows = arrays.get("windows")
+        if windows is not None:
+            if not isinstance(windows, list):
+                raise TypeError("'windows' must be a list of arrays, one per state")
+            windows = tuple(_decode_array(w, f"windows[{i}]", ndim=2) for i, w in enumerate(windows))
         svm = content["svm"]
         calibration = content["calibration"]
         if not isinstance(calibration, dict):
@@ -334,6 +358,7 @@ class Template:
             n_windows=int(content["n_windows"]),
             calibration=calibration,
             stream=content.get("stream"),
+            windows=windows,
         )
 
 
@@ -351,6 +376,18 @@ def _check_stream(stream: dict) -> None:
         or not all(isinstance(c, str) and 0 < len(c) <= 256 for c in channels)
     ):
         raise ValueError(f"template stream is malformed: {stream!r:.200}")
+
+
+def _check_windows(windows: tuple[np.ndarray, ...], states: tuple[str, ...], dim: int) -> None:
+    """Enrollment windows: one finite float64 array ``(n_k, dim)`` of unit rows per state."""
+    if len(windows) != len(states):
+        raise ValueError(f"template holds enrollment windows of {len(windows)} state(s), not {len(states)}")
+    for state, w in zip(states, windows, strict=True):
+        if w.dtype != np.float64 or w.ndim != 2 or w.shape[1] != dim or len(w) == 0:
+            raise ValueError(f"enrollment windows of {state!r} must be (n, {dim}) float64, got {w.shape}")
+        norms = np.linalg.norm(w, axis=1)
+        if not np.isfinite(w).all() or not np.allclose(norms, 1.0, atol=1e-3):
+            raise ValueError(f"enrollment windows of {state!r} must be finite unit vectors")
 
 
 def _encode_array(array: np.ndarray) -> dict:

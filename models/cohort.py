@@ -50,6 +50,22 @@ class Cohort:
                 if rows.any():
                     yield name, r, self.embeddings[rows]
 
+    @classmethod
+    def of_people(cls, windows: dict[str, np.ndarray], hop_seconds: float) -> Cohort:
+        """A cohort of enrollment windows ``{person: (n, D)}`` (recording 0 for every row)."""
+        names = tuple(windows)
+        if not names or any(len(np.atleast_2d(w)) == 0 for w in windows.values()):
+            raise ValueError("a cohort needs at least one person, each with at least one window")
+        return cls(
+            embeddings=np.concatenate([np.asarray(w, dtype=np.float32) for w in windows.values()]),
+            subject=np.concatenate(
+                [np.full(len(w), i, dtype=np.int64) for i, w in enumerate(windows.values())]
+            ),
+            recording=np.zeros(sum(len(w) for w in windows.values()), dtype=np.int64),
+            subjects=names,
+            hop_seconds=float(hop_seconds),
+        )
+
     def without(self, subjects: set[str]) -> Cohort:
         """The cohort minus the windows of ``subjects`` (e.g. the owner, when in the cohort)."""
         keep = ~np.isin(self.subject, [i for i, s in enumerate(self.subjects) if s in subjects])

@@ -39,6 +39,7 @@ def make_template(user: str = "alice", identity: str = "ckpt-a", dim: int = 8, s
         created="2024-05-01T12:00:00+00:00",
         n_windows=40,
         calibration={"note": "hand-made", "nested": {"values": [1, 2.5, None]}, "meets_targets": False},
+        windows=(x,),
     )
 
 

@@ -33,6 +33,7 @@ import torch
 from factories import make_template
 from neuroauth.daemon.lslconfig import loopback_env
 from neuroauth.enroll.store import TemplateStore
+from neuroauth.enroll.template import FORMAT_VERSION
 from neuroauth.models.checkpoint import load_checkpoint
 from neuroauth.models.denoiser import DenoiserConfig
 from neuroauth.models.preprocess import SignalSpec
@@ -314,7 +315,7 @@ def reshaped_template(path: Path, marker: Path, shipped: Shipped) -> None:
 
 def future_template(path: Path, marker: Path, shipped: Shipped) -> None:
     document = json.loads(path.read_text())
-    document["format_version"] = 4
+    document["format_version"] = FORMAT_VERSION + 1
     path.write_text(json.dumps(document))
 
 
@@ -361,7 +362,7 @@ TEMPLATES = {
     ),
     "future": (
         future_template,
-        "has format version 4",
+        f"has format version {FORMAT_VERSION + 1}",
         "Enroll again with this version (`neuroauth enroll --user future`)",
     ),
     "other-checkpoint": (

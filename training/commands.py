@@ -129,11 +129,25 @@ def cmd_crossval(args: argparse.Namespace) -> int:
         noise_types=noise_types(args.noise),
         keep=args.keep_checkpoints,
         only=[s.strip() for s in args.only.split(",")] if args.only else (),
+        site_people=args.site_people,
     )
     atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     print(format_crossval(result))
     print(f"figures written to {args.json}")
     return 0
+
+
+def _site_people(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(1_000_000 if t.strip() == "all" else int(t) for t in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 2:
+        raise argparse.ArgumentTypeError(
+            f"--site-people takes counts of at least 2 people or 'all', comma-separated (e.g. 5,10,all), "
+            f"not {text!r}"
+        )
+    return counts
 
 
 # -- cohort --------------------------------------------------------------------------------------------
@@ -227,6 +241,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "per held-out corpus)",
     )
     p.add_argument("--only", help="comma-separated prefixes of the splits to run (e.g. 'mumtaz split 1')")
+    p.add_argument(
+        "--site-people",
+        type=_site_people,
+        default=(),
+        help="with --continuous, also normalise each template against this many other test people, "
+        "as a site with that many enrolled does (comma-separated, 'all' for every one; e.g. 5,10,all)",
+    )
     add_target_options(p)
     p.set_defaults(run=cmd_crossval)
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ from ..enroll.template import Template
 from ..errors import CheckpointError
 from ..metrics import eer
 from ..models.checkpoint import NeuroAuthModel
+from ..models.cohort import Cohort
 from .data import SubjectData
 from .evaluate import PersonWindows, embedded_people
 from .protocol import HOP_SECONDS
@@ -92,6 +94,21 @@ def enroll_person(model: NeuroAuthModel, person: PersonWindows, cohort, targets:
         checkpoint_identity=model.identity(),
         embedder=model.embedder_name,
         targets=targets,
+    )
+
+
+def site_cohort(people: Sequence[PersonWindows], owner: str, n: int, hop_seconds: float) -> Cohort:
+    """The enrollment windows of ``n`` other people enrolled at the owner's site (every one when
+    fewer), drawn at random for each owner (seeded by the owner's name): the people a site's
+    templates are normalised against (:mod:`neuroauth.enroll.site`)."""
+    others = sorted(p.subject for p in people if p.subject != owner and p.enrolled)
+    if n < len(others):
+        rng = np.random.default_rng(zlib.crc32(owner.encode()))
+        others = sorted(rng.choice(others, size=n, replace=False).tolist())
+    by_subject = {p.subject: p for p in people}
+    return Cohort.of_people(
+        {s: np.concatenate([e for e in by_subject[s].enroll["states"] if len(e)]) for s in others},
+        hop_seconds,
     )
 
 
@@ -312,8 +329,15 @@ def evaluate_continuous(
     targets: DecisionTargets | None = None,
     progress: bool = True,
     embedded: dict[str, list[PersonWindows]] | None = None,
+    site_people: int = 0,
 ) -> tuple[dict, list[Session], dict]:
-    """The report, every session, and the raw figures (for pooling over splits)."""
+    """The report, every session, and the raw figures (for pooling over splits).
+
+    ``site_people``: each owner's template is normalised against the enrollment windows of
+    that many other people of the evaluated data (the owner's site) instead of the
+    checkpoint's cohort; the report then also gives the figures of the takeovers by
+    people outside that group (``strangers``), when there are any.
+    """
     owners = [d for d in data if d.complete]
     if len(owners) < 1 or len(data) < 2:
         raise ValueError("continuous evaluation needs an owner with every recording and another person")
@@ -334,9 +358,13 @@ def evaluate_continuous(
         embedded = embedded_people(model, data, progress, gate=True)
     people = {p.subject: p for p in embedded["ours"]}
     window_seconds = model.spec.window_seconds
-    sessions, promised, scores = [], [], {}
+    sessions, promised, scores, normalised_against = [], [], {}, {}
     for d in tqdm(owners, desc="continuous", unit="owner", disable=not progress):
-        template = enroll_person(model, people[d.subject], cohort, targets)
+        against = cohort
+        if site_people:
+            against = site_cohort(list(people.values()), d.subject, site_people, cohort.hop_seconds)
+            normalised_against[d.subject] = set(against.subjects)
+        template = enroll_person(model, people[d.subject], against, targets)
         promised.append(template.calibration["decision"]["chosen"])
         own = _stream(template, people[d.subject])
         for other in data:
@@ -350,6 +378,11 @@ def evaluate_continuous(
     figures["promised"] = promised
     report = summarise(figures)
     report["operating_points"] = operating_points(model, scores, window_seconds)
+    if site_people:
+        strangers = [s for s in sessions if s.impostor not in normalised_against[s.owner]]
+        report["site_people"] = int(np.mean([len(v) for v in normalised_against.values()]))
+        if strangers:
+            report["strangers"] = summarise(session_figures(strangers, window_seconds))
     report["subjects"] = [d.subject for d in data]
     report["seen_in_training"] = sorted(subjects & set(model.meta.get("training_subjects", [])))
     report["cohort_subjects"] = remaining

@@ -203,9 +203,13 @@ def crossval(
     keep: Path | None = None,
     progress: bool = True,
     only: Sequence[str] = (),
+    site_people: Sequence[int] = (),
 ) -> dict:
     """Every split's reports and, per corpus and kind, their summary. ``only`` restricts the
-    splits to those whose name starts with one of its entries."""
+    splits to those whose name starts with one of its entries. With ``continuous``, each
+    of ``site_people`` adds the continuous figures with templates normalised against that
+    many other test people (``report["continuous_site"][str(n)]``; a number above the test
+    people's means all of them, labelled ``all``)."""
     by_subject = {d.subject: d for d in data}
     corpora = sorted({d.corpus.name for d in data})
     splits = plan_splits(data, repeats, options.seed)
@@ -234,6 +238,12 @@ def crossval(
             raise RuntimeError(f"test people {report['seen_in_training']} were in the training data")
         if continuous is not None:
             report["continuous"], _, _ = evaluate_continuous(model, test, continuous, progress, embedded)
+            report["continuous_site"] = {
+                ("all" if n >= len(test) else str(n)): evaluate_continuous(
+                    model, test, continuous, progress, embedded, site_people=n
+                )[0]
+                for n in site_people
+            }
         report["embedder_selection"] = stage2.record.get("chosen")
         report["fit_seconds"] = round(time.time() - started, 1)
         reports[split.name] = {"split": dataclasses.asdict(split), "report": report}

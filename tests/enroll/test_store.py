@@ -61,7 +61,7 @@ def test_file_is_private_and_not_pickle(tmp_path, make_template):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
     document = json.loads(path.read_text())
-    assert document["format"] == "neuroauth-template" and document["format_version"] == 3
+    assert document["format"] == "neuroauth-template" and document["format_version"] == 4
     assert store.key_file == tmp_path / "template.key"  # beside the directory, not in it
     assert stat.S_IMODE(store.key_file.stat().st_mode) == 0o600
 
