@@ -89,34 +89,50 @@ def state_table(results: Sequence[dict]) -> str:
     return "\n".join(rows)
 
 
+def _normalisations(f: dict) -> list[tuple[str, str]]:
+    """``(label, key prefix)`` of every normalisation a result's continuous figures were taken with:
+    the training cohort, then each number of site people, then each one's takeovers by strangers."""
+    found = [("training cohort", "continuous.")] if "continuous.false_lockouts_per_hour" in f else []
+    sites = sorted(
+        {k.split(".")[1] for k in f if k.startswith("continuous_site.")},
+        key=lambda n: (n == "all", int(n) if n.isdigit() else 0),
+    )
+    for n in sites:
+        found.append((f"site, {n} people", f"continuous_site.{n}."))
+    for n in sites:
+        if f"continuous_site.{n}.strangers.false_lockouts_per_hour" in f:
+            found.append((f"site, {n} people: takeovers by others", f"continuous_site.{n}.strangers."))
+    return found
+
+
 def continuous_table(results: Sequence[dict]) -> str:
     rows = [
-        "| montage | test people | owner false lock-outs / h (promised) | owner unlocked | owners never "
-        "unlocked | time to lock, median / p95 (s) | takeovers never locked (share) | impostor unlocks / h | "
-        "owner EEG (h) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| montage | test people | normalised against | window EER | owner false lock-outs / h (promised) "
+        "| owner unlocked | owners never unlocked | time to lock, median / p95 (s) | takeovers never "
+        "locked (share) | impostor unlocks / h | owner EEG (h) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for montage, group, entry in _groups(result):
             f = entry["figures"]
-            if "continuous.false_lockouts_per_hour" not in f:
-                continue
-            never = f.get("continuous.owners_never_unlocked_count")
-            rows.append(
-                _row(
-                    montage,
-                    group,
-                    f"{_ci(f['continuous.false_lockouts_per_hour'], 1)} "
-                    f"({_ci(f.get('continuous.promised.false_lockouts_per_hour'), 1)})",
-                    _ci(f.get("continuous.owner_unlocked_share"), 2),
-                    _ci(never, 1),
-                    f"{_ci(f.get('continuous.time_to_lock_s.median'), 1)} / "
-                    f"{_ci(f.get('continuous.time_to_lock_s.p95'), 1)}",
-                    _ci(f.get("continuous.sessions_never_locked_share"), 2),
-                    _ci(f.get("continuous.impostor_unlocks_per_hour"), 1),
-                    _ci(f.get("continuous.owner_hours"), 2),
+            for label, p in _normalisations(f):
+                rows.append(
+                    _row(
+                        montage,
+                        group,
+                        label,
+                        _ci(f.get(f"{p}window_eer")),
+                        f"{_ci(f[p + 'false_lockouts_per_hour'], 1)} "
+                        f"({_ci(f.get(p + 'promised.false_lockouts_per_hour'), 1)})",
+                        _ci(f.get(p + "owner_unlocked_share"), 2),
+                        _ci(f.get(p + "owners_never_unlocked_count"), 1),
+                        f"{_ci(f.get(p + 'time_to_lock_s.median'), 1)} / "
+                        f"{_ci(f.get(p + 'time_to_lock_s.p95'), 1)}",
+                        _ci(f.get(p + "sessions_never_locked_share"), 2),
+                        _ci(f.get(p + "impostor_unlocks_per_hour"), 1),
+                        _ci(f.get(p + "owner_hours"), 2),
+                    )
                 )
-            )
     return "\n".join(rows) if len(rows) > 2 else ""
 
 

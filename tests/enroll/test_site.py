@@ -39,7 +39,10 @@ def enrolled_site(people, site, store: TemplateStore, identity: str = "ckpt-a") 
 
 def model_of(people, identity: str = "ckpt-a"):
     return SimpleNamespace(
-        identity=lambda: identity, cohort=people.cohort, calibration=people.sequences, embedder_name="spectral"
+        identity=lambda: identity,
+        cohort=people.cohort,
+        calibration=people.sequences,
+        embedder_name="spectral",
     )
 
 

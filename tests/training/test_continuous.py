@@ -98,3 +98,34 @@ def test_a_cohort_of_only_evaluated_people_is_refused(three_subjects):
             evaluate_continuous(model, data, progress=False)
     finally:
         model.cohort = cohort
+
+
+def test_normalised_against_the_site_the_takeovers_by_strangers_are_reported_apart(three_subjects):
+    model, data = three_subjects
+    report, sessions, _ = evaluate_continuous(model, data, DecisionTargets(), progress=False, site_people=1)
+    assert report["site_people"] == 1 and len(sessions) == 6
+    strangers = report[
+        "strangers"
+    ]  # each owner's other impostor: not the one the template was normalised against
+    assert strangers["owners"] == 3
+    assert (
+        strangers["time_to_lock_s"]["n"]
+        + strangers["sessions_locked_at_takeover"]
+        + strangers["sessions_never_locked"]
+        == 3
+    )
+
+
+def test_a_site_cohort_is_drawn_per_owner_from_the_other_people(three_subjects):
+    from neuroauth.training.continuous import site_cohort
+    from neuroauth.training.evaluate import embedded_people
+
+    model, data = three_subjects
+    people = embedded_people(model, data, progress=False, gate=True)["ours"]
+    owner = people[0].subject
+    one = site_cohort(people, owner, 1, 1.0)
+    assert len(one.subjects) == 1 and owner not in one.subjects
+    assert one.subjects == site_cohort(people, owner, 1, 1.0).subjects  # the same draw every time
+    every = site_cohort(people, owner, 10, 1.0)
+    assert set(every.subjects) == {p.subject for p in people} - {owner}
+    assert len(every.embeddings) == sum(len(e) for p in people[1:] for e in p.enroll["states"])

@@ -124,6 +124,17 @@ def _result():
                     for target in ("0.5", "2")
                 },
             },
+            "continuous_site": {
+                "10": {
+                    "window_eer": eer / 2,
+                    "false_lockouts_per_hour": lockouts / 2,
+                    "time_to_lock_s": {"median": 12.0, "n": 8},
+                    "strangers": {
+                        "false_lockouts_per_hour": lockouts / 2,
+                        "time_to_lock_s": {"median": 15.0},
+                    },
+                }
+            },
         }
 
     split = {"kind": "repeated", "corpus": "a", "training": ["x"] * 40, "test": ["y"] * 10}
@@ -144,7 +155,11 @@ def test_the_report_gives_every_split_group_with_its_interval():
     assert "| 4 ch | b -> a: 20 (1) | ours | 0.200 | 0.100 |" in table  # one split: no interval
     assert "first state only | 0.190 [" in table and "PSD baseline | 0.300" in table
     continuous = continuous_table([result])
-    assert "| a (repeated) | 4.0 [" in continuous and "(1.0)" in continuous
+    assert "| a (repeated) | training cohort | n/a | 4.0 [" in continuous and "(1.0)" in continuous
+    assert "| b -> a | site, 10 people | 0.100 | 3.0 (n/a) |" in continuous
+    assert "| b -> a | site, 10 people: takeovers by others | n/a | 3.0 (n/a) | n/a | n/a | 15.0 / n/a |" in (
+        continuous
+    )
     text = render([], [])
     assert text == ""
 
@@ -157,6 +172,6 @@ def test_the_crossval_json_renders(tmp_path):
     text = render([path], [])
     assert "leave-one-corpus-out" in text
     # the never-locked share, absent from older results, is derived from the counts (2 of 2 + 8)
-    assert "| 4 ch | b -> a | 6.0 (1.0) | n/a | n/a | 20.0 / n/a | 0.20 |" in text
+    assert "| 4 ch | b -> a | training cohort | n/a | 6.0 (1.0) | n/a | n/a | 20.0 / n/a | 0.20 |" in text
     assert "| 4 ch | a (repeated) | 0.5 | 0.5 [" in text and "| 4 ch | b -> a | 2 | 2.0, 30 | 6.0 |" in text
     assert "| 25 / n/a | 0.10 |" in text
