@@ -50,3 +50,40 @@ def test_default_directory_comes_from_the_environment(tmp_path, make_template, m
 def test_unsafe_name_is_refused(tmp_path, capsys):
     assert run(["templates", "--dir", str(tmp_path), "remove", "../secrets"]) == 2
     assert "is not allowed" in capsys.readouterr().err
+
+
+def test_renormalise_fits_the_templates_against_the_people_enrolled_there(tmp_path, capsys):
+    from factories import make_model
+    from neuroauth.enroll.calibration import OwnerWindows, enroll
+    from neuroauth.models.checkpoint import save_checkpoint
+    from neuroauth.models.cohort import ScoreSequences
+    from synthetic_people import recording
+
+    rng = np.random.default_rng(3)
+    model = make_model()
+    model.calibration = ScoreSequences.from_lists(  # owners well above impostors, as any calibration has them
+        [rng.normal(3.0, 1.0, 60)], [rng.normal(0.0, 1.0, 60)], {"hop_seconds": 1.0}, ["a"], ["a"]
+    )
+    checkpoint = tmp_path / "model.pt"
+    save_checkpoint(model, checkpoint)
+    store = TemplateStore(tmp_path / "templates")
+    for user in ("ann", "ben", "cat"):
+        store.save(
+            enroll(
+                OwnerWindows.single(recording(rng, rng.standard_normal(8), 60, spread=0.5)),
+                model.cohort,
+                model.calibration,
+                user=user,
+                checkpoint_identity=model.identity(),
+                embedder=model.embedder_name,
+            )
+        )
+    directory = ["templates", "--dir", str(store.directory)]
+    assert run([*directory, "renormalise", "--checkpoint", str(checkpoint), "--min-site-people", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("normalised against site (2 people)") == 3 and "restart neuroauthd" in out
+    assert run([*directory, "show", "ben"]) == 0
+    assert "normalised against   the 2 other people enrolled here" in capsys.readouterr().out
+
+    assert run([*directory, "renormalise", "--checkpoint", str(checkpoint)]) == 0  # 10 by default
+    assert capsys.readouterr().out.count("normalised against training (3 people)") == 3
