@@ -95,10 +95,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(format_report(report))
     sessions = None
     if args.continuous:
-        from .continuous import evaluate_continuous
+        from .continuous import evaluate_continuous, site_reports
 
         report["continuous"], sessions, _ = evaluate_continuous(model, data, targets(args), embedded=embedded)
         print(format_continuous(report["continuous"]))
+        report["continuous_site"] = site_reports(model, data, targets(args), embedded, args.site_people)
+        for n, site in report["continuous_site"].items():
+            print(f"\nnormalised against {n} other people of the data, as a site with them enrolled:")
+            print(format_continuous(site))
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
         print(f"figures written to {args.json}")
@@ -135,6 +139,17 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     print(format_crossval(result))
     print(f"figures written to {args.json}")
     return 0
+
+
+def _site_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--site-people",
+        type=_site_people,
+        default=(),
+        help=f"with --continuous, run {what} again with each template normalised against this many other "
+        "people of the data, as a site with that many enrolled is (comma-separated, 'all' for every one; "
+        "e.g. 5,10,all)",
+    )
 
 
 def _site_people(text: str) -> tuple[int, ...]:
@@ -218,6 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also run owner-then-impostor sessions through the enrollment and the decision over time",
     )
+    _site_option(p, "the sessions")
     add_target_options(p)
     p.set_defaults(run=cmd_evaluate)
 
@@ -241,13 +257,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "per held-out corpus)",
     )
     p.add_argument("--only", help="comma-separated prefixes of the splits to run (e.g. 'mumtaz split 1')")
-    p.add_argument(
-        "--site-people",
-        type=_site_people,
-        default=(),
-        help="with --continuous, also normalise each template against this many other test people, "
-        "as a site with that many enrolled does (comma-separated, 'all' for every one; e.g. 5,10,all)",
-    )
+    _site_option(p, "each split's sessions")
     add_target_options(p)
     p.set_defaults(run=cmd_crossval)
 

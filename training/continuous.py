@@ -392,6 +392,24 @@ def evaluate_continuous(
     return report, sessions, figures
 
 
+def site_reports(
+    model: NeuroAuthModel,
+    data: Sequence[SubjectData],
+    targets: DecisionTargets | None,
+    embedded: dict[str, list[PersonWindows]],
+    site_people: Sequence[int],
+    progress: bool = True,
+) -> dict[str, dict]:
+    """The continuous report with the templates normalised against each of ``site_people`` other
+    people of ``data``, keyed by that number (``all`` for one at least the number of people)."""
+    return {
+        ("all" if n >= len(data) else str(n)): evaluate_continuous(
+            model, data, targets, progress, embedded, site_people=n
+        )[0]
+        for n in site_people
+    }
+
+
 def plot_session(session: Session, path: Path) -> Path:
     """Score and state over time for one session, the takeover marked."""
     import matplotlib

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..enroll.decision import DecisionTargets
 from ..models.checkpoint import NeuroAuthModel, load_checkpoint, save_checkpoint
-from .continuous import evaluate_continuous
+from .continuous import evaluate_continuous, site_reports
 from .data import SubjectData
 from .evaluate import embedded_people, evaluate
 from .train import DenoisedRecordings, Denoiser, TrainOptions, assemble, fit_stage2, train_stage1
@@ -238,12 +238,7 @@ def crossval(
             raise RuntimeError(f"test people {report['seen_in_training']} were in the training data")
         if continuous is not None:
             report["continuous"], _, _ = evaluate_continuous(model, test, continuous, progress, embedded)
-            report["continuous_site"] = {
-                ("all" if n >= len(test) else str(n)): evaluate_continuous(
-                    model, test, continuous, progress, embedded, site_people=n
-                )[0]
-                for n in site_people
-            }
+            report["continuous_site"] = site_reports(model, test, continuous, embedded, site_people, progress)
         report["embedder_selection"] = stage2.record.get("chosen")
         report["fit_seconds"] = round(time.time() - started, 1)
         reports[split.name] = {"split": dataclasses.asdict(split), "report": report}

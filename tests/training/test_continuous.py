@@ -101,10 +101,16 @@ def test_a_cohort_of_only_evaluated_people_is_refused(three_subjects):
 
 
 def test_normalised_against_the_site_the_takeovers_by_strangers_are_reported_apart(three_subjects):
+    from neuroauth.training.continuous import site_reports
+    from neuroauth.training.evaluate import embedded_people
+
     model, data = three_subjects
-    report, sessions, _ = evaluate_continuous(model, data, DecisionTargets(), progress=False, site_people=1)
-    assert report["site_people"] == 1 and len(sessions) == 6
-    strangers = report[
+    embedded = embedded_people(model, data, progress=False, gate=True)
+    reports = site_reports(model, data, DecisionTargets(), embedded, (1, 5), progress=False)
+    assert sorted(reports) == ["1", "all"]
+    one, every = reports["1"], reports["all"]
+    assert one["site_people"] == 1 and every["site_people"] == 2
+    strangers = one[
         "strangers"
     ]  # each owner's other impostor: not the one the template was normalised against
     assert strangers["owners"] == 3
@@ -114,6 +120,7 @@ def test_normalised_against_the_site_the_takeovers_by_strangers_are_reported_apa
         + strangers["sessions_never_locked"]
         == 3
     )
+    assert "strangers" not in every  # every impostor is one of the people normalised against
 
 
 def test_a_site_cohort_is_drawn_per_owner_from_the_other_people(three_subjects):
