@@ -24,10 +24,10 @@ from pathlib import Path
 from ..errors import CheckpointError, DataError
 from ..models.checkpoint import NeuroAuthModel
 from ..models.streaming import EngineConfig
-from .calibration import MIN_STATE_WINDOWS, OwnerWindows, enroll
+from .calibration import MIN_STATE_WINDOWS, OwnerWindows
 from .collect import Collected, collect_windows, require_enough
 from .decision import DecisionTargets
-from .site import MIN_SITE_PEOPLE, Site, normalisation
+from .site import MIN_SITE_PEOPLE, Site, enroll_at_site
 from .sources import Source
 from .store import TemplateStore
 from .template import Template, validate_user
@@ -179,21 +179,17 @@ def enroll_owner(
         sources.append(
             {"phase": phase.state, "source": source.description, "seconds": round(source.seconds, 1)}
         )
-    owner = OwnerWindows(tuple(states), tuple(windows))
-    chosen = normalisation(Site.read(store, model.identity()), user, owner.all, model.cohort, min_site_people)
-    template = enroll(
-        owner,
-        chosen.cohort,
-        model.calibration,
+    template = enroll_at_site(
+        OwnerWindows(tuple(states), tuple(windows)),
+        Site.read(store, model.identity()),
+        model,
         user=user,
-        checkpoint_identity=model.identity(),
-        embedder=model.embedder_name,
+        min_people=min_site_people,
         policy=policy,
         target_far=target_far,
         targets=targets,
         hop_seconds=hop,
     )
-    template.calibration["cohort"] |= chosen.record
     template.calibration["sources"] = sources  # which stream or file each phase came from
     # the daemon refuses another stream for this owner; enrolled from recordings, it cannot tell
     template = dataclasses.replace(template, stream=streams[0] if streams else None)

@@ -95,6 +95,26 @@ def normalisation(
     return Normalisation(training, record)
 
 
+def enroll_at_site(
+    owner: OwnerWindows, site: Site, model, *, user: str, min_people: int = MIN_SITE_PEOPLE, **options
+) -> Template:
+    """:func:`~neuroauth.enroll.calibration.enroll` ``owner`` with ``model``'s checkpoint, normalised
+    against the site's other people or its cohort (:func:`normalisation`); ``options`` are
+    ``enroll``'s. The template's calibration record says which."""
+    chosen = normalisation(site, user, owner.all, model.cohort, min_people)
+    template = enroll(
+        owner,
+        chosen.cohort,
+        model.calibration,
+        user=user,
+        checkpoint_identity=model.identity(),
+        embedder=model.embedder_name,
+        **options,
+    )
+    template.calibration["cohort"] |= chosen.record
+    return template
+
+
 @dataclass(frozen=True)
 class Renormalised:
     """What :func:`renormalise` did to each template of the site."""
@@ -110,17 +130,14 @@ def renormalise(store: TemplateStore, model, min_people: int = MIN_SITE_PEOPLE) 
     site = Site.read(store, model.identity())
     written, failed = {}, {}
     for user, old in sorted(site.templates.items()):
-        owner = OwnerWindows(old.states, old.windows)
-        chosen = normalisation(site, user, owner.all, model.cohort, min_people)
         decision = old.calibration.get("decision", {})
         try:
-            new = enroll(
-                owner,
-                chosen.cohort,
-                model.calibration,
+            new = enroll_at_site(
+                OwnerWindows(old.states, old.windows),
+                site,
+                model,
                 user=user,
-                checkpoint_identity=model.identity(),
-                embedder=model.embedder_name,
+                min_people=min_people,
                 policy=old.threshold.policy,
                 target_far=old.threshold.target_far or 0.01,
                 targets=DecisionTargets(**decision["targets"]) if "targets" in decision else None,
@@ -132,9 +149,9 @@ def renormalise(store: TemplateStore, model, min_people: int = MIN_SITE_PEOPLE) 
             failed[user] = str(exc)
             log.warning("template of %s left as it was: %s", user, exc)
             continue
-        new.calibration["cohort"] |= chosen.record
         new.calibration["sources"] = old.calibration.get("sources")
         new.calibration["enrolled"] = old.calibration.get("enrolled", old.created)
         store.save(dataclasses.replace(new, stream=old.stream))
-        written[user] = f"{chosen.record['against']} ({len(chosen.cohort.subjects)} people)"
+        cohort = new.calibration["cohort"]
+        written[user] = f"{cohort['against']} ({cohort['subjects']} people)"
     return Renormalised(written, failed)
