@@ -55,7 +55,9 @@ class State(StrEnum):
 class DecisionTargets:
     """What the decision over time should achieve on the calibration data."""
 
-    false_lockouts_per_hour: float = 1.0  # the owner wrongly locked out, per hour worn
+    # the owner wrongly locked out, per hour worn: the product's requirement. Asking the calibration for
+    # fewer buys no fewer measured lock-outs on people it never saw, and slower locks (docs/results.md)
+    false_lockouts_per_hour: float = 2.0
     time_to_lock_s: float = 10.0  # median time to lock once someone else wears the headset
 
     def to_dict(self) -> dict:

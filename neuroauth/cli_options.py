@@ -48,7 +48,7 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
         "--false-lockouts-per-hour",
         type=float,
         default=None,
-        help="decision target for the owner (default: the configuration's, else 1)",
+        help="decision target: owner false lock-outs per hour (default: the configuration's, else 2)",
     )
     p.add_argument(
         "--time-to-lock",

@@ -267,7 +267,7 @@ class DecisionSettings(_Section):
     """Targets of the decision over time."""
 
     false_lockouts_per_hour: float = Field(
-        default=1.0, gt=0, le=3600.0, description="Tolerated rate at which the wearing owner gets locked out."
+        default=2.0, gt=0, le=3600.0, description="Tolerated rate at which the wearing owner gets locked out."
     )
     time_to_lock_s: float = Field(
         default=10.0,

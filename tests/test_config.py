@@ -144,7 +144,7 @@ def test_defaults(tmp_path):
     assert s.model.checkpoint is None
     assert (s.model.hop_seconds, s.model.max_backlog_seconds) == (1.0, 8.0)
     assert (s.decision.false_lockouts_per_hour, s.decision.time_to_lock_s, s.decision.no_signal_after_s) == (
-        1.0,
+        2.0,
         10.0,
         3.0,
     )

@@ -139,34 +139,37 @@ def continuous_table(results: Sequence[dict]) -> str:
 def operating_table(results: Sequence[dict]) -> str:
     """The decision at other false lock-out targets: what the calibration promised, what it gave."""
     rows = [
-        "| montage | test people | target false lock-outs / h | promised: lock-outs / h, median lock (s) | "
-        "measured: lock-outs / h | owner unlocked | median / p95 time to lock (s) | "
-        "takeovers never locked (share) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| montage | test people | normalised against | target false lock-outs / h | promised: lock-outs "
+        "/ h, median lock (s) | measured: lock-outs / h | owner unlocked | owners never unlocked | median / "
+        "p95 time to lock (s) | takeovers never locked (share) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for montage, group, entry in _groups(result):
             f = entry["figures"]
-            prefix = "continuous.operating_points."
-            # a target is a number that may hold a dot itself ("0.5"): it ends where a name begins
-            found = (re.match(r"[\d.]+?(?=\.[a-z])", k[len(prefix) :]) for k in f if k.startswith(prefix))
-            targets = sorted({m.group() for m in found if m}, key=float)
-            for t in targets:
-                p = f"continuous.operating_points.{t}."
-                rows.append(
-                    _row(
-                        montage,
-                        group,
-                        t,
-                        f"{_ci(f.get(p + 'promised.false_lockouts_per_hour'), 1)}, "
-                        f"{_ci(f.get(p + 'promised.median_time_to_lock_s'), 0)}",
-                        _ci(f.get(p + "false_lockouts_per_hour"), 1),
-                        _ci(f.get(p + "owner_unlocked_share"), 2),
-                        f"{_ci(f.get(p + 'time_to_lock_s.median'), 0)} / "
-                        f"{_ci(f.get(p + 'time_to_lock_s.p95'), 0)}",
-                        _ci(f.get(p + "sessions_never_locked_share"), 2),
+            for label, normalised in _normalisations(f):
+                prefix = f"{normalised}operating_points."
+                # a target is a number that may hold a dot itself ("0.5"): it ends where a name begins
+                found = (re.match(r"[\d.]+?(?=\.[a-z])", k[len(prefix) :]) for k in f if k.startswith(prefix))
+                targets = sorted({m.group() for m in found if m}, key=float)
+                for t in targets:
+                    p = f"{prefix}{t}."
+                    rows.append(
+                        _row(
+                            montage,
+                            group,
+                            label,
+                            t,
+                            f"{_ci(f.get(p + 'promised.false_lockouts_per_hour'), 1)}, "
+                            f"{_ci(f.get(p + 'promised.median_time_to_lock_s'), 0)}",
+                            _ci(f.get(p + "false_lockouts_per_hour"), 1),
+                            _ci(f.get(p + "owner_unlocked_share"), 2),
+                            _ci(f.get(p + "owners_never_unlocked_count"), 1),
+                            f"{_ci(f.get(p + 'time_to_lock_s.median'), 0)} / "
+                            f"{_ci(f.get(p + 'time_to_lock_s.p95'), 0)}",
+                            _ci(f.get(p + "sessions_never_locked_share"), 2),
+                        )
                     )
-                )
     return "\n".join(rows) if len(rows) > 2 else ""
 
 

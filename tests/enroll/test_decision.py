@@ -214,7 +214,8 @@ def test_when_no_setting_avoids_lockouts_the_fewest_win():
     owner = gaussian_sequences(rng, 0.3, 10, 200)  # barely above the impostors: lock-outs everywhere
     impostors = gaussian_sequences(rng, 0.0, 10, 100)
     grid = DecisionGrid(unlock=(1.0, 2.0), lock=(0.5, 1.0), bound=(2.0,))
-    result = calibrate_decision(owner, impostors, 1.0, DecisionTargets(), llr_clip=1.0, grid=grid)
+    targets = DecisionTargets(false_lockouts_per_hour=1.0)  # one lock-out in these 0.56 h is too many
+    result = calibrate_decision(owner, impostors, 1.0, targets, llr_clip=1.0, grid=grid)
     counts = [g["false_lockouts"] for g in result.record["grid"]]
     assert min(counts) > 0
     assert not result.meets_targets

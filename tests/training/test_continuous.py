@@ -82,7 +82,7 @@ def test_replay_of_bundled_sessions_locks_every_impostor(three_subjects, tmp_pat
     assert report["sessions_never_locked"] == 0  # every takeover locked within the impostor's EEG
     assert report["time_to_lock_s"]["n"] + report["sessions_locked_at_takeover"] == 6
     assert report["time_to_lock_s"]["p95"] < 62 - 24  # the arithmetic recording's probe part
-    assert report["promised"]["templates"] == 3 and report["promised"]["false_lockouts_per_hour"] <= 1.0
+    assert report["promised"]["templates"] == 3 and report["promised"]["false_lockouts_per_hour"] <= 2.0
     assert report["owner_unlocked_share"] > 0.5 and not report["owners_never_unlocked"]
     assert 0.0 <= report["window_eer"] < 0.2
     png = plot_session(sessions[0], tmp_path / "session.png")
