@@ -173,5 +173,6 @@ def test_the_crossval_json_renders(tmp_path):
     assert "leave-one-corpus-out" in text
     # the never-locked share, absent from older results, is derived from the counts (2 of 2 + 8)
     assert "| 4 ch | b -> a | training cohort | n/a | 6.0 (1.0) | n/a | n/a | 20.0 / n/a | 0.20 |" in text
-    assert "| 4 ch | a (repeated) | 0.5 | 0.5 [" in text and "| 4 ch | b -> a | 2 | 2.0, 30 | 6.0 |" in text
+    assert "| 4 ch | a (repeated) | training cohort | 0.5 | 0.5 [" in text
+    assert "| 4 ch | b -> a | training cohort | 2 | 2.0, 30 | 6.0 |" in text
     assert "| 25 / n/a | 0.10 |" in text
