@@ -190,13 +190,16 @@ def _discretise(
     dA = torch.exp(delta.unsqueeze(-1) * A.to(dtype))  # (B, T, E, N)
     dBu = (delta * u.to(dtype)).unsqueeze(-1) * B.to(dtype).unsqueeze(2)  # (B, T, E, N)
     batch, _, d_inner, d_state = dA.shape
+    return dA, dBu, _initial_state(initial_state, (batch, d_inner, d_state), dA)
+
+
+def _initial_state(initial_state: Tensor | None, shape: tuple[int, int, int], like: Tensor) -> Tensor:
+    """``h`` before the first step ``(B, E, N)`` in ``like``'s dtype: zeros when None."""
     if initial_state is None:
-        return dA, dBu, dA.new_zeros(batch, d_inner, d_state)
-    if initial_state.shape != (batch, d_inner, d_state):
-        raise ValueError(
-            f"initial_state must be {(batch, d_inner, d_state)}, got {tuple(initial_state.shape)}"
-        )
-    return dA, dBu, initial_state.to(dtype)
+        return like.new_zeros(shape)
+    if initial_state.shape != shape:
+        raise ValueError(f"initial_state must be {shape}, got {tuple(initial_state.shape)}")
+    return initial_state.to(like.dtype)
 
 
 def _output(h: Tensor, u: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
@@ -280,7 +283,7 @@ def selective_scan_sequential(
     those tensors outgrow the caches, so its cost per stream grows with the batch. Here
     ``exp(delta * A)`` and ``delta * B * u`` are built time-major, ``(T, B, E, N)``, so that
     each step reads and updates one contiguous slice, and ``h_t`` overwrites ``delta * B * u``
-    in place: three passes over the big tensors whatever ``T``, for ``T`` small operations.
+    in place: a handful of passes over the big tensors whatever ``T``, for ``T`` small operations.
     """
     dtype = torch.promote_types(u.dtype, torch.float32)
     batch, _, d_inner = u.shape
@@ -291,14 +294,7 @@ def selective_scan_sequential(
     dA = torch.mul(delta_t.unsqueeze(-1), A.to(dtype)).exp_()  # (T, B, E, N)
     B_t = B.to(dtype).transpose(0, 1).contiguous()  # (T, B, N)
     h_all = du.unsqueeze(-1) * B_t.unsqueeze(2)  # delta * u * B, then overwritten by h: (T, B, E, N)
-    if initial_state is None:
-        h = dA.new_zeros(batch, d_inner, d_state)
-    elif initial_state.shape != (batch, d_inner, d_state):
-        raise ValueError(
-            f"initial_state must be {(batch, d_inner, d_state)}, got {tuple(initial_state.shape)}"
-        )
-    else:
-        h = initial_state.to(dtype)
+    h = _initial_state(initial_state, (batch, d_inner, d_state), dA)  # (B, E, N)
     for t in range(h_all.shape[0]):
         h = torch.addcmul(h_all[t], dA[t], h, out=h_all[t])  # (B, E, N)
     y = torch.matmul(h_all, C.to(dtype).transpose(0, 1).unsqueeze(-1)).squeeze(-1)  # (T, B, E)
