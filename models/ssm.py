@@ -16,7 +16,10 @@ The recurrence ``h_t = a_t * h_{t-1} + b_t`` is evaluated with a Hillis-Steele p
 scan over the associative operator ``(a1, b1) o (a2, b2) = (a1 * a2, a2 * b1 + b2)``:
 ``ceil(log2(T))`` vectorised steps, only products of factors in ``(0, 1]`` (no
 exponential of a positive cumulative sum), and a backward pass that is itself one
-reverse scan.  All computation lives in :meth:`Mamba.step`, which continues from a
+reverse scan.  Inference, which needs no gradient, steps the recurrence itself instead
+(:func:`selective_scan_sequential`): one pass over the state per step, where the parallel
+scan's ``log2(T)`` passes over every step's state cost more as soon as a batch of streams
+outgrows the caches.  All computation lives in :meth:`Mamba.step`, which continues from a
 :class:`MambaState`; :meth:`Mamba.forward` is ``step`` from the zero state, so chunked
 streaming and whole-sequence processing give the same result.
 
@@ -62,6 +65,7 @@ __all__ = [
     "scan_path",
     "selective_scan",
     "selective_scan_reference",
+    "selective_scan_sequential",
 ]
 
 
@@ -186,22 +190,29 @@ def _discretise(
     dA = torch.exp(delta.unsqueeze(-1) * A.to(dtype))  # (B, T, E, N)
     dBu = (delta * u.to(dtype)).unsqueeze(-1) * B.to(dtype).unsqueeze(2)  # (B, T, E, N)
     batch, _, d_inner, d_state = dA.shape
+    return dA, dBu, _initial_state(initial_state, (batch, d_inner, d_state), dA)
+
+
+def _initial_state(initial_state: Tensor | None, shape: tuple[int, int, int], like: Tensor) -> Tensor:
+    """``h`` before the first step ``(B, E, N)`` in ``like``'s dtype: zeros when None."""
     if initial_state is None:
-        return dA, dBu, dA.new_zeros(batch, d_inner, d_state)
-    if initial_state.shape != (batch, d_inner, d_state):
-        raise ValueError(
-            f"initial_state must be {(batch, d_inner, d_state)}, got {tuple(initial_state.shape)}"
-        )
-    return dA, dBu, initial_state.to(dtype)
+        return like.new_zeros(shape)
+    if initial_state.shape != shape:
+        raise ValueError(f"initial_state must be {shape}, got {tuple(initial_state.shape)}")
+    return initial_state.to(like.dtype)
 
 
 def _output(h: Tensor, u: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
     """``y = (<C, h> + D * u) * silu(z)`` ``(B, T, E)``, in ``u``'s dtype."""
-    y = torch.einsum("bten,btn->bte", h, C.to(h.dtype))  # (B, T, E)
+    return _gate(torch.einsum("bten,btn->bte", h, C.to(h.dtype)), u, D, z)  # (B, T, E)
+
+
+def _gate(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
+    """``(y + D * u) * silu(z)`` ``(B, T, E)`` from ``y = <C, h>``, in ``u``'s dtype."""
     if D is not None:
-        y = y + u.to(h.dtype) * D.to(h.dtype)  # (B, T, E)
+        y = y + u.to(y.dtype) * D.to(y.dtype)  # (B, T, E)
     if z is not None:
-        y = y * F.silu(z.to(h.dtype))  # (B, T, E)
+        y = y * F.silu(z.to(y.dtype))  # (B, T, E)
     return y.to(u.dtype)
 
 
@@ -253,6 +264,41 @@ def selective_scan_reference(
         h = dA[:, t] * h + dBu[:, t]  # (B, E, N)
         states.append(h)
     return _output(torch.stack(states, dim=1), u, C, D, z), h
+
+
+def selective_scan_sequential(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    initial_state: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Same as :func:`selective_scan`, not differentiable: the recurrence one step at a time, in place.
+
+    Inference runs this one. The parallel scan makes ``log2(T)`` passes, each reading and
+    writing every ``(B, T, E, N)`` element, and allocates a buffer for each; over many streams
+    those tensors outgrow the caches, so its cost per stream grows with the batch. Here
+    ``exp(delta * A)`` and ``delta * B * u`` are built time-major, ``(T, B, E, N)``, so that
+    each step reads and updates one contiguous slice, and ``h_t`` overwrites ``delta * B * u``
+    in place: a handful of passes over the big tensors whatever ``T``, for ``T`` small operations.
+    """
+    dtype = torch.promote_types(u.dtype, torch.float32)
+    batch, _, d_inner = u.shape
+    d_state = A.shape[1]
+    # the small inputs made time-major first: an elementwise result takes its inputs' memory layout
+    delta_t = delta.to(dtype).transpose(0, 1).contiguous()  # (T, B, E)
+    du = delta_t * u.to(dtype).transpose(0, 1)  # (T, B, E)
+    dA = torch.mul(delta_t.unsqueeze(-1), A.to(dtype)).exp_()  # (T, B, E, N)
+    B_t = B.to(dtype).transpose(0, 1).contiguous()  # (T, B, N)
+    h_all = du.unsqueeze(-1) * B_t.unsqueeze(2)  # delta * u * B, then overwritten by h: (T, B, E, N)
+    h = _initial_state(initial_state, (batch, d_inner, d_state), dA)  # (B, E, N)
+    for t in range(h_all.shape[0]):
+        h = torch.addcmul(h_all[t], dA[t], h, out=h_all[t])  # (B, E, N)
+    y = torch.matmul(h_all, C.to(dtype).transpose(0, 1).unsqueeze(-1)).squeeze(-1)  # (T, B, E)
+    return _gate(y.transpose(0, 1), u, D, z), h.clone()  # clone: do not keep all of h alive
 
 
 def _softplus(x: Tensor) -> Tensor:
@@ -374,7 +420,10 @@ class Mamba(nn.Module):
         dt, B, C = self.x_proj(xi).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = _softplus(self.dt_proj(dt))  # (B, T, E)
         A = -torch.exp(self.A_log.float())  # (E, N)
-        y, ssm_state = selective_scan(
+        # training differentiates through the parallel scan; inference steps the recurrence
+        differentiable = torch.is_grad_enabled() and (x.requires_grad or self.A_log.requires_grad)
+        scan = selective_scan if differentiable else selective_scan_sequential
+        y, ssm_state = scan(
             xi, delta, A, B, C, self.D, z=z, initial_state=state.ssm_state
         )  # (B, T, E), (B, E, N)
         return self.out_proj(y), MambaState(conv_state, ssm_state.to(state.ssm_state.dtype))

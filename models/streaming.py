@@ -11,8 +11,9 @@ Each stream is advanced incrementally; nothing is recomputed over the window::
         every hop: the last ``window`` samples -> quality gate -> embedder
                                           (one batched call for every window due)
 
-Streams whose new samples have the same length are denoised in one call, at most
-``max_batch_streams`` at a time, which bounds the step's working memory.
+Streams whose new samples have the same length are denoised in one call, of at most
+``max_batch_rows`` sequences (streams times channels): a step's cost per stream is least
+while its tensors stay in the processor's caches, and grows beyond that.
 
 The denoiser runs in whole *units* of ``gcd(window, hop)`` samples (with the default
 800-sample window and 1 s hop at 200 Hz, one hop). Every window boundary is a
@@ -73,15 +74,15 @@ class EngineConfig:
     hop_seconds: float = 1.0
     max_backlog_seconds: float = 8.0
     max_gap_seconds: float = 0.25
-    max_batch_streams: int = 32  # streams per denoiser call: bounds the working memory of a step
+    max_batch_rows: int = 64  # streams x channels per denoiser call (at least one stream): fits the caches
     rate_tolerance: float | None = 0.05  # relative; None: trust the announced rate (fast replays)
     quality: QualityConfig = field(default_factory=QualityConfig)
 
     def __post_init__(self) -> None:
         if self.hop_seconds <= 0:
             raise ValueError(f"hop_seconds must be positive, got {self.hop_seconds}")
-        if self.max_batch_streams < 1:
-            raise ValueError(f"max_batch_streams must be at least 1, got {self.max_batch_streams}")
+        if self.max_batch_rows < 1:
+            raise ValueError(f"max_batch_rows must be at least 1, got {self.max_batch_rows}")
         if self.max_backlog_seconds <= 0 or self.max_gap_seconds <= 0:
             raise ValueError("max_backlog_seconds and max_gap_seconds must be positive")
 
@@ -411,7 +412,7 @@ class StreamingEngine:
                     n = need + (s.carry.shape[1] - need) // self.hop * self.hop  # and any further hops
                     groups.setdefault(n, []).append(s)
             due: list[tuple[_Stream, int, np.ndarray]] = []  # (stream, end, window (3C, L))
-            size = self.config.max_batch_streams
+            size = max(1, self.config.max_batch_rows // self.n_channels)  # streams per call
             for n, members in groups.items():
                 for i in range(0, len(members), size):
                     due.extend(self._step(n, members[i : i + size]))

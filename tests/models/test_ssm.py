@@ -14,6 +14,7 @@ from neuroauth.models.ssm import (
     MambaState,
     selective_scan,
     selective_scan_reference,
+    selective_scan_sequential,
 )
 
 ATOL = 1e-5
@@ -203,13 +204,14 @@ def test_step_matches_mambapy_step(config: tuple[int, int, int, int]) -> None:
 # ----------------------------------------------------------------------- scan
 
 
+@pytest.mark.parametrize("scan", [selective_scan, selective_scan_sequential])
 @pytest.mark.parametrize("length", [1, 2, 5, 64, 257])
 @pytest.mark.parametrize("with_initial_state", [True, False])
-def test_parallel_scan_matches_reference(length: int, with_initial_state: bool) -> None:
+def test_scans_match_reference(scan, length: int, with_initial_state: bool) -> None:
     inputs = random_scan_inputs(3, length, 6, 5, seed=length)
     if not with_initial_state:
         inputs["initial_state"] = None
-    y, last = selective_scan(**inputs)
+    y, last = scan(**inputs)
     y_ref, last_ref = selective_scan_reference(**inputs)
     assert y.shape == (3, length, 6) and last.shape == (3, 6, 5)
     torch.testing.assert_close(y, y_ref, atol=ATOL, rtol=0)
@@ -234,10 +236,11 @@ def test_parallel_scan_gradcheck_float64() -> None:
     assert torch.autograd.gradcheck(selective_scan, args)
 
 
-def test_parallel_scan_stable_for_long_strongly_decaying_sequences() -> None:
+@pytest.mark.parametrize("scan", [selective_scan, selective_scan_sequential])
+def test_scans_stable_for_long_strongly_decaying_sequences(scan) -> None:
     inputs = random_scan_inputs(1, 3000, 4, 4, seed=5)
     inputs["A"] = inputs["A"] * 50.0  # exp(delta * A) underflows towards 0: must stay finite
-    y, last = selective_scan(**inputs)
+    y, last = scan(**inputs)
     assert torch.isfinite(y).all() and torch.isfinite(last).all()
     y_ref, _ = selective_scan_reference(**{k: v for k, v in inputs.items()})
     torch.testing.assert_close(y, y_ref, atol=ATOL, rtol=0)
@@ -302,3 +305,18 @@ def test_gradients_flow_to_all_parameters() -> None:
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_inference_steps_the_recurrence_and_training_differentiates_the_parallel_scan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    torch.manual_seed(0)
+    block, x = Mamba(8, d_state=4, d_conv=3, expand=2), torch.randn(2, 30, 8)
+    used = []
+    for name in ("selective_scan", "selective_scan_sequential"):
+        original = getattr(ssm, name)
+        monkeypatch.setattr(ssm, name, lambda *a, _f=original, _n=name, **k: used.append(_n) or _f(*a, **k))
+    block(x).sum().backward()
+    with torch.no_grad():
+        block(x)
+    assert used == ["selective_scan", "selective_scan_sequential"]
