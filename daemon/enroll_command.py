@@ -240,11 +240,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     left_out = template.calibration["cohort"].get("left_out")
     if left_out:
         print(f"left out of the cohort: {', '.join(left_out)} (these recordings are in it)")
-    site = template.calibration["cohort"]["site_people"]
-    if len(site) + 1 >= args.min_site_people and template.calibration["cohort"]["against"] == "training":
+    cohort = template.calibration["cohort"]
+    if cohort["against"] == "site" and len(cohort["site_people"]) == args.min_site_people:
         print(
-            f"\n{len(site) + 1} people are now enrolled here: `neuroauth templates renormalise` fits every "
-            "template against them (the site's people tell impostors apart better than the training cohort)"
+            f"\n{args.user}'s template is normalised against the {args.min_site_people} other people "
+            "enrolled here, theirs against the training people: `neuroauth templates renormalise` fits "
+            "them against each other (the site's people tell impostors apart better)"
         )
     print(f"\ntemplate of {args.user} written to {path}, signed with the installation key {store.key_file}")
     print(format_template(template, path))

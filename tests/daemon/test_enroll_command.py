@@ -98,3 +98,22 @@ def test_enroll_takes_directory_and_targets_from_the_daemon_configuration(tmp_pa
     argv = ["enroll", "--user", "cy", "--from-file", str(recording), "--config", str(config), "--replace"]
     assert main([*argv, "--time-to-lock", "7"]) == 0
     assert TemplateStore(templates).load("cy").calibration["decision"]["targets"]["time_to_lock_s"] == 7.0
+
+
+def test_once_the_site_is_large_enough_enrollment_normalises_against_it(tmp_path, capsys):
+    templates = ["--templates-dir", str(tmp_path / "templates")]
+    first = ["enroll", "--user", "ana", "--from-file", str(BUNDLED_DATA / "Subject03_1.edf"), *templates]
+    assert main([*first, "--min-site-people", "1"]) == 0  # nobody else yet: the training people
+    second = ["enroll", "--user", "ben", "--from-file", str(BUNDLED_DATA / "Subject06_1.edf"), *templates]
+    capsys.readouterr()
+    assert main([*second, "--min-site-people", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "ben's template is normalised against the 1 other people enrolled here" in out
+    assert "normalised against   the 1 other people enrolled here" in out  # the template's account
+    store = TemplateStore(tmp_path / "templates")
+    assert store.load("ana").calibration["cohort"]["against"] == "training"
+    ben = store.load("ben").calibration["cohort"]
+    assert ben["against"] == "site" and ben["site_people"] == ["ana"]
+    renormalise = ["templates", "--dir", str(store.directory), "renormalise", "--min-site-people", "1"]
+    assert main(renormalise) == 0
+    assert store.load("ana").calibration["cohort"]["site_people"] == ["ben"]
