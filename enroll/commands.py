@@ -49,11 +49,18 @@ def add_site_option(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "--min-site-people",
-        type=int,
+        type=_people,
         default=MIN_SITE_PEOPLE,
         help="normalise against the other people enrolled here once there are this many, else against the "
         f"checkpoint's training people (default {MIN_SITE_PEOPLE}, measured in docs/results.md)",
     )
+
+
+def _people(text: str) -> int:
+    """A number of people, at least 1 (an ``argparse`` type)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number of people, at least 1, not {text!r}")
+    return int(text)
 
 
 def cmd_templates(args: argparse.Namespace) -> int:

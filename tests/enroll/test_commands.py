@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 
 import numpy as np
+import pytest
 from neuroauth.enroll.store import TemplateStore
 
 from neuroauth.cli import main as run
@@ -87,3 +88,11 @@ def test_renormalise_fits_the_templates_against_the_people_enrolled_there(tmp_pa
 
     assert run([*directory, "renormalise", "--checkpoint", str(checkpoint)]) == 0  # 10 by default
     assert capsys.readouterr().out.count("normalised against training (3 people)") == 3
+
+
+def test_a_site_size_below_one_is_refused(tmp_path, capsys):
+    for bad in ("0", "-3", "ten"):
+        with pytest.raises(SystemExit) as exit:
+            run(["templates", "--dir", str(tmp_path), "renormalise", "--min-site-people", bad])
+        assert exit.value.code == 2
+        assert f"takes a whole number of people, at least 1, not {bad!r}" in capsys.readouterr().err
