@@ -182,6 +182,10 @@ class FaultyStream:
     def timestamp(self, k: int) -> float:
         if k in self.restamped:
             return self.restamped[k]
+        return self.clock(k)
+
+    def clock(self, k: int) -> float:
+        """The timestamp sample ``k`` would carry if no burst restamped it (timestamp faults applied)."""
         shift = 0.0
         for f in self.faults:
             if f.kind in TIMESTAMP_FAULTS and k >= f.start:
@@ -220,7 +224,7 @@ class FaultyStream:
     def restamp(self, sent: int, due: int) -> None:
         for f in self.faults:
             if f.kind == "burst-restamped" and sent < f.stop and due > f.start:
-                stamp = self.t0 + (f.stop - 1) * self.period  # when the link came back
+                stamp = self.clock(f.stop - 1)  # when the link came back, on the stream's own clock
                 for k in range(max(sent, f.start), min(due, f.stop)):
                     self.restamped[k] = stamp
 
