@@ -23,6 +23,7 @@ MAX_RATE = 20_000.0  # Hz
 MAX_FILTER_ORDER = 16
 MAX_WINDOW = 2**16  # samples
 MAX_UPSAMPLING = 100  # output samples per input sample: 2 Hz into a 200 Hz model, far below any EEG rate
+SCALE_UV_RANGE = (0.01, 1e4)  # microvolts per model unit: the gate's +-0.2 V stays far inside float32
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,12 @@ class SignalSpec:
             raise ValueError(f"band {self.band} must satisfy 0 < low < high < Nyquist ({self.sfreq / 2} Hz)")
         if self.window < 16:
             raise ValueError(f"window of {self.window} samples is too short; use at least 16")
-        if not 0 < self.scale_uv < float("inf"):
-            raise ValueError(f"scale_uv must be positive and finite, got {self.scale_uv}")
+        low_uv, high_uv = SCALE_UV_RANGE
+        if not low_uv <= self.scale_uv <= high_uv:
+            raise ValueError(
+                f"scale_uv must lie in [{low_uv:g}, {high_uv:g}] microvolts per model unit, "
+                f"got {self.scale_uv}"
+            )
 
     @property
     def window_seconds(self) -> float:

@@ -181,6 +181,7 @@ def resigned(original: dict, config: dict) -> dict:
 @example(data=("set", ("embedder", "config", "pca_dim"), 10**9))
 @example(data=("set", ("embedder", "config", "n_channels"), 100_000))
 @example(data=("set", ("denoiser", "dilations"), [10**9]))
+@example(data=("set", ("signal", "scale_uv"), 2.0393419162745455e-253))
 def test_an_edited_configuration_with_a_matching_identity_is_refused_or_loads(original, out, data):
     """The digest is recomputed: whatever the configuration says is built, or refused first."""
     config = json.loads(original["config"])
