@@ -231,6 +231,7 @@ class Service:
             "threads": threading.active_count(),
             "pending_samples": sum(self.engine.pending_samples().values()),
             "pump_busy": self.pump.busy_share() if self.pump is not None else 0.0,
+            "pump_reads_per_cycle": self.pump.reads_per_cycle() if self.pump is not None else 0.0,
             "stream_state_kb": self.engine.state_bytes() // 1024,
             "windows": self.windows_seen,
             "mqtt_events_queued": queued.get("events", 0),

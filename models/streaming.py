@@ -276,6 +276,17 @@ class StreamingEngine:
         with self._lock:
             return {key: s.n_pending for key, s in self._streams.items()}
 
+    def samples_until_window(self, key: str) -> int:
+        """Input samples stream ``key`` still needs before its next window is complete (0: it comes
+        at the next :meth:`advance`); the reader's clue to when the stream next needs reading."""
+        with self._lock:
+            s = self._streams.get(key)
+            if s is None:
+                raise StreamError(f"stream {key!r} is not registered; call add_stream first")
+            resampled = -(-s.n_pushed * s.up // s.down)  # as _due counts them
+            missing = self._next_end(s) - resampled  # model-rate samples
+            return max(0, -(-missing * s.down // s.up))
+
     def state_bytes(self) -> int:
         """Bytes held by the streams' own state: buffers, filter and denoiser state."""
         with self._lock:

@@ -24,7 +24,7 @@ class FakeInlet:
     """Hands out a recording in 40 ms chunks stamped on the LSL clock, then whatever ``then`` says."""
 
     def __init__(self, volts: np.ndarray, rate: float, then: str = "lost") -> None:
-        self.volts, self.rate, self.then, self.name = volts, rate, then, "fake"
+        self.volts, self.rate, self.sfreq, self.then, self.name = volts, rate, rate, then, "fake"
         self.i, self.t0 = 0, pylsl.local_clock() - volts.shape[1] / rate
 
     def pull(self):
@@ -106,3 +106,65 @@ def test_headsets_are_dealt_into_slots_of_the_hop_a_batch_each():
     # never more slots than pump cycles in a hop, and within the hop whatever it is
     assert len({window_offset(i, 1024, 1.0) for i in range(1024)}) == 50
     assert all(0 <= window_offset(i, 300, 2.5) < 2.5 for i in range(300))
+
+
+class LiveInlet:
+    """A recording as a live stream: each sample is there from the LSL time it is stamped with."""
+
+    def __init__(self, volts: np.ndarray, rate: float) -> None:
+        self.volts, self.rate, self.sfreq, self.name = volts, rate, rate, "live"
+        self.t0, self.sent = pylsl.local_clock(), 0
+        self.pulls: list[float] = []  # LSL time of each pull
+
+    def pull(self):
+        now = pylsl.local_clock()
+        self.pulls.append(now)
+        there = min(int((now - self.t0) * self.rate) + 1, self.volts.shape[1])
+        chunk = self.volts[:, self.sent : there], self.t0 + np.arange(self.sent, there) / self.rate
+        self.sent = there
+        return chunk
+
+    def seconds_since_last_sample(self) -> float:
+        return 0.0
+
+
+@pytest.mark.slow  # seconds of a stream in real time
+def test_an_inlet_rests_between_windows_and_is_read_in_the_cycle_after_each_window_is_in(recording):
+    volts, names, rate = recording
+    engine = StreamingEngine(load_checkpoint(SHIPPED_CHECKPOINT), EngineConfig(rate_tolerance=None))
+    engine.add_stream("eeg1", names, rate)
+    advances: list[float] = []  # LSL time of each cycle's advance, after that cycle's reads
+    advance = engine.advance
+
+    def timed_advance():
+        advances.append(pylsl.local_clock())
+        return advance()
+
+    engine.advance = timed_advance
+    windows = []
+    inlet = LiveInlet(volts, rate)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        on_cycle = lambda a, s: windows.extend(a.windows)  # noqa: E731
+        pump = Pump(engine, loop, on_cycle, lambda *lost: None, silent_after_s=9.0)
+        pump.attach("eeg1", inlet, lambda e: 1.0)
+        worker = threading.Thread(target=pump.run)
+        worker.start()
+        try:
+            await asyncio.sleep(6.6)  # windows end at 4, 5 and 6 s
+        finally:
+            pump.stop.set()
+            worker.join(10)
+        assert not worker.is_alive()
+        return pump
+
+    pump = asyncio.run(scenario())
+    pushed_s = inlet.sent / rate
+    assert len(windows) == int(pushed_s - 4.0) + 1 >= 3, (pushed_s, windows)
+    # read a few times a hop, not every cycle
+    assert pump.reads == len(inlet.pulls) and pump.reads <= pump.cycles / 3, (pump.reads, pump.cycles)
+    # yet never resting through a window: the inlet was read in the cycle after its last sample came
+    for w in windows:
+        later = [t for t in advances if t > w.timestamp]
+        assert any(w.timestamp < t < later[1] for t in inlet.pulls), (w.timestamp, later[:2], inlet.pulls)
